@@ -69,7 +69,8 @@ class ModelSpec:
         return len(self.labels)
 
     def replace(self, **changes) -> ModelSpec:
-        return ModelSpec(**{**self.to_dict(), **changes})
+        fields = {k: v for k, v in self.to_dict().items() if k != "spec_version"}
+        return ModelSpec(**{**fields, **changes})
 
     def to_dict(self) -> dict:
         d = asdict(self)
