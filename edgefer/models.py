@@ -153,3 +153,26 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
     except RuntimeError as exc:
         raise ModelError(f"{weights}: weights do not fit {meta['arch']}: {str(exc).splitlines()[0]}") from None
     return model.to(device).eval(), spec, meta
+
+
+def optimizer_param_groups(model, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
+    """AdamW parameter groups: no weight decay on biases/norms (timm's rule), optional layer-wise LR decay
+    (``lr_scale`` per group, applied by timm's schedulers) and every group marked ``head`` True/False so the
+    trainer can hold the backbone still (``--freeze-epochs``) while the classifier learns."""
+    _timm()
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+    model = _unwrap(model)
+    no_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    if layer_decay is None:
+        groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_decay)
+    else:
+        groups = param_groups_layer_decay(model, weight_decay, no_weight_decay_list=no_decay, layer_decay=layer_decay)
+    head = {id(p) for p in model.get_classifier().parameters()}
+    split = []
+    for group in groups:
+        for is_head in (False, True):
+            params = [p for p in group["params"] if (id(p) in head) == is_head]
+            if params:
+                split.append({**group, "params": params, "head": is_head})
+    return split

@@ -1,0 +1,85 @@
+"""Run reports: per-epoch metrics (JSONL + CSV), per-class tables and confusion-matrix plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from ..errors import require
+from ..fileio import atomic_path, write_json, write_text
+
+METRICS_JSONL, METRICS_CSV = "metrics.jsonl", "metrics.csv"
+
+
+class EpochLog:
+    """Per-epoch records, rewritten atomically as ``metrics.jsonl`` and ``metrics.csv`` after each epoch."""
+
+    def __init__(self, directory: str | Path, resume_from_epoch: int | None = None):
+        self.directory = Path(directory)
+        self.records: list[dict] = []
+        path = self.directory / METRICS_JSONL
+        if resume_from_epoch is not None and path.is_file():
+            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+            self.records = [r for r in records if r["epoch"] < resume_from_epoch]
+
+    def append(self, record: dict) -> None:
+        self.records.append(record)
+        write_text(self.directory / METRICS_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
+        columns = list(dict.fromkeys(key for r in self.records for key in r))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.records)
+        write_text(self.directory / METRICS_CSV, buffer.getvalue())
+
+
+def format_report(report: dict, title: str = "") -> str:
+    """A plain-text table: accuracy, macro-F1 and per-class precision/recall/F1/support."""
+    lines = [title] if title else []
+    lines.append(f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  (n={report['n']})")
+    lines.append(f"{'class':<10} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    for name, row in report["per_class"].items():
+        lines.append(f"{name:<10} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8d}")
+    return "\n".join(lines)
+
+
+def save_confusion_png(report: dict, path: str | Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix with counts, as a PNG."""
+    require("matplotlib", "train", "plotting the confusion matrix")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(report["confusion_matrix"], dtype=np.int64)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    labels = report["labels"]
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
+    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{counts[i, j]}", ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_evaluation(report: dict, json_path: str | Path, title: str = "", **extra) -> tuple[Path, Path]:
+    """Write the metrics JSON and, beside it, ``<stem>_confusion.png``; return both paths."""
+    json_path = Path(json_path)
+    write_json(json_path, {**extra, **report})
+    png = save_confusion_png(report, json_path.with_name(json_path.stem + "_confusion.png"), title)
+    return json_path, png
