@@ -21,6 +21,7 @@ setup(
     install_requires=["numpy>=1.24", "click>=8.1"],
     extras_require={
         "train": TRAIN,
+        "data": ["pillow>=10", "tqdm"],  # image-folder data sets and progress bars (CSV needs only numpy)
         "onnx": ONNX,
         "openvino": OPENVINO,
         "report": REPORT,

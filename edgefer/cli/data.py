@@ -1,0 +1,81 @@
+"""``edgefer data synth`` and ``edgefer data inspect``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import click
+
+SYNTH_CSV_NAME = "fer2013_synthetic.csv"
+
+
+@click.group()
+def data():
+    """FER2013 data: make synthetic data, inspect a data set."""
+
+
+@data.command()
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help=f"FILE.csv, or a directory (gets {SYNTH_CSV_NAME}).")
+@click.option("--n", "n", default=3000, show_default=True, type=click.IntRange(min=1), help="Number of images.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same bytes).")
+def synth(out: Path, n: int, seed: int):
+    """Write N procedural SYNTHETIC faces as a FER2013 CSV (emotion,pixels,Usage) plus a
+    <csv>.synthetic.json marker, so every report made from it says "synthetic"."""
+    from ..data import synthesize, write_fer_csv
+
+    path = out if out.suffix.lower() == ".csv" else out / SYNTH_CSV_NAME
+    dataset = synthesize(n, seed)
+    write_fer_csv(path, dataset, provenance={"n": n, "seed": seed})
+    usage = Counter(dataset.usage.tolist())
+    click.echo(f"wrote {path} ({n} synthetic images, seed {seed}; "
+               + ", ".join(f"{name} {usage[name]}" for name in ("Training", "PublicTest", "PrivateTest")) + ")")
+
+
+@data.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--skip-bad", is_flag=True, help="Skip bad rows/files and count them instead of stopping.")
+@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Validation share carved from the training data (stratified).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the train/val split.")
+@click.option("--manifest", type=click.Path(path_type=Path), help="Also write the split manifest (JSON) here.")
+def inspect(path: Path, as_json: bool, skip_bad: bool, val_fraction: float, seed: int, manifest: Path | None):
+    """Per-split per-class counts, train class weights, image stats and bad rows of a FER2013 CSV or
+    image-folder data set (splits as training uses them: train/val carved with --val-fraction/--seed)."""
+    from ..data import inspect_report, prepare_splits
+
+    splits = prepare_splits(path, val_fraction=val_fraction, seed=seed, skip_bad=skip_bad)
+    if manifest:
+        splits.save_manifest(manifest)
+    report = inspect_report(splits)
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
+    else:
+        click.echo(_format_report(report))
+
+
+def _format_report(report: dict) -> str:
+    from ..spec import FER2013_LABELS
+
+    tag = "  [SYNTHETIC DATA]" if report["synthetic"] else ""
+    lines = [f"{report['source']} ({report['format']}){tag}", f"fingerprint {report['fingerprint']}", ""]
+    names = list(report["splits"])
+    lines.append(f"{'class':<10}" + "".join(f"{n:>14}" for n in names) + f"{'w_inverse':>11}{'w_effective':>13}")
+    weights = report["class_weights"]
+    for i, label in enumerate(FER2013_LABELS):
+        row = "".join(f"{report['splits'][n]['class_counts'][label]:>14}" for n in names)
+        lines.append(f"{label:<10}{row}{weights['inverse'][i]:>11.3f}{weights['effective'][i]:>13.3f}")
+    lines.append(f"{'total':<10}" + "".join(f"{report['splits'][n]['n']:>14}" for n in names))
+    lines.append(f"{'mean/std':<10}" + "".join(f"{report['splits'][n]['mean']:>7.1f}/{report['splits'][n]['std']:<6.1f}"
+                                               for n in names))
+    lines.append("")
+    bad = report["bad"]
+    lines.append(f"bad rows/files skipped: {bad['skipped']}")
+    for entry in bad["entries"][:20]:
+        lines.append(f"  {entry['file']} {entry['where']}: {entry['reason']}")
+    if bad["skipped"] > 20:
+        lines.append(f"  ... {bad['skipped'] - 20} more (see --json)")
+    return "\n".join(lines)

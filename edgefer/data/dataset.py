@@ -1,0 +1,71 @@
+"""The in-memory data set: one contiguous uint8 (N, 48, 48) array, int64 labels and source ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..spec import FER2013_LABELS
+
+IMAGE_SIZE = 48
+NUM_CLASSES = len(FER2013_LABELS)
+SPLIT_NAMES = ("train", "val", "test", "private_test")
+
+
+@dataclass
+class FERDataset:
+    """Images, labels and source ids of one split.
+
+    ``images`` is uint8 (N, 48, 48), C-contiguous; ``labels`` int64 (N,) indexing ``FER2013_LABELS``;
+    ``ids`` (N,) str, stable human-readable source ids (``fer2013.csv:row=17`` or ``train/angry/x.png``).
+    ``usage`` holds the FER2013 Usage string per row when the data carries one (synthetic data does).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    name: str = "train"
+    source: str = ""
+    synthetic: bool = False
+    usage: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.images = np.ascontiguousarray(self.images, dtype=np.uint8)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.ids = np.asarray(self.ids, dtype=str)
+        n = len(self.images)
+        if self.images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or self.labels.shape != (n,) or self.ids.shape != (n,):
+            raise ValueError(f"inconsistent shapes: images {self.images.shape}, labels {self.labels.shape}, "
+                             f"ids {self.ids.shape}")
+        if self.usage is not None:
+            self.usage = np.asarray(self.usage, dtype=str)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return self.images[index], int(self.labels[index])
+
+    def subset(self, indices, name: str | None = None) -> FERDataset:
+        """A new data set holding the rows at ``indices`` (a copy), in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return FERDataset(self.images[indices], self.labels[indices], self.ids[indices],
+                          name=self.name if name is None else name, source=self.source, synthetic=self.synthetic,
+                          usage=None if self.usage is None else self.usage[indices])
+
+    def class_counts(self, num_classes: int = NUM_CLASSES) -> np.ndarray:
+        """Images per class, int64 (num_classes,)."""
+        return np.bincount(self.labels, minlength=num_classes).astype(np.int64)
+
+    def stats(self) -> dict:
+        """N, per-class counts and the mean/std pixel intensity (0..255)."""
+        hist = np.zeros(256, np.int64)
+        for start in range(0, len(self), 4096):  # chunked: a 35k-image set would need GBs as one float array
+            hist += np.bincount(self.images[start:start + 4096].ravel(), minlength=256)
+        values, total = np.arange(256, dtype=np.float64), max(int(hist.sum()), 1)
+        mean = float(hist @ values / total)
+        std = float(np.sqrt(hist @ (values - mean) ** 2 / total))
+        counts = self.class_counts()
+        return {"n": len(self), "class_counts": dict(zip(FER2013_LABELS, counts.tolist())),
+                "mean": round(mean, 3), "std": round(std, 3)}

@@ -1,0 +1,199 @@
+"""Seeded stratified train/val split, the split manifest with a data fingerprint, and class weights."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..fileio import write_json
+from ..spec import FER2013_LABELS
+from .dataset import NUM_CLASSES, SPLIT_NAMES, FERDataset
+from .readers import SPLIT_ORDER, Loaded, Report, load
+
+MANIFEST_VERSION = 1
+EFFECTIVE_BETA = 0.999
+
+
+def class_weights(counts, method: str = "inverse", beta: float = EFFECTIVE_BETA) -> np.ndarray:
+    """Per-class loss weights from class counts, normalised to mean 1 over the classes present.
+
+    ``inverse``: w_c proportional to 1 / n_c. ``effective`` (Cui et al. 2019, "effective number of samples"):
+    w_c proportional to (1 - beta) / (1 - beta ** n_c). Classes with no samples get weight 0.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or (counts < 0).any():
+        raise ValueError(f"counts must be a 1-D vector of non-negative numbers, got {counts.tolist()!r}")
+    present = counts > 0
+    if not present.any():
+        raise ValueError("counts are all zero: no class weights")
+    weights = np.zeros_like(counts)
+    if method == "inverse":
+        weights[present] = 1.0 / counts[present]
+    elif method == "effective":
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        weights[present] = (1.0 - beta) / (1.0 - beta ** counts[present])
+    else:
+        raise ValueError(f"unknown class-weight method {method!r} (use 'inverse' or 'effective')")
+    weights[present] /= weights[present].mean()
+    return weights
+
+
+def stratified_split(labels, ids, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, val indices), both sorted. Per class, round(n_c * val_fraction) samples go to val
+    (at least one when the class has two or more and val_fraction > 0), chosen by the order of
+    sha256(f"{seed}:{id}"): the same ids and seed give the same split on any machine or numpy version,
+    whatever the order the data was read in."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    labels = np.asarray(labels)
+    keys = np.array([hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in ids])
+    val = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        take = int(np.floor(members.size * val_fraction + 0.5))
+        if val_fraction > 0 and members.size >= 2:
+            take = min(max(take, 1), members.size - 1)
+        val.append(members[np.argsort(keys[members], kind="stable")[:take]])
+    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    train_mask = np.ones(labels.size, bool)
+    train_mask[val_idx] = False
+    return np.flatnonzero(train_mask), val_idx
+
+
+def dataset_digest(dataset: FERDataset, digest=None):
+    """Feed a split's ids, labels and pixels into a sha256 (new one unless ``digest`` is given)."""
+    digest = digest or hashlib.sha256()
+    digest.update(f"{dataset.name}\n{len(dataset)}\n".encode())
+    digest.update("\n".join(dataset.ids.tolist()).encode())
+    digest.update(dataset.labels.astype("<i8").tobytes())
+    digest.update(np.ascontiguousarray(dataset.images).data)
+    return digest
+
+
+def fingerprint(loaded: Loaded) -> str:
+    """sha256 over every split as read (ids, labels, pixels): the same for the same data, wherever it lies."""
+    digest = hashlib.sha256(b"edgefer-data-v1\n")
+    for name in SPLIT_ORDER:
+        if name in loaded.splits:
+            dataset_digest(loaded.splits[name], digest)
+    return digest.hexdigest()
+
+
+@dataclass
+class Splits:
+    """train / val (from train, or a val/ folder) / test / private_test, with provenance."""
+
+    train: FERDataset
+    val: FERDataset
+    test: FERDataset | None
+    private_test: FERDataset | None
+    manifest: dict
+    fingerprint: str
+    report: Report
+    source: str
+    synthetic: bool
+
+    def get(self, name: str) -> FERDataset | None:
+        if name not in SPLIT_NAMES:
+            raise KeyError(f"unknown split {name!r} (use one of {', '.join(SPLIT_NAMES)})")
+        return getattr(self, name)
+
+    def datasets(self) -> dict:
+        """The splits present, in the order train, val, test, private_test."""
+        return {name: self.get(name) for name in SPLIT_NAMES if self.get(name) is not None}
+
+    def class_counts(self) -> np.ndarray:
+        """Train-split class counts (the only counts weights are computed from)."""
+        return self.train.class_counts()
+
+    def class_weights(self, method: str = "inverse", beta: float = EFFECTIVE_BETA) -> np.ndarray:
+        return class_weights(self.class_counts(), method, beta)
+
+    def save_manifest(self, path: str | Path) -> Path:
+        """Write the manifest as JSON (atomically; sorted keys, no timestamps: same data + seed, same bytes)."""
+        return write_json(path, self.manifest)
+
+
+def prepare_splits(path, val_fraction: float = 0.1, seed: int = 0, skip_bad: bool = False) -> Splits:
+    """Load ``path`` (or take an already ``Loaded`` one) and split its train data into train/val,
+    stratified and seeded; the official test splits are kept as they are. A ``val`` folder in the data
+    is used as the validation split instead (``val_fraction`` is then not used)."""
+    loaded = path if isinstance(path, Loaded) else load(path, skip_bad=skip_bad)
+    full_train = loaded.get("train")
+    if full_train is None:
+        raise DataError(f"{loaded.source}: no training data (no Usage=Training rows or train/ folder)")
+    if loaded.get("val") is not None:
+        train, val, val_from = full_train, loaded["val"], "val folder"
+    else:
+        train_idx, val_idx = stratified_split(full_train.labels, full_train.ids, val_fraction, seed)
+        train, val = full_train.subset(train_idx, "train"), full_train.subset(val_idx, "val")
+        val_from = "train (stratified, seeded)"
+    splits = Splits(train=train, val=val, test=loaded.get("test"), private_test=loaded.get("private_test"),
+                    manifest={}, fingerprint=fingerprint(loaded), report=loaded.report, source=loaded.source,
+                    synthetic=loaded.synthetic)
+    splits.manifest = _manifest(splits, loaded, val_fraction, seed, val_from)
+    return splits
+
+
+def _manifest(splits: Splits, loaded: Loaded, val_fraction: float, seed: int, val_from: str) -> dict:
+    counts = splits.class_counts()
+    root = Path(loaded.source)
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "source_name": root.name,
+        "format": loaded.format,
+        "synthetic": splits.synthetic,
+        "fingerprint": splits.fingerprint,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "val_from": val_from,
+        "labels": list(FER2013_LABELS),
+        "class_weights": {
+            "computed_from": "train",
+            "inverse": _rounded(class_weights(counts, "inverse")),
+            "effective": _rounded(class_weights(counts, "effective")),
+            "effective_beta": EFFECTIVE_BETA,
+        },
+        "splits": {
+            name: {"n": len(ds), "class_counts": ds.class_counts(NUM_CLASSES).tolist(),
+                   "sha256": dataset_digest(ds).hexdigest(), "ids": ds.ids.tolist()}
+            for name, ds in splits.datasets().items()
+        },
+        "skipped": [{**entry, "file": _relative(entry["file"], root)} for entry in loaded.report.skipped],
+    }
+
+
+def _rounded(values: np.ndarray) -> list:
+    return [round(float(v), 6) for v in values]
+
+
+def _relative(file: str, root: Path) -> str:
+    """A skipped file's name relative to the data root, so the manifest does not depend on where data lies."""
+    file = Path(file)
+    if file != root and file.is_relative_to(root):
+        return file.relative_to(root).as_posix()
+    return file.name
+
+
+def inspect_report(splits: Splits) -> dict:
+    """What ``edgefer data inspect`` prints: per-split per-class counts and pixel stats, train class
+    weights, and every skipped bad row/file."""
+    counts = splits.class_counts()
+    return {
+        "source": splits.source,
+        "format": splits.manifest["format"],
+        "synthetic": splits.synthetic,
+        "fingerprint": splits.fingerprint,
+        "seed": splits.manifest["seed"],
+        "val_fraction": splits.manifest["val_fraction"],
+        "val_from": splits.manifest["val_from"],
+        "splits": {name: ds.stats() for name, ds in splits.datasets().items()},
+        "class_weights": {"computed_from": "train", "inverse": _rounded(class_weights(counts, "inverse")),
+                          "effective": _rounded(class_weights(counts, "effective")), "effective_beta": EFFECTIVE_BETA},
+        "bad": splits.report.to_dict(),
+    }

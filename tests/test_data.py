@@ -1,0 +1,139 @@
+"""FER2013 data layer: CSV reader, splits and manifest, class weights, synthetic data, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgefer.cli import main
+from edgefer.data import (
+    FERDataset,
+    class_quota,
+    class_weights,
+    load,
+    prepare_splits,
+    synthesize,
+    write_fer_csv,
+)
+from edgefer.errors import DataError
+from edgefer.fileio import sha256_file
+
+
+def test_fer_csv_fixture_reads_back_with_usage(fer_csv):
+    loaded = load(fer_csv)
+    assert loaded.format == "csv" and loaded.synthetic
+    assert {k: len(v) for k, v in loaded.splits.items()} == {"train": 480, "test": 60, "private_test": 60}
+    train = loaded["train"]
+    assert train.images.dtype == np.uint8 and train.images.shape == (480, 48, 48)
+    assert train.images.flags.c_contiguous and train.labels.dtype == np.int64
+    assert all(i.startswith("fer2013_synthetic.csv:row=") for i in train.ids)
+    # the CSV holds exactly the synthetic pixels, row by row
+    original = synthesize(600, seed=0)
+    rows = np.array([int(i.split("=")[1]) - 1 for i in train.ids])
+    assert np.array_equal(train.images, original.images[rows])
+    assert np.array_equal(train.labels, original.labels[rows])
+    assert np.all(original.usage[rows] == "Training")
+
+
+def test_csv_without_usage_is_all_train(tmp_path):
+    data = synthesize(50, seed=3)
+    data.usage = None
+    path = write_fer_csv(tmp_path / "plain.csv", data)
+    assert path.read_text().splitlines()[0] == "emotion,pixels"
+    loaded = load(path)
+    assert list(loaded.splits) == ["train"] and len(loaded["train"]) == 50
+    assert loaded.synthetic and (tmp_path / "plain.csv.synthetic.json").exists()  # marker travels with the CSV
+    assert np.array_equal(loaded["train"].images, data.images)
+    assert loaded["train"].ids[49] == "plain.csv:row=50"
+    data.synthetic = False
+    real = load(write_fer_csv(tmp_path / "real.csv", data))
+    assert not real.synthetic and not (tmp_path / "real.csv.synthetic.json").exists()
+
+
+def test_synthesize_priors_usage_and_determinism():
+    a, b, c = synthesize(700, seed=1), synthesize(700, seed=1), synthesize(700, seed=2)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.images, c.images)
+    assert a.class_counts().tolist() == class_quota(700).tolist() == [97, 11, 100, 176, 118, 78, 120]
+    usage = dict(zip(*np.unique(a.usage, return_counts=True)))
+    assert usage["Training"] / 700 == pytest.approx(0.8, abs=0.02)
+    assert usage["PublicTest"] / 700 == pytest.approx(0.1, abs=0.02)
+    assert a.synthetic and a.images.std() > 30  # not blank
+
+
+def test_class_weights_known_counts():
+    counts = [10, 20, 40, 80]
+    inverse = class_weights(counts)
+    raw = np.array([1 / 10, 1 / 20, 1 / 40, 1 / 80])
+    assert inverse == pytest.approx(raw / raw.mean())
+    assert inverse.mean() == pytest.approx(1.0) and inverse[0] == pytest.approx(8 / 3.75)
+    beta = 0.9
+    effective = class_weights(counts, "effective", beta=beta)
+    raw = np.array([(1 - beta) / (1 - beta**n) for n in counts])
+    assert effective == pytest.approx(raw / raw.mean()) and effective.mean() == pytest.approx(1.0)
+    assert class_weights([5, 0, 5]).tolist() == [1.0, 0.0, 1.0]  # absent class: weight 0, mean 1 over present
+    with pytest.raises(ValueError, match="unknown class-weight method"):
+        class_weights(counts, "median")
+
+
+def test_split_determinism_and_stratification(fer_csv, tmp_path):
+    a, b = prepare_splits(fer_csv, seed=0), prepare_splits(fer_csv, seed=0)
+    other = prepare_splits(fer_csv, seed=1)
+    pa, pb, po = (s.save_manifest(tmp_path / f"{n}.json") for s, n in ((a, "a"), (b, "b"), (other, "o")))
+    assert pa.read_bytes() == pb.read_bytes()
+    assert pa.read_bytes() != po.read_bytes()
+    assert a.fingerprint == other.fingerprint  # same data, different split
+    manifest = json.loads(pa.read_text())
+    assert manifest["synthetic"] is True and manifest["fingerprint"] == a.fingerprint
+    assert set(manifest["splits"]) == {"train", "val", "test", "private_test"}
+    assert manifest["splits"]["val"]["ids"] == a.val.ids.tolist()
+    # train + val partition the original Training rows; official tests untouched
+    full = load(fer_csv)
+    assert sorted(a.train.ids.tolist() + a.val.ids.tolist()) == sorted(full["train"].ids.tolist())
+    assert a.test.ids.tolist() == full["test"].ids.tolist()
+    # stratified: every class's val share is round(10 %), at least one
+    for label, n in enumerate(full["train"].class_counts()):
+        assert a.val.class_counts()[label] == max(1, int(np.floor(n * 0.1 + 0.5)))
+    # weights come from the train split only
+    assert a.class_weights().tolist() == class_weights(a.train.class_counts()).tolist()
+    # the split does not depend on the order the rows were read in
+    shuffled = full["train"].subset(np.random.default_rng(0).permutation(len(full["train"])))
+    from edgefer.data import stratified_split
+
+    _, val_idx = stratified_split(shuffled.labels, shuffled.ids, 0.1, 0)
+    assert sorted(shuffled.ids[val_idx].tolist()) == sorted(a.val.ids.tolist())
+
+
+def test_fingerprint_changes_with_one_pixel(fer_csv, tmp_path):
+    data = synthesize(600, seed=0)
+    data.images[5, 0, 0] ^= 1
+    changed = write_fer_csv(tmp_path / "fer2013_synthetic.csv", data)
+    assert prepare_splits(changed).fingerprint != prepare_splits(fer_csv).fingerprint
+
+
+def test_cli_synth_and_inspect(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["data", "synth", "--out", str(tmp_path), "--n", "120", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    csv_path = tmp_path / "fer2013_synthetic.csv"
+    marker = json.loads((tmp_path / "fer2013_synthetic.csv.synthetic.json").read_text())
+    assert marker["synthetic"] is True and marker["seed"] == 4 and marker["csv_sha256"] == sha256_file(csv_path)
+    result = runner.invoke(main, ["data", "inspect", str(csv_path), "--json", "--manifest", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["synthetic"] is True
+    assert sum(s["n"] for s in report["splits"].values()) == 120
+    assert len(report["class_weights"]["inverse"]) == 7 and report["bad"]["skipped"] == 0
+    assert json.loads((tmp_path / "m.json").read_text())["fingerprint"] == report["fingerprint"]
+    text = runner.invoke(main, ["data", "inspect", str(tmp_path)]).output
+    assert "SYNTHETIC" in text and "disgust" in text and "w_inverse" in text
+
+
+def test_dataset_subset_and_counts():
+    ds = FERDataset(np.zeros((3, 48, 48), np.uint8), [0, 3, 3], ["a", "b", "c"])
+    sub = ds.subset([2, 0], name="x")
+    assert sub.ids.tolist() == ["c", "a"] and sub.name == "x" and len(sub) == 2
+    assert ds.class_counts().tolist() == [1, 0, 0, 2, 0, 0, 0]
+    with pytest.raises(DataError, match="no such file"):
+        load("/nonexistent/fer.csv")
