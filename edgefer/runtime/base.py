@@ -1,0 +1,186 @@
+"""The small interface every inference backend implements, and choosing one for a model file.
+
+A backend opens one model file, reads its ``ModelSpec`` (embedded metadata or JSON sidecar), checks
+that the network's input and output fit the spec, and runs prepared float32 NCHW batches, returning
+float32 logits (N, K). Splitting batches larger than the model accepts (and padding batches a fixed-batch
+model needs) happens here, once, for all backends. Each backend module imports only its own runtime,
+and only when a model for it is opened.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from ..spec import METADATA_KEY, ModelSpec, read_sidecar
+
+# backend name -> "module:class"; modules are imported only when a model for them is opened
+BACKENDS = {
+    "onnxruntime": "edgefer.runtime.onnxrt:OnnxRuntimeBackend",
+    "openvino": "edgefer.runtime.openvino:OpenVinoBackend",
+    "tensorrt": "edgefer.runtime.tensorrt:TensorRtBackend",
+}
+ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
+SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape (None for a dynamic dimension) and numpy dtype of a model input or output."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+
+
+def backend_name(path: str | Path, backend: str | None = None) -> str:
+    """The canonical backend for ``path``: the explicit ``backend`` name or alias, else the file suffix."""
+    if backend:
+        name = ALIASES.get(backend.lower(), backend.lower())
+        if name not in BACKENDS:
+            choices = ", ".join(sorted([*BACKENDS, *ALIASES]))
+            raise ModelError(f"unknown backend '{backend}' (choose from {choices})")
+        return name
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        known = ", ".join(f"{s} ({b})" for s, b in SUFFIXES.items())
+        raise ModelError(f"{path}: cannot tell the backend from the suffix '{suffix}'; use {known} or pass backend=")
+    return SUFFIXES[suffix]
+
+
+def open_backend(
+    path: str | Path,
+    backend: str | None = None,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    precision: str | None = None,
+    sidecar: str | Path | None = None,
+) -> Backend:
+    """Open ``path`` with the backend named or implied by its suffix (see ``Backend.open``)."""
+    name = backend_name(path, backend)
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ModelError(f"threads must be a positive integer, got {threads!r}")
+    module, cls = BACKENDS[name].split(":")
+    backend_cls = getattr(importlib.import_module(module), cls)
+    return backend_cls.open(path, device=device, threads=threads, precision=precision, sidecar=sidecar)
+
+
+def resolve_spec(path: Path, embedded: str | None, sidecar: str | Path | None) -> ModelSpec:
+    """The spec from an explicit sidecar, else the model's embedded metadata, else ``<model>.json``."""
+    if sidecar is None and embedded is not None:
+        return ModelSpec.from_json(embedded, source=f"{path} metadata '{METADATA_KEY}'")
+    return read_sidecar(path, sidecar)
+
+
+def reject_precision(path: Path, backend: str, precision: str | None) -> None:
+    """Backends whose precision is fixed in the model file refuse a precision option instead of ignoring it."""
+    if precision is not None:
+        raise ModelError(
+            f"{path}: precision={precision!r} is an OpenVINO option; {backend} runs the precision stored in the file"
+        )
+
+
+class Backend:
+    """One opened model. Subclasses implement ``open`` and ``_infer`` (and ``close`` if they hold resources).
+
+    ``run`` is safe to call from several threads at once when the subclass's ``_infer`` is
+    (each backend documents how it achieves that).
+    """
+
+    name = ""
+
+    def __init__(
+        self,
+        path: Path,
+        spec: ModelSpec,
+        input_info: TensorInfo,
+        output_info: TensorInfo,
+        *,
+        device: str,
+        precision: str,
+        min_batch: int = 1,
+        max_batch: int | None = None,
+    ):
+        self.path, self.spec, self.device, self.precision = path, spec, device, precision
+        self.input_info, self.output_info = input_info, output_info
+        self.min_batch, self.max_batch = min_batch, max_batch
+        self.sample_shape = (spec.channels, spec.input_size, spec.input_size)
+        self._check_io()
+
+    @classmethod
+    def open(cls, path: Path, *, device=None, threads=None, precision=None, sidecar=None) -> Backend:
+        """Load ``path`` for ``device`` with ``threads`` CPU threads; ``sidecar`` overrides embedded metadata."""
+        raise NotImplementedError
+
+    def inputs(self) -> list[TensorInfo]:
+        return [self.input_info]
+
+    def outputs(self) -> list[TensorInfo]:
+        return [self.output_info]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Float32 logits (N, K) for a prepared float32 batch (N, C, S, S), N of any size."""
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1:] != self.sample_shape or len(x) == 0:
+            shape = getattr(x, "shape", type(x).__name__)
+            raise InputError(f"{self.path.name}: expected a batch of shape (N, {', '.join(map(str, self.sample_shape))})"
+                             f", got {shape}")
+        if x.dtype != np.float32:
+            raise InputError(f"{self.path.name}: expected float32 input (see edgefer.preprocess.prepare), got {x.dtype}")
+        n = len(x)
+        if self.min_batch <= n and (self.max_batch is None or n <= self.max_batch):
+            logits = self._infer(x)
+        else:
+            step = self.max_batch or n
+            logits = np.concatenate([self._infer_padded(x[i : i + step]) for i in range(0, n, step)])
+        if logits.shape != (n, self.spec.num_classes):
+            raise ModelError(f"{self.path}: output shape {logits.shape}, expected ({n}, {self.spec.num_classes}) "
+                             f"for the {self.spec.num_classes} labels in the spec")
+        return logits.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        """Release the runtime's resources; the backend cannot run afterwards."""
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """Logits for a batch the model accepts as is (min_batch <= N <= max_batch)."""
+        raise NotImplementedError
+
+    def _infer_padded(self, chunk: np.ndarray) -> np.ndarray:
+        n = len(chunk)
+        if n >= self.min_batch:
+            return self._infer(chunk)
+        padded = np.zeros((self.min_batch, *chunk.shape[1:]), chunk.dtype)
+        padded[:n] = chunk
+        return self._infer(padded)[:n]
+
+    def _check_io(self) -> None:
+        """Refuse a model whose input/output does not fit its spec, before the runtime meets bad data."""
+        spec, shape, out = self.spec, self.input_info.shape, self.output_info.shape
+        where = f"{self.path}: input '{self.input_info.name}' of shape {_fmt(shape)}"
+        if len(shape) != 4:
+            raise ModelError(f"{where}: expected a 4-d NCHW image input")
+        if shape[1] is not None and shape[1] != spec.channels:
+            raise ModelError(f"{where} has {shape[1]} channel(s) but the spec says channels={spec.channels}")
+        if any(d is not None and d != spec.input_size for d in shape[2:]):
+            raise ModelError(f"{where} does not match the spec's input_size={spec.input_size}")
+        if self.input_info.dtype not in (np.float32, np.float16):
+            raise ModelError(f"{where}: input dtype {self.input_info.dtype} is not supported (float32 or float16)")
+        if len(out) != 2:
+            raise ModelError(f"{self.path}: output '{self.output_info.name}' of shape {_fmt(out)}; expected (N, classes)")
+        if out[1] is not None and out[1] != spec.num_classes:
+            raise ModelError(f"{self.path}: the model has {out[1]} outputs but its spec lists {spec.num_classes} "
+                             f"labels {list(spec.labels)}")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path.name} device={self.device} precision={self.precision}>"
+
+
+def _fmt(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"

@@ -1,0 +1,192 @@
+"""``EmotionRecognizer``: face crops or frames in, emotions and probabilities out, for any backend."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..preprocess import prepare, split_faces
+from ..spec import ModelSpec
+from .base import Backend, open_backend
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Results for a batch of N faces, in input order; K = number of classes."""
+
+    labels: list[str]  # predicted label per face
+    indices: np.ndarray  # (N,) int64 class index per face
+    probs: np.ndarray  # (N, K) float32 softmax probabilities
+    class_names: tuple[str, ...]  # the K labels, in output order
+    logits: np.ndarray | None = None  # (N, K) float32, when asked for with return_logits=True
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def scores(self) -> np.ndarray:
+        """(N,) probability of each face's predicted label."""
+        return self.probs[np.arange(len(self.indices)), self.indices]
+
+    def top(self, k: int = 3) -> list[list[tuple[str, float]]]:
+        """Per face, the ``k`` most likely (label, probability) pairs, most likely first."""
+        order = np.argsort(-self.probs, axis=1, kind="stable")[:, :k]
+        return [[(self.class_names[j], float(row[j])) for j in idx] for row, idx in zip(self.probs, order)]
+
+    def to_dicts(self) -> list[dict]:
+        """One JSON-ready dict per face: label, score, probabilities by label (and logits if present)."""
+        out = []
+        for i, label in enumerate(self.labels):
+            d = {"label": label, "score": round(float(self.probs[i, self.indices[i]]), 6),
+                 "probs": {name: round(float(p), 6) for name, p in zip(self.class_names, self.probs[i])}}
+            if self.logits is not None:
+                d["logits"] = [round(float(v), 6) for v in self.logits[i]]
+            out.append(d)
+        return out
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face: its box in frame pixels (x, y, width, height) and its prediction."""
+
+    box: tuple[int, int, int, int]
+    label: str
+    score: float
+    probs: np.ndarray  # (K,) float32
+
+    def to_dict(self, class_names) -> dict:
+        return {"box": list(self.box), "label": self.label, "score": round(self.score, 6),
+                "probs": {name: round(float(p), 6) for name, p in zip(class_names, self.probs)}}
+
+
+@dataclass(frozen=True)
+class FramePrediction:
+    """All faces found in a frame; ``faces == []`` when there is none (not an error)."""
+
+    faces: list[Face]
+    prediction: Prediction | None = None  # the batched arrays behind ``faces``; None when no face
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def to_dicts(self) -> list[dict]:
+        names = self.prediction.class_names if self.prediction else ()
+        return [face.to_dict(names) for face in self.faces]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32 (a new array; ``logits`` is left as is)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+class EmotionRecognizer:
+    """A model file opened for inference, with its preprocessing spec.
+
+    Thread safety: one recognizer may be shared by several threads; ``predict``/``predict_frame``/``run``
+    can be called concurrently (ONNX Runtime sessions are thread-safe, OpenVINO gets one InferRequest
+    per thread, TensorRT serialises calls on its execution context). The input buffer is per thread.
+    A face detector passed to ``open`` is shared too; OpenCV's cascade is used under a lock.
+    """
+
+    def __init__(self, backend: Backend, detector=None):
+        self.backend = backend
+        self.spec: ModelSpec = backend.spec
+        self.labels: list[str] = list(backend.spec.labels)
+        self.detector = detector
+        self._local = threading.local()
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        backend: str | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+        precision: str | None = None,
+        *,
+        sidecar: str | Path | None = None,
+        detector=None,
+    ) -> EmotionRecognizer:
+        """Open a model: the backend comes from ``backend`` (onnxruntime/onnx, openvino/ov, tensorrt/trt) or
+        the suffix (.onnx, .xml, .engine/.plan). The labels and preprocessing come from the model's own
+        metadata, or from ``sidecar`` / ``<model>.json``. ``device``: "cpu" (default) or "cuda" for ONNX
+        Runtime, an OpenVINO device name ("CPU", "GPU", ...), "cuda[:N]" for TensorRT (the default there).
+        ``precision`` (OpenVINO only): "f32", "bf16" or "f16"; an fp32 model runs in f32 by default.
+        ``detector``: a callable frame -> list of (x, y, w, h) boxes for ``predict_frame``.
+        """
+        return cls(open_backend(path, backend, device=device, threads=threads, precision=precision,
+                                sidecar=sidecar), detector=detector)
+
+    def predict(self, faces, color: str = "bgr", return_logits: bool = False) -> Prediction:
+        """Classify one face crop or a batch: uint8 (or float 0..255) gray (H, W), colour (H, W, 3) in
+        ``color`` order ('bgr', 'rgb' or 'gray'), a batch (N, H, W[, C]) or a list of crops of any sizes."""
+        batch, _ = split_faces(faces)
+        x = prepare(batch, self.spec, color=color, out=self._buffer(len(batch)))
+        logits = self.backend.run(x)
+        probs = softmax(logits)
+        indices = probs.argmax(axis=1)
+        labels = [self.labels[i] for i in indices]
+        return Prediction(labels, indices, probs, self.spec.labels, logits if return_logits else None)
+
+    def predict_frame(self, frame, detector=None, color: str = "bgr", min_size: int = 24,
+                      return_logits: bool = False) -> FramePrediction:
+        """Find faces in ``frame`` (H, W) or (H, W, 3) with ``detector`` (default: the one given to ``open``,
+        else OpenCV's Haar cascade) and classify each; boxes smaller than ``min_size`` pixels are ignored."""
+        image, single = split_faces(frame)
+        if not single:
+            raise InputError(f"predict_frame takes one frame (H, W) or (H, W, 3), got shape {np.shape(frame)}")
+        frame = image[0]
+        detect = detector or self._default_detector()
+        boxes = [b for b in (_clip(box, frame.shape) for box in detect(frame)) if min(b[2], b[3]) >= min_size]
+        if not boxes:
+            return FramePrediction(faces=[])
+        crops = [frame[y : y + h, x : x + w] for x, y, w, h in boxes]
+        pred = self.predict(crops, color=color, return_logits=return_logits)
+        faces = [Face(box, label, float(pred.probs[i, pred.indices[i]]), pred.probs[i])
+                 for i, (box, label) in enumerate(zip(boxes, pred.labels))]
+        return FramePrediction(faces=faces, prediction=pred)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Raw backend call: float32 logits (N, K) for prepared float32 NCHW input (see ``prepare``)."""
+        return self.backend.run(x)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> EmotionRecognizer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<EmotionRecognizer {self.backend!r} labels={self.labels}>"
+
+    def _buffer(self, n: int) -> np.ndarray:
+        """This thread's input buffer for a batch of ``n`` (reused while the batch size stays the same)."""
+        buf = getattr(self._local, "buffer", None)
+        if buf is None or len(buf) != n:
+            buf = self._local.buffer = np.empty((n, *self.backend.sample_shape), np.float32)
+        return buf
+
+    def _default_detector(self):
+        if self.detector is None:
+            from .faces import default_detector
+
+            self.detector = default_detector()
+        return self.detector
+
+
+def _clip(box, shape) -> tuple[int, int, int, int]:
+    """(x, y, w, h) as ints, clipped to the frame."""
+    x, y, w, h = (int(round(float(v))) for v in box)
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, shape[1]), min(y + h, shape[0])
+    return x0, y0, max(x1 - x0, 0), max(y1 - y0, 0)
