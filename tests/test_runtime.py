@@ -275,3 +275,44 @@ def test_detector_missing_is_explained(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", fake_cv2)
     with pytest.raises(MissingDependency, match=r"cv2 5.0.0 ships none.*or pass detector="):
         faces.default_detector()
+
+
+# Run in a fresh interpreter: import the runtime, open both models, predict, report heavy modules loaded.
+_PREDICT_SCRIPT = """
+import json, sys
+import numpy as np
+from edgefer.runtime import EmotionRecognizer
+images = np.load(sys.argv[1])
+logits = [EmotionRecognizer.open(p, threads=1).predict(images, color="gray", return_logits=True).logits.tolist()
+          for p in sys.argv[2:]]
+print(json.dumps({"logits": logits, "loaded": sorted(m for m in ("torch", "timm", "click", "sklearn", "cv2")
+                                                    if m in sys.modules)}))
+"""
+# Makes torch, timm, click and sklearn uninstallable for the child: any import of them fails as if absent.
+_BLOCK_HEAVY = """
+import sys
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {"torch", "torchvision", "timm", "click", "sklearn"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, _NotInstalled())
+"""
+
+
+@pytest.mark.parametrize("blocked", [False, True], ids=["torch-installed", "torch-absent"])
+def test_runtime_never_needs_torch(tiny, images, tmp_path, blocked):
+    import subprocess
+
+    if blocked:  # the blocker really makes torch unimportable
+        check = subprocess.run([sys.executable, "-c", _BLOCK_HEAVY + "import torch"], capture_output=True, text=True)
+        assert check.returncode == 1 and "No module named 'torch'" in check.stderr
+    np.save(tmp_path / "images.npy", images)
+    code = (_BLOCK_HEAVY if blocked else "") + _PREDICT_SCRIPT
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "images.npy"), str(tiny.onnx), str(tiny.xml)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == []  # not torch, timm, click, sklearn, nor cv2 (no detector was used)
+    ref = tiny.torch_logits(images)
+    for logits in result["logits"]:
+        assert np.abs(np.array(logits) - ref).max() < 1e-3
