@@ -146,7 +146,7 @@ def read_fer_csv(path: str | Path, report: Report | None = None) -> dict:
     """Read a FER2013 CSV (``emotion,pixels[,Usage]``, any column order, header required) into splits.
     Source ids are ``<file name>:row=<n>`` with n the 1-based data row (header not counted)."""
     path = Path(path)
-    report = report or Report()
+    report = Report() if report is None else report
     capacity = max(_count_lines(path) - 1, 0)  # every data row takes at least one line
     images = np.empty((capacity, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     labels = np.empty(capacity, np.int64)
@@ -267,7 +267,8 @@ def _split_by_code(images, labels, ids, codes, source: str) -> dict:
 
 
 def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")
+    """Hidden files and folders (".DS_Store", ".git") and macOS zip debris ("__MACOSX") are not data."""
+    return not (path.name.startswith(".") or path.name == "__MACOSX")
 
 
 def _folder_layout(root: Path) -> str:
@@ -301,7 +302,7 @@ def read_image_folders(root: str | Path, layout: str, report: Report | None = No
     paths relative to ``root``. Hidden files and folders (".DS_Store") and files directly in ``root`` are
     ignored."""
     root = Path(root)
-    report = report or Report()
+    report = Report() if report is None else report
     if layout == "class-folders":
         split_dirs = {"train": [root]}
     else:
@@ -347,7 +348,7 @@ def _class_files(split_dir: Path, report: Report, top_level: bool):
             report.bad(stray, "", "file outside a class folder")
     for class_dir in class_dirs:
         files = sorted(p for p in class_dir.rglob("*")
-                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(class_dir).parts))
+                       if p.is_file() and all(_visible(Path(part)) for part in p.relative_to(class_dir).parts))
         label = canonical_label(class_dir.name)
         if label is None:
             report.bad(class_dir, "", f"unknown class name '{class_dir.name}' ({len(files)} files; expected one "
@@ -372,8 +373,9 @@ def _read_image(pil, path: Path, report: Report) -> np.ndarray | None:
 
 def to_gray48(image) -> np.ndarray:
     """A Pillow image as 48x48 uint8 gray: EXIF rotation applied, 16-bit scaled to 8-bit, colour converted
-    with Pillow's ITU-R 601 luma (L = 0.299 R + 0.587 G + 0.114 B), the centred square crop resized with
-    Pillow's antialiasing bilinear filter (no resize when already 48x48)."""
+    with Pillow's ITU-R 601 luma (L = 0.299 R + 0.587 G + 0.114 B), then the centred square crop resized to
+    48x48: area averaging (Pillow BOX, like OpenCV INTER_AREA) when shrinking, bilinear when enlarging,
+    untouched when already 48x48."""
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(image)
@@ -384,5 +386,7 @@ def to_gray48(image) -> np.ndarray:
     if (width, height) != (IMAGE_SIZE, IMAGE_SIZE):
         side = min(width, height)
         box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
-        gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR, box=box)
+        shrink = side > IMAGE_SIZE
+        gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR,
+                           box=box)
     return np.asarray(gray, dtype=np.uint8)

@@ -95,7 +95,7 @@ def _draw_params(labels: np.ndarray, rng) -> dict:
     }
     who = rng.integers(0, ids, n)
     params = {name: values[who] for name, values in identity.items()}
-    intensity = rng.uniform(0.35, 1.05, n)[:, None]
+    intensity = rng.uniform(0.5, 1.1, n)[:, None]
     neutral = EXPRESSION_TABLE[FER2013_LABELS.index("neutral")]
     expression = neutral + intensity * (EXPRESSION_TABLE[labels] - neutral)
     expression += rng.normal(0.0, 1.0, expression.shape) * EXPRESSION_NOISE
@@ -106,11 +106,11 @@ def _draw_params(labels: np.ndarray, rng) -> dict:
     params["eye_open"] = np.clip(params["eye_open"], 0.35, None)
     params["wrinkle"] = np.clip(params["wrinkle"], 0.0, None)
     params.update(
-        angle=rng.normal(0.0, 0.16, n), scale=rng.uniform(14.0, 19.5, n),
-        cx=24 + rng.uniform(-3.0, 3.0, n), cy=25 + rng.uniform(-3.0, 3.0, n),
+        angle=rng.normal(0.0, 0.08, n), scale=rng.uniform(15.5, 18.5, n),
+        cx=24 + rng.uniform(-2.0, 2.0, n), cy=25 + rng.uniform(-2.0, 2.0, n),
         background=rng.uniform(0, 255, n), bg_gradient=rng.normal(0, 25, (n, 2)),
         light=rng.normal(0, 0.18, (n, 2)), gamma=np.exp(rng.normal(0, 0.2, n)),
-        noise=rng.uniform(2.0, 12.0, n), blur=rng.random(n) < 0.5,
+        noise=rng.uniform(2.0, 9.0, n), blur=rng.random(n) < 0.3,
         occlude=rng.random(n) < 0.3, occ_box=rng.uniform(0, 1, (n, 4)), occ_value=rng.uniform(0, 255, n),
     )
     return params
@@ -143,17 +143,18 @@ def _paint(image, alpha, value):
 
 def _render(p: dict, rng) -> np.ndarray:
     b = p["angle"].size
-    col = lambda name: p[name][:, None, None]  # noqa: E731 - per-image scalar broadcast over the grid
-    grid = np.arange(IMAGE_SIZE, dtype=np.float64) + 0.5
+    col = lambda name: p[name][:, None, None].astype(np.float32)  # noqa: E731 - per-image scalar over the grid
+    grid = np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5
     gx, gy = grid[None, None, :], grid[None, :, None]
     cos, sin = np.cos(col("angle")), np.sin(col("angle"))
     dx, dy = gx - col("cx"), gy - col("cy")
     u = (dx * cos + dy * sin) / col("scale")  # face coordinates: half face width ~ 1, y down
     v = (-dx * sin + dy * cos) / col("scale")
     pixel = 1.0 / col("scale")
+    col_bg, light = p["bg_gradient"].astype(np.float32), p["light"].astype(np.float32)
 
-    image = col("background") + p["bg_gradient"][:, 0, None, None] * (gx - 24) / 24 \
-        + p["bg_gradient"][:, 1, None, None] * (gy - 24) / 24 + np.zeros((b, IMAGE_SIZE, IMAGE_SIZE))
+    image = col("background") + col_bg[:, 0, None, None] * (gx - 24) / 24 \
+        + col_bg[:, 1, None, None] * (gy - 24) / 24 + np.zeros((b, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     skin, ink = col("skin"), col("skin") * (1.0 - col("ink")) - 10
     face = _ellipse(u, v, 0.0, 0.05, col("face_w"), col("face_h"))
     hair = np.maximum(_ellipse(u, v, 0.0, 0.0, col("face_w") * 1.1, col("face_h") * 1.12),
@@ -205,7 +206,7 @@ def _render(p: dict, rng) -> np.ndarray:
     _paint(image, _coverage(lips, pixel), ink)
 
     # light, occlusion, blur, noise, contrast
-    image *= 1.0 + p["light"][:, 0, None, None] * (gx - 24) / 24 + p["light"][:, 1, None, None] * (gy - 24) / 24
+    image *= 1.0 + light[:, 0, None, None] * (gx - 24) / 24 + light[:, 1, None, None] * (gy - 24) / 24
     box = p["occ_box"]
     x0, y0 = box[:, 0] * 40, box[:, 1] * 40
     x1, y1 = x0 + 10 + box[:, 2] * 18, y0 + 6 + box[:, 3] * 14
@@ -215,7 +216,7 @@ def _render(p: dict, rng) -> np.ndarray:
     blurred = image.copy()
     blurred[:, 1:-1, 1:-1] = sum(image[:, 1 + dy:47 + dy, 1 + dx:47 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9
     image = np.where(col("blur"), blurred, image)
-    image += rng.normal(0.0, 1.0, image.shape) * col("noise")
+    image += rng.standard_normal(image.shape, dtype=np.float32) * col("noise")
     image = 255.0 * (np.clip(image, 0, 255) / 255.0) ** col("gamma")
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 

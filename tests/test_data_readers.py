@@ -1,0 +1,228 @@
+"""Image-folder readers, class-name aliases, image conversion, and every bad-input case (API and CLI)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgefer.cli import main
+from edgefer.data import LABELS, canonical_label, load, prepare_splits, synthesize, to_gray48
+from edgefer.errors import DataError
+
+Image = pytest.importorskip("PIL.Image", reason="Pillow (edgefer[data]) reads image folders")
+
+ROW = " ".join(["7"] * 2304)
+
+
+def save(path: Path, array: np.ndarray, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **kwargs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return synthesize(70, seed=5)
+
+
+def test_split_folders_round_trip(tmp_path, faces):
+    """train/<class>/*.png + test/<class>/*.png: pixels, labels and relative-path ids come back exactly."""
+    for i, (image, label) in enumerate(zip(faces.images, faces.labels)):
+        split = "train" if i < 56 else "test"
+        save(tmp_path / split / LABELS[label] / f"{i:03d}.png", image)
+    (tmp_path / "README.txt").write_text("files at the root are not data")
+    (tmp_path / "train" / LABELS[faces.labels[0]] / ".DS_Store").write_bytes(b"\0junk")
+    loaded = load(tmp_path)
+    assert loaded.format == "split-folders" and not loaded.synthetic
+    assert {k: len(v) for k, v in loaded.splits.items()} == {"train": 56, "test": 14}
+    for name, ds in loaded.splits.items():
+        index = [int(Path(i).stem) for i in ds.ids]
+        assert all(i.startswith(f"{name}/") for i in ds.ids)
+        assert np.array_equal(ds.images, faces.images[index]) and np.array_equal(ds.labels, faces.labels[index])
+    splits = prepare_splits(tmp_path, seed=0)
+    assert len(splits.train) + len(splits.val) == 56 and len(splits.test) == 14
+
+
+def test_class_folders_with_aliases_any_size_and_colour(tmp_path, faces):
+    """Arbitrary class folder spellings, colour JPEGs and big/non-square PNGs -> 48x48 gray, all train."""
+    spellings = ["Anger", "disgusted", "fearful", "happiness", "sadness", "surprised", "neutrality"]
+    for i, (image, label) in enumerate(zip(faces.images[:21], faces.labels[:21])):
+        folder = tmp_path / spellings[label]
+        if i % 3 == 0:
+            save(folder / f"{i}.png", np.kron(image, np.ones((3, 3), np.uint8)))  # 144x144 gray
+        elif i % 3 == 1:
+            save(folder / f"{i}.jpg", np.repeat(image[:, :, None], 3, axis=2), quality=95)  # colour JPEG
+        else:
+            save(folder / "nested" / f"{i}.bmp", np.pad(image, ((0, 0), (20, 20)), mode="edge"))  # 48x88
+    loaded = load(tmp_path)
+    assert loaded.format == "class-folders" and list(loaded.splits) == ["train"]
+    ds = loaded["train"]
+    assert len(ds) == 21 and ds.images.shape == (21, 48, 48)
+    by_id = dict(zip(ds.ids.tolist(), range(len(ds))))
+    for i, label in enumerate(faces.labels[:21]):
+        name = {0: f"{i}.png", 1: f"{i}.jpg", 2: f"nested/{i}.bmp"}[i % 3]
+        row = by_id[f"{spellings[label]}/{name}"]
+        assert ds.labels[row] == label
+        tolerance = {0: 0, 1: 3, 2: 0}[i % 3]  # 3x area average is exact, JPEG loses a little, centre crop exact
+        assert np.abs(ds.images[row].astype(int) - faces.images[i]).mean() <= tolerance
+
+
+def test_to_gray48_conversions():
+    rgb = np.zeros((60, 60, 3), np.uint8)
+    rgb[..., 0] = 200  # pure red -> ITU-R 601 luma 0.299 * 200
+    assert np.all(to_gray48(Image.fromarray(rgb)) == round(0.299 * 200))
+    flat = to_gray48(Image.fromarray(np.full((100, 300), 90, np.uint8)))
+    assert flat.shape == (48, 48) and np.all(flat == 90)
+    deep = Image.fromarray(np.full((48, 48), 40000, np.uint16))
+    assert np.all(to_gray48(deep) == 40000 >> 8)
+
+
+@pytest.mark.parametrize("name, index", [
+    ("angry", 0), ("Anger", 0), ("disgusted", 1), ("Fearful", 2), ("happiness", 3), ("3_happy", 3),
+    ("sadness", 4), ("Surprised", 5), ("neutrality", 6), ("6", 6), ("contempt", None), ("7", None),
+])
+def test_canonical_label(name, index):
+    assert canonical_label(name) == index
+
+
+def test_val_folder_is_used_as_validation(tmp_path, faces):
+    for i, (image, label) in enumerate(zip(faces.images[:30], faces.labels[:30])):
+        save(tmp_path / ("validation" if i % 5 == 0 else "train") / LABELS[label] / f"{i}.png", image)
+    splits = prepare_splits(tmp_path)
+    assert len(splits.val) == 6 and len(splits.train) == 24 and splits.manifest["val_from"] == "val folder"
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+def csv_file(tmp_path, text, name="fer.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+GOOD = f"0,{ROW},Training\n"
+CSV_CASES = {
+    # case: (file text, message pattern naming row and reason)
+    "pixel_count": (f"emotion,pixels,Usage\n{GOOD}3,{' '.join(['7'] * 2303)},Training\n",
+                    r"fer.csv row 2 \(line 3\): expected 2304 pixel values \(48x48\), got 2303"),
+    "non_integer_pixel": (f"emotion,pixels,Usage\n{GOOD}3,{ROW[:-1]}x,PublicTest\n",
+                          r"fer.csv row 2 \(line 3\): pixel 2304 'x' is not an integer"),
+    "float_pixel": (f"emotion,pixels,Usage\n{GOOD}3,12.5 {ROW[2:]},Training\n",
+                    r"fer.csv row 2 \(line 3\): pixel 1 '12.5' is not an integer"),
+    "pixel_range": (f"emotion,pixels,Usage\n{GOOD}3,256 {ROW[2:]},Training\n",
+                    r"fer.csv row 2 \(line 3\): pixel 1 value 256 is outside 0..255"),
+    "label_range": (f"emotion,pixels,Usage\n{GOOD}7,{ROW},Training\n",
+                    r"fer.csv row 2 \(line 3\): emotion 7 is outside 0..6"),
+    "label_text": (f"emotion,pixels,Usage\n{GOOD}happy,{ROW},Training\n",
+                   r"fer.csv row 2 \(line 3\): emotion 'happy' is not an integer label 0..6"),
+    "field_count": (f"emotion,pixels,Usage\n{GOOD}3,{ROW}\n",
+                    r"fer.csv row 2 \(line 3\): expected 3 fields \(emotion,pixels,Usage\), got 2"),
+    "usage_value": (f"emotion,pixels,Usage\n{GOOD}3,{ROW},Validation\n",
+                    r"fer.csv row 2 \(line 3\): Usage 'Validation' is not Training, PublicTest or PrivateTest"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CSV_CASES))
+def test_bad_csv_rows_raise_or_are_counted(tmp_path, case):
+    text, message = CSV_CASES[case]
+    path = csv_file(tmp_path, text)
+    with pytest.raises(DataError, match=message):
+        load(path)
+    loaded = load(path, skip_bad=True)
+    assert len(loaded["train"]) == 1 and loaded["train"].ids.tolist() == ["fer.csv:row=1"]
+    assert loaded.report.per_file() == {str(path): 1}
+    assert loaded.report.skipped[0]["where"] == "row 2 (line 3)"
+    # through the CLI: exit code 2 and one line without a traceback; --skip-bad reports the skipped row
+    result = CliRunner().invoke(main, ["data", "inspect", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("edgefer: error: ")
+    result = CliRunner().invoke(main, ["data", "inspect", str(path), "--skip-bad", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["bad"]["skipped"] == 1 and report["bad"]["entries"][0]["where"] == "row 2 (line 3)"
+    text_report = CliRunner().invoke(main, ["data", "inspect", str(path), "--skip-bad"]).output
+    assert "bad rows/files skipped: 1" in text_report and "row 2 (line 3)" in text_report
+
+
+@pytest.mark.parametrize("text, message", [
+    ("emotion,Usage\n0,Training\n", r"fer.csv: missing column 'pixels'"),
+    (f"pixels\n{ROW}\n", r"fer.csv: missing column 'emotion'"),
+    ("", r"fer.csv: empty file"),
+    (f"emotion,pixels\n9,{ROW}\n", r"fer.csv: no usable images \(1 bad rows/files skipped\)"),
+])
+def test_bad_csv_files_fail_even_with_skip_bad(tmp_path, text, message):
+    path = csv_file(tmp_path, text)
+    with pytest.raises(DataError, match=message):
+        load(path, skip_bad=True)
+
+
+def test_binary_file_as_csv(tmp_path):
+    path = tmp_path / "fer.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary")
+    with pytest.raises(DataError, match="fer.csv: not a text CSV file"):
+        load(path)
+
+
+def folder_with(tmp_path, faces, extra):
+    """A class-folder data set (angry, happy) plus one bad thing made by ``extra(root)``."""
+    for i in range(4):
+        save(tmp_path / ("angry" if i % 2 else "happy") / f"{i}.png", faces.images[i])
+    extra(tmp_path)
+    return tmp_path
+
+
+FOLDER_CASES = {
+    "non_image_file": (lambda root: (root / "angry" / "notes.txt").write_text("not an image"),
+                       r"angry/notes.txt: not a readable image"),
+    "truncated_image": (lambda root: (root / "happy" / "cut.png").write_bytes(
+        (root / "happy" / "0.png").read_bytes()[:60]), r"happy/cut.png: not a readable image"),
+    "empty_class_folder": (lambda root: (root / "sad").mkdir(), r"sad: empty class folder"),
+    "unknown_class_name": (lambda root: save(root / "contempt" / "x.png", np.zeros((48, 48), np.uint8)),
+                           r"contempt: unknown class name 'contempt' \(1 files"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOLDER_CASES))
+def test_bad_folder_entries_raise_or_are_counted(tmp_path, faces, case):
+    make, message = FOLDER_CASES[case]
+    root = folder_with(tmp_path, faces, make)
+    with pytest.raises(DataError, match=message):
+        load(root)
+    loaded = load(root, skip_bad=True)
+    assert len(loaded["train"]) == 4 and len(loaded.report) == 1
+    result = CliRunner().invoke(main, ["data", "inspect", str(root)])
+    assert result.exit_code == 2 and "Traceback" not in result.output and result.output.count("\n") == 1
+    result = CliRunner().invoke(main, ["data", "inspect", str(root), "--skip-bad", "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["bad"]["skipped"] == 1
+
+
+def test_split_layout_bad_entries(tmp_path, faces):
+    save(tmp_path / "train" / "angry" / "a.png", faces.images[0])
+    save(tmp_path / "train" / "happy" / "b.png", faces.images[1])
+    save(tmp_path / "train" / "stray.png", faces.images[2])
+    save(tmp_path / "extra" / "angry" / "c.png", faces.images[3])
+    with pytest.raises(DataError, match=r"extra: folder 'extra' is not a split \(expected .*train"):
+        load(tmp_path)
+    (tmp_path / "extra" / "angry" / "c.png").rename(tmp_path / "c.png")  # files at the root are ignored
+    (tmp_path / "extra" / "angry").rmdir()
+    (tmp_path / "extra").rmdir()
+    with pytest.raises(DataError, match=r"train/stray.png: file outside a class folder"):
+        load(tmp_path)
+    save(tmp_path / "Validation" / "extra" / "d.png", faces.images[3])
+    loaded = load(tmp_path, skip_bad=True)
+    reasons = sorted(entry["reason"] for entry in loaded.report.skipped)
+    assert len(reasons) == 2 and reasons[0] == "file outside a class folder"
+    assert reasons[1].startswith("unknown class name 'extra' (1 files")
+    assert len(loaded["train"]) == 2 and "val" not in loaded.splits
+
+
+def test_unrecognised_directory(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(DataError, match=r"no FER2013 CSV, split folders .* \(sub-folders: photos\)"):
+        load(tmp_path)
+    (tmp_path / "a.csv").write_text("emotion,pixels\n")
+    (tmp_path / "b.csv").write_text("emotion,pixels\n")
+    with pytest.raises(DataError, match=r"holds 2 CSV files \(a.csv, b.csv\)"):
+        load(tmp_path)
