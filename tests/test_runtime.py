@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -316,3 +317,74 @@ def test_runtime_never_needs_torch(tiny, images, tmp_path, blocked):
     ref = tiny.torch_logits(images)
     for logits in result["logits"]:
         assert np.abs(np.array(logits) - ref).max() < 1e-3
+
+
+@needs_cv2
+def test_cli_predict_folder_of_crops(tiny, images, tmp_path):
+    import cv2
+    from click.testing import CliRunner
+
+    from edgefer.cli import main
+
+    folder = tmp_path / "crops"
+    (folder / "sub").mkdir(parents=True)
+    for i, img in enumerate(images[:5]):
+        cv2.imwrite(str(folder / ("sub" if i % 2 else "") / f"{i}.png"), img)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "pred.jsonl"
+    result = CliRunner().invoke(main, ["predict", str(folder), "--model", str(tiny.xml), "--no-detect",
+                                       "--batch-size", "2", "--jsonl", str(out), "--logits"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(r["source"]).name for r in rows] == ["0.png", "2.png", "4.png", "broken.jpg", "1.png", "3.png"]  # sorted paths
+    assert rows[3] == {"source": str(folder / "broken.jpg"), "error": "OpenCV cannot decode this file"}
+    expected = EmotionRecognizer.open(tiny.xml).predict(images[:5], color="gray")
+    by_name = {Path(r["source"]).stem: r for r in rows if "label" in r}
+    assert [by_name[str(i)]["label"] for i in range(5)] == expected.labels
+    assert by_name["0"]["probs"]["happy"] == pytest.approx(float(expected.probs[0, 3]), abs=1e-5)
+    assert len(by_name["0"]["logits"]) == 7
+    # one image to stdout, with face detection (random noise: no face, an explicit empty list)
+    result = CliRunner().invoke(main, ["predict", str(folder / "0.png"), "-m", str(tiny.onnx)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[0]) == {"source": str(folder / "0.png"), "faces": []}
+
+
+@needs_cv2
+def test_cli_predict_video_with_annotation(tiny, tmp_path):
+    import cv2
+    from click.testing import CliRunner
+
+    from edgefer.cli import main
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(6):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    annotated = tmp_path / "out.mp4"
+    result = CliRunner().invoke(main, ["predict", str(video), "-m", str(tiny.onnx), "--max-frames", "4",
+                                       "--annotate", str(annotated), "--no-detect"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [r["frame"] for r in rows] == [0, 1, 2, 3] and all(r["label"] in FER2013_LABELS for r in rows)
+    capture = cv2.VideoCapture(str(annotated))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary files left
+    detected = CliRunner().invoke(main, ["predict", str(video), "-m", str(tiny.onnx)])
+    assert detected.exit_code == 0, detected.output
+    assert [json.loads(line)["faces"] for line in detected.output.splitlines() if line.startswith("{")] == [[]] * 6
+
+
+def test_cli_predict_errors(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from edgefer.cli import main
+
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "nope.png"), "-m", str(tiny.onnx)])
+    assert result.exit_code == 2 and "nope.png: no such image, folder, video file or camera index" in result.output
+    image = tmp_path / "a.png"
+    image.write_bytes(b"x")
+    result = CliRunner().invoke(main, ["predict", str(image), "-m", str(tiny.onnx), "--annotate", "o.mp4"])
+    assert result.exit_code == 2 and "--annotate needs a video file or camera source" in result.output
+    result = CliRunner().invoke(main, ["predict", str(image), "-m", str(tmp_path / "m.pt")])
+    assert result.exit_code == 2 and "cannot tell the backend from the suffix '.pt'" in result.output
