@@ -72,8 +72,10 @@ class Augmentation:
     def _affine(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(N, 2, 3) maps from output to input coordinates: crop scale and centre, rotation, flip."""
         area = _uniform(n, self.scale_min, 1.0, generator)
-        ratio = torch.exp(_uniform(n, *CROP_LOG_RATIO, generator))
-        width, height = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+        # aspect ratio in [3/4, 4/3], narrowed so that both sides fit: a full-area crop is the whole image
+        low, high = area.log().clamp(min=CROP_LOG_RATIO[0]), (-area.log()).clamp(max=CROP_LOG_RATIO[1])
+        ratio = torch.exp(low + (high - low) * torch.rand(n, generator=generator))
+        width, height = (area * ratio).sqrt(), (area / ratio).sqrt()
         cx = _uniform(n, -1.0, 1.0, generator) * (1.0 - width)
         cy = _uniform(n, -1.0, 1.0, generator) * (1.0 - height)
         angle = _uniform(n, -self.rotation, self.rotation, generator) * (math.pi / 180.0)

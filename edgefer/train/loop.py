@@ -391,7 +391,7 @@ def fit(config: TrainConfig, resume: bool = False, log=_stderr) -> dict:
         + ("" if weights is None else f" weights {np.round(weights, 3).tolist()}")
         + (" [SYNTHETIC data]" if splits.synthetic else ""))
 
-    epochs_log = EpochLog(out, resume_from_epoch=state["epoch"]) if runtime.is_main else None
+    epochs_log = EpochLog(out, completed_epochs=state["epoch"]) if runtime.is_main else None
     augmentation = Augmentation.from_config(config)
     images, labels = torch.from_numpy(np.ascontiguousarray(train.images)), torch.from_numpy(train.labels)
     workers = config.workers if config.workers >= 0 else (
@@ -435,6 +435,10 @@ def fit(config: TrainConfig, resume: bool = False, log=_stderr) -> dict:
             correct += int((logits.detach().argmax(1) == hard).sum())
             seen += len(x)
         train_seconds = time.perf_counter() - started
+        if runtime.distributed:  # train loss/accuracy over all processes
+            totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=runtime.device)
+            torch.distributed.all_reduce(totals)
+            loss_sum, correct, seen = totals.tolist()
 
         eval_model = ema.module if ema is not None else _unwrap(model)
         val_logits = _predict_sharded(eval_model, val.images, spec, config.eval_batch_size, False, runtime)
@@ -452,7 +456,7 @@ def fit(config: TrainConfig, resume: bool = False, log=_stderr) -> dict:
                   "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
                   **{f"val_recall_{k}": v["recall"] for k, v in report["per_class"].items()},
                   "train_seconds": round(train_seconds, 3),
-                  "train_images_per_s": round(seen * runtime.world_size / max(train_seconds, 1e-9), 1)}
+                  "train_images_per_s": round(seen / max(train_seconds, 1e-9), 1)}
         if runtime.is_main:
             if improved:
                 save_checkpoint(out, eval_model, spec, model_kwargs, **info, epoch=epoch + 1, step=state["step"],

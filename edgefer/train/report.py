@@ -16,13 +16,14 @@ METRICS_JSONL, METRICS_CSV = "metrics.jsonl", "metrics.csv"
 class EpochLog:
     """Per-epoch records, rewritten atomically as ``metrics.jsonl`` and ``metrics.csv`` after each epoch."""
 
-    def __init__(self, directory: str | Path, resume_from_epoch: int | None = None):
+    def __init__(self, directory: str | Path, completed_epochs: int = 0):
+        """Start empty, or (on resume) keep the records of the first ``completed_epochs`` epochs."""
         self.directory = Path(directory)
         self.records: list[dict] = []
         path = self.directory / METRICS_JSONL
-        if resume_from_epoch is not None and path.is_file():
+        if completed_epochs and path.is_file():
             records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-            self.records = [r for r in records if r["epoch"] < resume_from_epoch]
+            self.records = [r for r in records if r["epoch"] <= completed_epochs]
 
     def append(self, record: dict) -> None:
         self.records.append(record)

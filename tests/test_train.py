@@ -1,0 +1,304 @@
+"""Training and evaluation: tiny CPU runs of timm's test_efficientnet on SYNTHETIC FER-format data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tests.backends import needs_torch
+
+pytestmark = needs_torch
+
+TINY = ["--arch", "test_efficientnet", "--img-size", "32", "--batch-size", "32", "--threads", "2", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory):
+    """A small synthetic FER2013 CSV with Usage (train/public/private), written by the data layer."""
+    from edgefer.data import synthesize, write_fer_csv
+
+    path = tmp_path_factory.mktemp("data") / "fer_synth.csv"
+    return write_fer_csv(path, synthesize(420, seed=1))
+
+
+def _cli(*args):
+    from edgefer.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _config(data, out, **options):
+    from edgefer.train.config import TrainConfig
+
+    base = dict(data=str(data), out=str(out), arch="test_efficientnet", img_size=32, batch_size=32, threads=2)
+    return TrainConfig(**{**base, **options})
+
+
+def _weights(run):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(run) / "best.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_csv, tmp_path_factory):
+    """One end-to-end `edgefer train` run; captures the logits of each model at the moment it is saved."""
+    import torch
+
+    from edgefer.train import loop
+
+    run = tmp_path_factory.mktemp("runs") / "run"
+    probe = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8))
+    saved_logits = []
+    original = loop.save_checkpoint
+
+    def capturing(directory, model, spec, model_kwargs, **info):
+        saved_logits.append(loop.predict_logits(model, probe, spec))
+        return original(directory, model, spec, model_kwargs, **info)
+
+    loop.save_checkpoint = capturing
+    try:
+        result = _cli("train", "--data", tiny_csv, "--out", run, "--epochs", "2", *TINY)
+    finally:
+        loop.save_checkpoint = original
+    assert result.exit_code == 0, result.output
+    return run, probe, saved_logits, result.output
+
+
+def test_train_end_to_end_writes_the_run_directory(trained_run, tiny_csv):
+    from edgefer.data import class_weights, prepare_splits
+
+    run, _, _, output = trained_run
+    for name in ("best.safetensors", "model.json", "config.json", "config.yaml", "metrics.jsonl", "metrics.csv",
+                 "splits.json", "eval_val.json", "eval_val_confusion.png", "eval_test.json", "last_state.json"):
+        assert (run / name).is_file(), name
+    assert (run / "eval_test_confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = json.loads((run / "model.json").read_text())
+    splits = prepare_splits(tiny_csv, val_fraction=0.1, seed=0)
+    # weighted-CE (the default) uses the data layer's inverse-frequency weights of the train split
+    np.testing.assert_allclose(meta["class_weights"], class_weights(splits.train.class_counts(), "inverse"))
+    assert meta["class_counts"] == splits.train.class_counts().tolist()
+    assert meta["synthetic"] is True and "SYNTHETIC" in output
+    assert meta["data"]["fingerprint"] == splits.fingerprint
+    assert json.loads((run / "splits.json").read_text()) == json.loads(json.dumps(splits.manifest))
+    assert set(meta["versions"]) >= {"torch", "timm", "edgefer"}
+    assert meta["config"]["arch"] == "test_efficientnet" and meta["spec"]["channels"] == 1
+    assert set(meta["metrics"]) == {"val", "test", "private_test"}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    best = max(records, key=lambda r: r["val_macro_f1"])
+    assert meta["epoch"] == best["epoch"]
+    assert meta["metrics"]["val"]["macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-12)
+    assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,lr,")
+
+
+def test_checkpoint_reloads_with_identical_logits_and_numpy_preprocessing(trained_run):
+    import torch
+
+    from edgefer.models import load_checkpoint
+    from edgefer.preprocess import prepare
+    from edgefer.train.loop import predict_logits
+
+    run, probe, saved_logits, _ = trained_run
+    model, spec, _ = load_checkpoint(run)
+    logits = predict_logits(model, probe, spec)
+    assert torch.equal(logits, saved_logits[-1])  # the last save is the best epoch's model
+    # the runtime's numpy preprocessing feeds the model the same numbers as training-time evaluation
+    with torch.no_grad():
+        numpy_path = model(torch.from_numpy(prepare(probe.numpy(), spec, color="gray")))
+    torch.testing.assert_close(numpy_path, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_eval_json_matches_independent_sklearn(trained_run, tiny_csv, tmp_path):
+    import torch
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+
+    from edgefer.data import prepare_splits
+    from edgefer.models import load_checkpoint
+    from edgefer.preprocess import prepare
+
+    run, _, _, _ = trained_run
+    out = tmp_path / "eval.json"
+    result = _cli("eval", "--model", run, "--split", "test", "--json", out, "--data", tiny_csv)
+    assert result.exit_code == 0, result.output
+    assert "macro-F1" in result.output and "disgust" in result.output
+    report = json.loads(out.read_text())
+    assert (tmp_path / "eval_confusion.png").is_file()
+
+    test = prepare_splits(tiny_csv).test
+    model, spec, _ = load_checkpoint(run)
+    with torch.no_grad():
+        pred = model(torch.from_numpy(prepare(test.images, spec, color="gray"))).argmax(1).numpy()
+    assert report["n"] == len(test) and report["split"] == "test" and report["synthetic"] is True
+    assert report["accuracy"] == pytest.approx(accuracy_score(test.labels, pred))
+    assert report["macro_f1"] == pytest.approx(f1_score(test.labels, pred, average="macro", labels=range(7),
+                                                        zero_division=0))
+    recalls = recall_score(test.labels, pred, average=None, labels=range(7), zero_division=0)
+    assert [report["per_class"][name]["recall"] for name in spec.labels] == pytest.approx(recalls.tolist())
+    assert report["confusion_matrix"] == confusion_matrix(test.labels, pred, labels=range(7)).tolist()
+
+
+def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tiny_csv, tmp_path):
+    from edgefer.train import loop
+
+    options = dict(epochs=2, ema=0.9, limit_train=200)
+    loop.fit(_config(tiny_csv, tmp_path / "straight", **options), log=lambda m: None)
+
+    class Interrupted(Exception):
+        pass
+
+    original = loop.save_state
+
+    def crash_after_first_epoch(directory, *args):
+        original(directory, *args)
+        raise Interrupted
+
+    loop.save_state = crash_after_first_epoch
+    try:
+        with pytest.raises(Interrupted):
+            loop.fit(_config(tiny_csv, tmp_path / "resumed", **options), log=lambda m: None)
+    finally:
+        loop.save_state = original
+    assert json.loads((tmp_path / "resumed" / "last_state.json").read_text())["epoch"] == 1
+
+    result = _cli("train", "--resume", tmp_path / "resumed")
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "epoch 2" in result.output
+    records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert all((straight[k] == resumed[k]).all() for k in straight)  # bit-identical continuation on CPU
+
+
+def test_weights_file_with_rgb_stem_and_1000_classes_is_adapted(tiny_csv, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from edgefer.compat import import_timm
+    from edgefer.models import create_model
+
+    source = import_timm().create_model("test_efficientnet", num_classes=1000, in_chans=3)
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    torch.save(state, tmp_path / "imagenet.pth")
+    save_file(state, str(tmp_path / "imagenet.safetensors"))
+    for path in (tmp_path / "imagenet.pth", tmp_path / "imagenet.safetensors"):
+        model = create_model("test_efficientnet", weights=path)
+        adapted = model.state_dict()
+        torch.testing.assert_close(adapted["conv_stem.weight"], state["conv_stem.weight"].sum(1, keepdim=True))
+        body = [k for k in state if k != "conv_stem.weight" and not k.startswith("classifier.")]
+        assert len(body) > 20 and all(torch.equal(adapted[k], state[k]) for k in body)
+        assert adapted["classifier.weight"].shape == (7, state["classifier.weight"].shape[1])
+
+    result = _cli("train", "--data", tiny_csv, "--out", tmp_path / "run", "--weights", tmp_path / "imagenet.pth",
+                  "--epochs", "1", "--max-steps", "2", "--freeze-epochs", "1", *TINY)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["config"]["weights"].endswith("imagenet.pth") and meta["stop_reason"] == "max_steps"
+    assert meta["step"] == 2
+
+
+def test_ddp_two_gloo_processes(tiny_csv, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEFER_PROGRESS": "0"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "edgefer.cli.train", "--data", str(tiny_csv), "--out", str(tmp_path / "ddp"), "--epochs", "1",
+           "--arch", "test_efficientnet", "--img-size", "16", "--batch-size", "16", "--threads", "1",
+           "--limit-train", "128"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on cpu x2" in done.stderr
+    meta = json.loads((tmp_path / "ddp" / "model.json").read_text())
+    assert meta["step"] == 4  # 128 images / 2 processes / 16 per batch
+    assert {"val", "test"} <= set(meta["metrics"])
+
+
+def test_augmentation_is_deterministic_and_identity_equals_eval_preprocessing():
+    import torch
+
+    from edgefer.preprocess import prepare
+    from edgefer.spec import ModelSpec
+    from edgefer.train.augment import Augmentation, prepare_batch
+
+    spec = ModelSpec(input_size=40, mean=(0.45,), std=(0.23,))
+    images = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (8, 48, 48), dtype=np.uint8))
+    strong = Augmentation(mixup=0.5, cutmix=0.5)
+    labels = torch.arange(8) % 7
+
+    def run(seed):
+        generator = torch.Generator().manual_seed(seed)
+        x = strong(images, spec, generator)
+        return strong.mix(x, labels, 7, generator)
+
+    (a, ta), (b, tb), (c, _) = run(5), run(5), run(6)
+    assert torch.equal(a, b) and torch.equal(ta, tb)
+    assert not torch.equal(a, c)
+    assert a.shape == (8, 1, 40, 40)
+    if ta.dtype == torch.float32:
+        torch.testing.assert_close(ta.sum(1), torch.ones(8))
+
+    identity = Augmentation(scale_min=1.0, rotation=0.0, hflip=0.0, brightness=0.0, contrast=0.0, erasing=0.0)
+    plain = identity(images, spec, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(plain, prepare_batch(images, spec), rtol=0, atol=1e-4)
+    torch.testing.assert_close(prepare_batch(images, spec), torch.from_numpy(prepare(images.numpy(), spec, "gray")),
+                               rtol=0, atol=1e-4)
+    flipped = Augmentation(scale_min=1.0, rotation=0.0, hflip=1.0, brightness=0.0, contrast=0.0, erasing=0.0)
+    torch.testing.assert_close(flipped(images, spec, torch.Generator()), plain.flip(-1), rtol=0, atol=1e-4)
+
+
+def test_losses_and_sampling():
+    import torch
+    import torch.nn.functional as F
+
+    from edgefer.data import class_weights
+    from edgefer.train.loop import Runtime, build_loss, epoch_order
+    from edgefer.train.losses import ClassificationLoss
+
+    counts = np.array([400, 40, 300, 800, 500, 300, 500])
+    logits, target = torch.randn(6, 7, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3, 4, 1])
+    loss, weights = build_loss(_config("x", "y"), counts)
+    np.testing.assert_allclose(weights, class_weights(counts, "inverse"))
+    torch.testing.assert_close(loss(logits, target), F.cross_entropy(logits, target, weight=torch.tensor(
+        weights, dtype=torch.float32), label_smoothing=0.1))
+    assert build_loss(_config("x", "y", loss="ce"), counts)[1] is None
+    focal = ClassificationLoss(gamma=2.0)
+    p = logits.softmax(1)[torch.arange(6), target]
+    torch.testing.assert_close(focal(logits, target), (-(1 - p) ** 2 * p.log()).mean())
+
+    labels = np.repeat(np.arange(7), counts // 10)
+    shards = [epoch_order(labels, 0, 3, Runtime(torch.device("cpu"), rank, 2), False) for rank in (0, 1)]
+    assert len(shards[0]) == len(shards[1])
+    assert sorted(np.concatenate(shards).tolist()) == list(range(len(labels)))
+    balanced = np.bincount(labels[epoch_order(labels, 0, 0, Runtime(torch.device("cpu")), True)], minlength=7)
+    assert balanced.min() > 0.6 * balanced.max()  # disgust is 1/20 of happy in the data, ~1/7 of draws here
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "missing.csv", "--out", "run"], "--data missing.csv: no such file"),
+        (["--data", "{csv}", "--out", "{tmp}/r", "--arch", "no_such_net"], "unknown timm architecture 'no_such_net'"),
+        (["--data", "{csv}", "--out", "{tmp}/r", "--weights", "{tmp}/nope.pth"], "--weights: no such file"),
+        (["--data", "{csv}"], "--out is required"),
+        (["--resume", "{tmp}"], "not a training run directory"),
+        (["--data", "{csv}", "--out", "{tmp}/r", "--amp", "fp16", "--device", "cpu"], "--amp fp16 needs CUDA"),
+    ],
+)
+def test_train_user_errors_are_one_line_exit_2(args, message, tiny_csv, tmp_path):
+    args = [a.format(csv=tiny_csv, tmp=tmp_path) for a in args]
+    result = _cli("train", *args, "--threads", "2")
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and message in result.output
+
+
+def test_eval_user_errors(trained_run, tmp_path):
+    run = trained_run[0]
+    result = _cli("eval", "--model", tmp_path)
+    assert result.exit_code == 2 and "not an edgefer checkpoint" in result.output
+    result = _cli("eval", "--model", run, "--data", tmp_path / "missing.csv")
+    assert result.exit_code == 2 and "no such file" in result.output
+    result = _cli("train", "--resume", run, "--lr", "0.5")
+    assert result.exit_code == 2 and "--lr cannot change when resuming" in result.output
