@@ -140,9 +140,9 @@ def _load_split(data, split: str, limit: int | None):
     from ..data import prepare_splits
 
     splits = prepare_splits(data)
-    dataset = splits.get(split)
+    available = splits.datasets()
+    dataset = available.get(split)
     if dataset is None or len(dataset) == 0:
-        available = [n for n in ("train", "val", "test", "private_test") if splits.get(n) is not None]
         raise InputError(f"--data {data}: no '{split}' split (available: {', '.join(available)})")
     if limit is not None:
         if limit < 1:

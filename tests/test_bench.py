@@ -1,0 +1,220 @@
+"""edgefer bench: runs the real CLI on a tiny model (test_efficientnet, 32 px) and tiny SYNTHETIC data,
+checks the bench.json schema, that accuracy numbers equal an independent computation (ONNX Runtime and
+torch called directly, torch's own resize, scikit-learn metrics), and that missing backends keep their row."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgefer.bench import SCHEMA, SCHEMA_VERSION, gate, run_bench
+from edgefer.bench import rows as bench_rows
+from edgefer.bench.env import _clocks_pinned, capture
+from edgefer.bench.memory import PeakMemory
+from edgefer.bench.rows import ROW_KEYS, select_rows
+from edgefer.bench.timing import measure
+from edgefer.cli import main
+from edgefer.errors import ModelError
+from tests.backends import needs_onnxruntime, needs_openvino, needs_torch
+
+ROW_FIELDS = {"key", "label", "backend", "precision", "device", "status", "reason", "inference_precision",
+              "model_path", "model_size_bytes", "export_s", "open_s", "accuracy", "vs_reference", "latency", "memory"}
+TIMING_FIELDS = {"batch", "runs", "warmup", "total_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
+                 "max_ms", "throughput_ips"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from edgefer.models import create_model, save_checkpoint, spec_for
+
+    model = create_model("test_efficientnet", drop_rate=0.0, drop_path_rate=0.0).eval()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt"), model, spec_for(model, 32, arch="test_efficientnet"), {})
+
+
+@pytest.fixture(scope="module")
+def bench_run(checkpoint, fer_csv, tmp_path_factory):
+    """One real `edgefer bench` run: PyTorch reference, ORT FP32, the INT8 rows; the rest skipped/missing."""
+    out = tmp_path_factory.mktemp("bench")
+    result = CliRunner().invoke(main, [
+        "bench", "--model", str(checkpoint), "--data", str(fer_csv), "--out", str(out), "--targets", "onnx,int8",
+        "--iters", "3", "--warmup", "1", "--batch", "1,4", "--threads", "2"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out, json.loads((out / "bench.json").read_text()), result.output
+
+
+def _torch_inputs(images, spec):
+    """Network input computed independently of edgefer.preprocess: torch's bilinear resize."""
+    import torch
+    import torch.nn.functional as F
+
+    x = F.interpolate(torch.from_numpy(images).float()[:, None] / 255, size=(spec.input_size,) * 2,
+                      mode="bilinear", align_corners=False)
+    return ((x - spec.mean[0]) / spec.std[0]).numpy()
+
+
+def _sklearn_scores(y_true, y_pred):
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    labels = list(range(7))
+    return (accuracy_score(y_true, y_pred), f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
+            confusion_matrix(y_true, y_pred, labels=labels).tolist())
+
+
+@needs_torch
+@needs_onnxruntime
+@needs_openvino
+def test_bench_schema_rows_and_reports(bench_run):
+    out, report, output = bench_run
+    assert report["schema"] == SCHEMA and report["schema_version"] == SCHEMA_VERSION
+    assert {"created", "command", "synthetic", "model", "data", "settings", "environment", "reference", "rows",
+            "goals", "gate", "files"} <= set(report)
+    assert report["synthetic"] is True and report["data"]["split"] == "test"
+    assert [r["key"] for r in report["rows"]] == list(ROW_KEYS)  # every row keeps its place
+    for row in report["rows"]:
+        assert set(row) >= ROW_FIELDS, row["key"]
+    status = {r["key"]: r for r in report["rows"]}
+    for key in ("pytorch-fp32", "onnxruntime-fp32", "ort-trt-int8", "openvino-int8"):
+        assert status[key]["status"] == "ok", (key, status[key]["reason"], status[key].get("traceback"))
+    for key in ("ort-trt-fp16", "openvino-fp32", "openvino-fp16"):
+        assert status[key]["status"] == "skipped" and "--targets" in status[key]["reason"]
+    engine = status["tensorrt-int8"]
+    assert engine["status"] == "missing" and "tensorrt" in engine["reason"]
+    assert report["reference"] == "pytorch-fp32" and status["pytorch-fp32"]["reference"] is True
+    lat = status["openvino-int8"]["latency"]
+    assert set(lat["model_b1"]) == TIMING_FIELDS and lat["model_b1"]["runs"] == 3
+    assert set(lat["throughput"]) == {"1", "4"} and lat["throughput"]["4"]["batch"] == 4
+    assert status["openvino-int8"]["model_size_bytes"] > 0 and status["openvino-int8"]["memory"]["peak_rss_mib"] > 0
+    assert {g["goal"].split(":")[0] for g in report["goals"]} >= {"OpenVINO INT8", "TensorRT INT8 Q/DQ graph (ORT CPU)"}
+
+    with open(out / "bench.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["key"] for r in table] == list(ROW_KEYS)
+    assert float(table[1]["macro_f1"]) == pytest.approx(status["onnxruntime-fp32"]["accuracy"]["macro_f1"], abs=1e-5)
+    markdown = (out / "bench.md").read_text()
+    assert "SYNTHETIC" in markdown and "TensorRT INT8 engine" in markdown
+    for name in ("latency_vs_macro_f1", "per_class_f1", "confusion_fp32_vs_int8"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"report: {out / 'bench.md'}" in output
+
+
+@needs_torch
+@needs_onnxruntime
+@needs_openvino
+def test_bench_accuracy_equals_independent_computation(bench_run, checkpoint, fer_csv):
+    import onnxruntime as ort
+    import torch
+
+    from edgefer.data import prepare_splits
+    from edgefer.models import load_checkpoint
+
+    out, report, _ = bench_run
+    status = {r["key"]: r for r in report["rows"]}
+    test = prepare_splits(fer_csv).test
+    model, spec, _ = load_checkpoint(checkpoint)
+    x = _torch_inputs(test.images, spec)
+    with torch.inference_mode():
+        torch_pred = model(torch.from_numpy(x)).numpy().argmax(1)
+    preds = {"pytorch-fp32": torch_pred}
+    for key in ("onnxruntime-fp32", "ort-trt-int8"):
+        session = ort.InferenceSession(status[key]["model_path"], providers=["CPUExecutionProvider"])
+        preds[key] = session.run(None, {session.get_inputs()[0].name: x})[0].argmax(1)
+    for key, pred in preds.items():
+        accuracy, macro_f1, confusion = _sklearn_scores(test.labels, pred)
+        got = status[key]["accuracy"]
+        assert got["n"] == len(test) == report["data"]["n"]
+        assert got["accuracy"] == pytest.approx(accuracy, abs=1e-12), key
+        assert got["macro_f1"] == pytest.approx(macro_f1, abs=1e-12), key
+        assert got["confusion_matrix"] == confusion, key
+        vs = status[key]["vs_reference"]
+        assert vs["agreement"] == pytest.approx(float((pred == torch_pred).mean()), abs=1e-12), key
+        ref_f1 = _sklearn_scores(test.labels, torch_pred)[1]
+        assert vs["delta_macro_f1_points"] == pytest.approx(100 * (macro_f1 - ref_f1), abs=1e-9), key
+
+
+@needs_onnxruntime
+def test_missing_backend_keeps_row_with_reason(bench_run, fer_csv, tmp_path, monkeypatch):
+    """An ONNX source (no PyTorch row: ONNX Runtime FP32 becomes the reference) on a machine "without OpenVINO"."""
+    out, _, _ = bench_run
+    real = bench_rows.module_available
+    monkeypatch.setattr(bench_rows, "module_available", lambda m: m != "openvino" and real(m))
+    report = run_bench(out / "models" / "onnx-fp32" / "model.onnx", fer_csv, out_dir=tmp_path, targets="openvino",
+                       iters=2, warmup=0, batches=(1,), plots=False, fail_on_drop=0.01)
+    status = {r["key"]: r for r in report["rows"]}
+    assert status["pytorch-fp32"]["status"] == "missing" and "ONNX file" in status["pytorch-fp32"]["reason"]
+    assert report["reference"] == "onnxruntime-fp32" and status["onnxruntime-fp32"]["status"] == "ok"
+    for key in ("openvino-fp32", "openvino-fp16", "openvino-int8"):
+        assert status[key]["status"] == "missing"
+        assert status[key]["reason"] == "openvino not installed (pip install 'edgefer[openvino]')"
+    assert status["ort-trt-int8"]["status"] == "skipped"
+    assert report["gate"]["passed"] is False and "no INT8 row" in report["gate"]["violations"][0]
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["rows"][4]["reason"] == status["openvino-fp32"]["reason"]
+
+
+def test_gate_and_cli_exit_code(monkeypatch, tmp_path):
+    def report(drop_points):
+        return {"rows": [{"key": "openvino-int8", "label": "OpenVINO INT8", "precision": "int8", "status": "ok",
+                          "vs_reference": {"delta_macro_f1_points": -drop_points}}]}
+
+    assert gate(report(0.5), 0.01)["passed"] is True
+    failed = gate(report(1.5), 0.01)
+    assert failed["passed"] is False and "OpenVINO INT8 loses 1.50 macro-F1 points (limit 1.00)" in failed["violations"]
+    assert gate(report(99), None)["passed"] is True
+
+    import edgefer.bench
+    import edgefer.bench.report
+
+    canned = {**report(1.5), "gate": failed, "files": {"markdown": "m", "json": "j", "csv": "c"}}
+    monkeypatch.setattr(edgefer.bench, "run_bench", lambda *a, **k: canned)
+    monkeypatch.setattr(edgefer.bench.report, "print_table", lambda *a, **k: None)
+    (tmp_path / "m.onnx").write_bytes(b"")
+    result = CliRunner().invoke(main, ["bench", "--model", str(tmp_path / "m.onnx"), "--data", str(tmp_path),
+                                       "--fail-on-drop", "0.01"])
+    assert result.exit_code == 3 and "loses 1.50 macro-F1 points" in result.output
+
+
+def test_cli_rejects_bad_options(fer_csv, tmp_path):
+    runner = CliRunner()
+    bad_batch = runner.invoke(main, ["bench", "--model", str(fer_csv), "--data", str(fer_csv), "--batch", "0"])
+    assert bad_batch.exit_code == 2 and "positive integers" in bad_batch.output
+    with pytest.raises(ModelError, match="unknown row or group 'tensorflow'.*openvino-int8"):
+        select_rows("onnx,tensorflow")
+    assert select_rows("openvino,pytorch-fp32") == ["pytorch-fp32", "openvino-fp32", "openvino-fp16", "openvino-int8"]
+
+
+@needs_torch
+@needs_onnxruntime
+def test_cli_unknown_split_is_one_line_error(checkpoint, fer_csv, tmp_path):
+    result = CliRunner().invoke(main, ["bench", "--model", str(checkpoint), "--data", str(fer_csv), "--split", "dev",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no 'dev' split (available: train, val, test, private_test)" in result.output
+
+
+def test_measure_budgets_and_statistics():
+    calls = []
+    by_iters = measure(lambda: calls.append(1), iters=7, warmup=2)
+    assert by_iters["runs"] == 7 and len(calls) == 9 and by_iters["warmup"] == 2
+    by_time = measure(lambda: None, duration=0.05, warmup=0)
+    assert by_time["runs"] >= 3 and by_time["total_s"] >= 0.05
+    import time
+
+    slow = measure(lambda: time.sleep(0.002), iters=5, warmup=0, batch=8)
+    assert 2.0 <= slow["p50_ms"] <= slow["p99_ms"] <= slow["max_ms"]
+    assert slow["throughput_ips"] == pytest.approx(8e3 / slow["mean_ms"])
+    with pytest.raises(ValueError, match="iters"):
+        measure(lambda: None, iters=0)
+
+
+def test_environment_and_memory():
+    env = capture(threads=64)
+    assert env["cpu"]["logical_cores"] >= 1 and env["libraries"]["numpy"] == np.__version__
+    assert any("64 threads requested" in w for w in env["warnings"])
+    assert _clocks_pinned("CPU0 Online=1 Governor=schedutil MinFreq=1510400 MaxFreq=1510400 CurrentFreq=1510400")
+    assert not _clocks_pinned("CPU0 Online=1 Governor=schedutil MinFreq=115200 MaxFreq=1510400 CurrentFreq=729600")
+    with PeakMemory() as mem:
+        block = np.ones(20 * 2**20 // 8)  # 20 MiB, touched
+        del block
+    assert mem.result()["delta_mib"] >= 15 or mem.result()["method"].startswith("ru_maxrss")
