@@ -235,8 +235,10 @@ def write_fer_csv(path: str | Path, data: FERDataset, usage=None, provenance: di
         for i in range(len(data)):
             pixels = " ".join(_PIXEL_TEXT[data.images[i].ravel()])
             f.write(f"{data.labels[i]},{pixels}" + (f",{usage[i]}" if usage is not None else "") + "\n")
-    if data.synthetic:
-        write_json(synthetic_marker(path), {"synthetic": True, "rows": len(data), "csv_sha256": sha256_file(path),
-                                            "generator": "edgefer.data.synth", "synth_version": SYNTH_VERSION,
-                                            **(provenance or {})})
+    marker = synthetic_marker(path)
+    if not data.synthetic:
+        marker.unlink(missing_ok=True)  # a real data set written over an old synthetic one
+    else:
+        write_json(marker, {"synthetic": True, "rows": len(data), "csv_sha256": sha256_file(path),
+                            "generator": "edgefer.data.synth", "synth_version": SYNTH_VERSION, **(provenance or {})})
     return path
