@@ -146,7 +146,7 @@ def test_eval_json_matches_independent_sklearn(trained_run, tiny_csv, tmp_path):
 def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tiny_csv, tmp_path):
     from edgefer.train import loop
 
-    options = dict(epochs=2, ema=0.9, limit_train=200)
+    options = dict(epochs=2, ema=0.9, limit_train=128, img_size=16, batch_size=16)
     loop.fit(_config(tiny_csv, tmp_path / "straight", **options), log=lambda m: None)
 
     class Interrupted(Exception):
