@@ -1,0 +1,215 @@
+"""TensorRT engines from the TensorRT-ready ONNX graphs (FP32, FP16 with FP32 I/O, INT8 Q/DQ).
+
+TensorRT 10.x (JetPack 6 ships 10.3) builds weakly typed networks: precision comes from builder flags
+(FP16; INT8 + FP16 for a Q/DQ graph, the Q/DQ nodes carry the scales, no calibrator). TensorRT 11.x only
+builds strongly typed networks: the types in the graph decide and there are no precision flags. Both get an
+optimisation profile for the dynamic batch, a workspace limit, a reusable timing cache and optional DLA.
+Without ``tensorrt`` the same build is described as an ``edgefer build-engine`` and a ``trtexec`` command.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import ExportError, require
+from ..fileio import atomic_path, sha256_file, write_bytes, write_json
+from ..spec import METADATA_KEY, ModelSpec, sidecar_path
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to build an engine; ``validate`` raises one ExportError naming the bad option."""
+
+    precision: str = "fp16"
+    min_batch: int = 1
+    opt_batch: int = 8
+    max_batch: int = 32
+    workspace_mb: int = 1024
+    timing_cache: str | None = None
+    dla_core: int | None = None
+    strongly_typed: bool | None = None  # None: TensorRT 11+ yes, 10.x no
+
+    def validate(self) -> EngineOptions:
+        if self.precision not in PRECISIONS:
+            raise ExportError(f"engine precision {self.precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ExportError(f"--batch must satisfy 1 <= min <= opt <= max, got "
+                              f"{self.min_batch},{self.opt_batch},{self.max_batch}")
+        if self.workspace_mb < 1:
+            raise ExportError(f"--workspace must be >= 1 MiB, got {self.workspace_mb}")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise ExportError(f"--dla-core must be >= 0, got {self.dla_core}")
+        if self.dla_core is not None and self.precision == "fp32":
+            raise ExportError("--dla-core needs --fp16 or --int8: DLA has no FP32 kernels")
+        return self
+
+
+def parse_batch(text: str) -> tuple[int, int, int]:
+    """``"1,8,32"`` -> (min, opt, max); a single number means a fixed batch."""
+    try:
+        values = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        raise ExportError(f"--batch {text!r}: expected MIN,OPT,MAX integers, e.g. 1,8,32") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3:
+        raise ExportError(f"--batch {text!r}: expected MIN,OPT,MAX integers, e.g. 1,8,32")
+    return values[0], values[1], values[2]
+
+
+def detect_precision(onnx_path: str | Path) -> str:
+    """int8 for a Q/DQ graph, fp16 for FP16 weights, else fp32 (the spec's precision when it has one)."""
+    onnx = require("onnx", "onnx", "reading ONNX models")
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    embedded = {p.key: p.value for p in proto.metadata_props}.get(METADATA_KEY)
+    if embedded:
+        precision = json.loads(embedded).get("precision")
+        if precision in PRECISIONS:
+            return precision
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+        return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def engine_path_for(onnx_path: str | Path) -> Path:
+    """``model.int8.qdq.onnx`` -> ``model.int8.engine``; ``model.fp16.onnx`` -> ``model.fp16.engine``."""
+    name = Path(onnx_path).name.removesuffix(".onnx").removesuffix(".qdq")
+    return Path(onnx_path).with_name(name + ".engine")
+
+
+def _shape(batch: int, spec: ModelSpec, input_name: str) -> str:
+    return f"{input_name}:{batch}x{spec.channels}x{spec.input_size}x{spec.input_size}"
+
+
+def trtexec_command(onnx_path, engine_path, spec: ModelSpec, options: EngineOptions, input_name: str = "input",
+                    tensorrt_major: int = 10) -> str:
+    """The ``trtexec`` line that builds the same engine as ``build_engine`` (for TensorRT 10.x or 11.x)."""
+    args = [
+        "trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}",
+        f"--minShapes={_shape(options.min_batch, spec, input_name)}",
+        f"--optShapes={_shape(options.opt_batch, spec, input_name)}",
+        f"--maxShapes={_shape(options.max_batch, spec, input_name)}",
+        f"--memPoolSize=workspace:{options.workspace_mb}M",
+    ]
+    if _strongly_typed(options, tensorrt_major):
+        args.append("--stronglyTyped")
+    else:
+        args += {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--fp16"]}[options.precision]
+    if options.timing_cache:
+        args.append(f"--timingCacheFile={options.timing_cache}")
+    if options.dla_core is not None:
+        args += [f"--useDLACore={options.dla_core}", "--allowGPUFallback"]
+    return shlex.join(str(a) for a in args)
+
+
+def build_engine_command(onnx_path, engine_path, options: EngineOptions) -> str:
+    """The ``edgefer build-engine`` line to run on the target device."""
+    args = ["edgefer", "build-engine", str(onnx_path), "--out", str(engine_path), f"--{options.precision}",
+            "--batch", f"{options.min_batch},{options.opt_batch},{options.max_batch}",
+            "--workspace", str(options.workspace_mb)]
+    if options.timing_cache:
+        args += ["--timing-cache", options.timing_cache]
+    if options.dla_core is not None:
+        args += ["--dla-core", str(options.dla_core)]
+    return shlex.join(args)
+
+
+def _strongly_typed(options: EngineOptions, tensorrt_major: int) -> bool:
+    return tensorrt_major >= 11 if options.strongly_typed is None else options.strongly_typed
+
+
+def gpu_name() -> str | None:
+    """The GPU the engine is built on: nvidia-smi on a desktop GPU, the device-tree model on a Jetson."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        if out:
+            return out.splitlines()[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    model = Path("/proc/device-tree/model")
+    return model.read_text(errors="replace").strip("\x00\n ") if model.is_file() else None
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path | None = None,
+                 options: EngineOptions | None = None, spec: ModelSpec | None = None,
+                 sidecar: str | Path | None = None) -> dict:
+    """Build a serialized engine from ``onnx_path`` with the TensorRT Python API (10.x or 11.x).
+
+    Writes the engine and its JSON sidecar (spec, TensorRT version, GPU, profile) atomically and returns
+    the sidecar content. The timing cache in ``options.timing_cache`` is loaded if present and saved after.
+    """
+    options = (options or EngineOptions(precision=detect_precision(onnx_path))).validate()
+    trt = require("tensorrt", "tensorrt", "building TensorRT engines")
+    onnx_path = Path(onnx_path)
+    engine_path = Path(engine_path) if engine_path else engine_path_for(onnx_path)
+    if spec is None:
+        from .source import open_source
+
+        spec = open_source(onnx_path, sidecar).spec
+    major = int(trt.__version__.split(".")[0])
+    strongly_typed = _strongly_typed(options, major)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if strongly_typed and major < 11:  # 11.x is always strongly typed
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse the ONNX model: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+    if not strongly_typed:
+        if options.precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        if options.precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)  # scales come from the Q/DQ nodes: no calibrator
+    if options.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = options.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    input_tensor = network.get_input(0)
+    profile = builder.create_optimization_profile()
+    shapes = [(b, spec.channels, spec.input_size, spec.input_size)
+              for b in (options.min_batch, options.opt_batch, options.max_batch)]
+    profile.set_shape(input_tensor.name, *shapes)
+    config.add_optimization_profile(profile)
+    cache_path = Path(options.timing_cache) if options.timing_cache else None
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"{onnx_path}: TensorRT {trt.__version__} failed to build the engine (see the log above)")
+    seconds = round(time.perf_counter() - start, 3)
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(bytes(serialized))
+    if cache_path:
+        write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+    info = {
+        "spec": spec.replace(precision=options.precision).to_dict(),
+        "engine": engine_path.name,
+        "engine_sha256": sha256_file(engine_path),
+        "source_onnx": onnx_path.name,
+        "source_onnx_sha256": sha256_file(onnx_path),
+        "tensorrt": trt.__version__,
+        "gpu": gpu_name(),
+        "strongly_typed": strongly_typed,
+        "input": input_tensor.name,
+        "profile": {"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
+        "options": asdict(options),
+        "build_seconds": seconds,
+    }
+    write_json(sidecar_path(engine_path), info)
+    return info
