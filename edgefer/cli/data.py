@@ -61,7 +61,9 @@ def _format_report(report: dict) -> str:
     from ..spec import FER2013_LABELS
 
     tag = "  [SYNTHETIC DATA]" if report["synthetic"] else ""
-    lines = [f"{report['source']} ({report['format']}){tag}", f"fingerprint {report['fingerprint']}", ""]
+    lines = [f"{report['source']} ({report['format']}){tag}", f"fingerprint {report['fingerprint']}",
+             f"val split: {report['val_from']}, val fraction {report['val_fraction']}, seed {report['seed']}; "
+             "class weights from train", ""]
     names = list(report["splits"])
     lines.append(f"{'class':<10}" + "".join(f"{n:>14}" for n in names) + f"{'w_inverse':>11}{'w_effective':>13}")
     weights = report["class_weights"]
@@ -69,8 +71,8 @@ def _format_report(report: dict) -> str:
         row = "".join(f"{report['splits'][n]['class_counts'][label]:>14}" for n in names)
         lines.append(f"{label:<10}{row}{weights['inverse'][i]:>11.3f}{weights['effective'][i]:>13.3f}")
     lines.append(f"{'total':<10}" + "".join(f"{report['splits'][n]['n']:>14}" for n in names))
-    lines.append(f"{'mean/std':<10}" + "".join(f"{report['splits'][n]['mean']:>7.1f}/{report['splits'][n]['std']:<6.1f}"
-                                               for n in names))
+    stats = (f"{report['splits'][n]['mean']:.1f}/{report['splits'][n]['std']:.1f}" for n in names)
+    lines.append(f"{'mean/std':<10}" + "".join(f"{s:>14}" for s in stats))
     lines.append("")
     bad = report["bad"]
     lines.append(f"bad rows/files skipped: {bad['skipped']}")
