@@ -86,6 +86,7 @@ def test_split_determinism_and_stratification(fer_csv, tmp_path):
     assert pa.read_bytes() == pb.read_bytes()
     assert pa.read_bytes() != po.read_bytes()
     assert a.fingerprint == other.fingerprint  # same data, different split
+    assert a.get("test") is a.test and a.get("nonsense") is None
     manifest = json.loads(pa.read_text())
     assert manifest["synthetic"] is True and manifest["fingerprint"] == a.fingerprint
     assert set(manifest["splits"]) == {"train", "val", "test", "private_test"}

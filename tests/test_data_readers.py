@@ -163,6 +163,10 @@ def test_binary_file_as_csv(tmp_path):
     path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary")
     with pytest.raises(DataError, match="fer.csv: not a text CSV file"):
         load(path)
+    archive = tmp_path / "fer2013.tar.gz"
+    archive.write_bytes(b"\x1f\x8b\x08")
+    with pytest.raises(DataError, match="fer2013.tar.gz: is an archive; extract it first"):
+        load(archive)
 
 
 def folder_with(tmp_path, faces, extra):

@@ -47,6 +47,7 @@ CLASS_ALIASES = {
 _ALIAS_TO_INDEX = {alias: FER2013_LABELS.index(label) for label, aliases in CLASS_ALIASES.items() for alias in aliases}
 
 CSV_COLUMNS = {"emotion": ("emotion", "label"), "pixels": ("pixels",), "usage": ("usage",)}
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip", ".gz", ".7z", ".rar")
 SYNTHETIC_SIDECAR_SUFFIX = ".synthetic.json"
 SYNTHETIC_DIR_MARKER = "synthetic.json"
 
@@ -124,6 +125,9 @@ def load(path: str | Path, skip_bad: bool = False) -> Loaded:
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     if path.is_file():
+        if path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            raise DataError(f"{path}: is an archive; extract it first (e.g. tar xzf / unzip) and pass the "
+                            "fer2013.csv or image folder inside")
         splits, fmt = read_fer_csv(path, report), "csv"
     else:
         layout = _folder_layout(path)

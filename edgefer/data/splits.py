@@ -99,9 +99,8 @@ class Splits:
     synthetic: bool
 
     def get(self, name: str) -> FERDataset | None:
-        if name not in SPLIT_NAMES:
-            raise KeyError(f"unknown split {name!r} (use one of {', '.join(SPLIT_NAMES)})")
-        return getattr(self, name)
+        """The split called ``name`` (train, val, test, private_test), or None when absent or unknown."""
+        return getattr(self, name) if name in SPLIT_NAMES else None
 
     def datasets(self) -> dict:
         """The splits present, in the order train, val, test, private_test."""
