@@ -1,0 +1,176 @@
+"""What the torch-free runtime costs on top of the inference runtime itself.
+
+1. cold start: ``import edgefer.runtime`` + ``EmotionRecognizer.open`` in a fresh interpreter (median of runs);
+2. batch-1 overhead: ``recognizer.predict(crop)`` (numpy preprocessing + softmax + wrapper) against the raw
+   backend call (``InferenceSession.run`` / ``InferRequest.infer``) on the same prepared input, interleaved.
+
+    .venv/bin/python benchmarks/runtime_overhead.py --arch tf_efficientnetv2_s --size 112 --threads 2
+    .venv/bin/python benchmarks/runtime_overhead.py --arch tf_efficientnetv2_s --size 48 --threads 2
+
+Models (random init) are exported once into --work-dir (default /tmp/edgefer-bench, out of git); this
+export step needs torch + timm, the measurements do not. Results: JSON at --out (default in --work-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+COLD_START = """
+import sys, time
+t0 = time.perf_counter()
+import edgefer.runtime
+rec = edgefer.runtime.EmotionRecognizer.open(sys.argv[1], threads=int(sys.argv[2]))
+t1 = time.perf_counter()
+print(t1 - t0, "torch" in sys.modules)
+"""
+
+
+def export_models(arch: str, size: int, work_dir: Path) -> tuple[Path, Path]:
+    """Random-init ``arch`` (gray, 7 classes) exported to ONNX (dynamic batch) and OpenVINO IR, spec embedded."""
+    onnx_path, xml_path = work_dir / f"{arch}_{size}.onnx", work_dir / f"{arch}_{size}.xml"
+    if onnx_path.is_file() and xml_path.is_file():
+        return onnx_path, xml_path
+    import onnx
+    import openvino as ov
+    import torch
+
+    from edgefer.fileio import atomic_path
+    from edgefer.models import create_model, spec_for
+    from edgefer.spec import embed_in_onnx, embed_in_openvino
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=7, in_chans=1).eval()
+    spec = spec_for(model, size, arch=arch)
+    with atomic_path(onnx_path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.zeros(1, 1, size, size), str(tmp), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        proto = onnx.load(str(tmp))
+        embed_in_onnx(proto, spec)
+        onnx.save(proto, str(tmp))
+    ov_model = ov.convert_model(str(onnx_path))
+    embed_in_openvino(ov_model, spec)
+    ov.save_model(ov_model, str(xml_path), compress_to_fp16=False)
+    return onnx_path, xml_path
+
+
+def cold_start(path: Path, threads: int, runs: int) -> dict:
+    times = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", COLD_START, str(path), str(threads)], capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert out[1] == "False", "torch was imported"
+        times.append(float(out[0]))
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": runs}
+
+
+def raw_call(rec):
+    """The backend's own inference call, bypassing edgefer (same session / compiled model)."""
+    backend = rec.backend
+    if backend.name == "onnxruntime":
+        session, feed = backend._session, backend.input_info.name
+        return lambda x: session.run(None, {feed: x})[0]
+    request = backend.compiled_model.create_infer_request()
+    return lambda x: request.infer({0: x}, share_inputs=True)[0]
+
+
+def overhead(path: Path, threads: int, iters: int, warmup: int) -> dict:
+    from edgefer.preprocess import prepare
+    from edgefer.runtime import EmotionRecognizer
+
+    rec = EmotionRecognizer.open(path, threads=threads)
+    crop = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)  # a FER2013-sized gray crop
+    x = prepare(crop, rec.spec, color="gray")
+    raw = raw_call(rec)
+    assert np.allclose(raw(x), rec.predict(crop, color="gray", return_logits=True).logits, atol=1e-4)
+    t_raw, t_predict, t_prepare = [], [], []
+    for i in range(warmup + iters):
+        t0 = time.perf_counter()
+        raw(x)
+        t1 = time.perf_counter()
+        rec.predict(crop, color="gray")
+        t2 = time.perf_counter()
+        prepare(crop, rec.spec, color="gray", out=x)
+        t3 = time.perf_counter()
+        if i >= warmup:
+            t_raw.append(t1 - t0)
+            t_predict.append(t2 - t1)
+            t_prepare.append(t3 - t2)
+    raw_ms, predict_ms = statistics.median(t_raw) * 1e3, statistics.median(t_predict) * 1e3
+    wrapper_us = wrapper_cost(rec, crop, iters) * 1e6
+    return {"raw_median_ms": raw_ms, "predict_median_ms": predict_ms, "ratio_median": predict_ms / raw_ms,
+            "ratio_mean": statistics.fmean(t_predict) / statistics.fmean(t_raw),
+            "prepare_median_us": statistics.median(t_prepare) * 1e6, "wrapper_median_us": wrapper_us,
+            "ratio_from_wrapper_cost": 1 + wrapper_us / (raw_ms * 1e3), "iters": iters,
+            "precision": rec.backend.precision}
+
+
+def wrapper_cost(rec, crop, iters: int) -> float:
+    """Median seconds ``predict`` spends outside the inference runtime: the backend's inference is swapped for
+    a stub returning fixed logits, so load on the machine hardly moves this number (unlike the ratio above)."""
+    backend = rec.backend
+    logits = rec.predict(crop, color="gray", return_logits=True).logits
+    infer = backend._infer
+    backend._infer = lambda x: logits.copy()
+    try:
+        times = []
+        for _ in range(iters * 3):
+            t0 = time.perf_counter()
+            rec.predict(crop, color="gray")
+            times.append(time.perf_counter() - t0)
+    finally:
+        backend._infer = infer
+    return statistics.median(times)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="tf_efficientnetv2_s")
+    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--cold-runs", type=int, default=5)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/edgefer-bench"))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    from edgefer.fileio import write_json
+
+    onnx_path, xml_path = export_models(args.arch, args.size, args.work_dir)
+    result = {"arch": args.arch, "size": args.size, "threads": args.threads, "python": platform.python_version(),
+              "machine": platform.processor() or platform.machine(), "cpus": _cpus(), "loadavg_before": os.getloadavg(), "backends": {}}
+    for name, path in (("onnxruntime", onnx_path), ("openvino", xml_path)):
+        result["backends"][name] = {"cold_start": cold_start(path, args.threads, args.cold_runs),
+                                    "batch1": overhead(path, args.threads, args.iters, args.warmup)}
+    result["loadavg_after"] = os.getloadavg()
+    out = args.out or args.work_dir / f"runtime_overhead_{args.arch}_{args.size}.json"
+    write_json(out, result)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def _cpus() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
