@@ -230,3 +230,22 @@ def test_unrecognised_directory(tmp_path):
     (tmp_path / "b.csv").write_text("emotion,pixels\n")
     with pytest.raises(DataError, match=r"holds 2 CSV files \(a.csv, b.csv\)"):
         load(tmp_path)
+
+
+def test_pixel_parser_round_trips_any_whitespace():
+    """Property: any 48x48 uint8 image written with arbitrary runs of spaces/tabs parses back exactly."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from edgefer.data.readers import _parse_pixels
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.integers(0, 2**32 - 1))
+    def check(seed):
+        rng = np.random.default_rng(seed)
+        values = rng.integers(0, 256, 2304).astype(np.uint8)
+        separators = rng.choice([" ", "  ", "\t", " \t "], 2304)
+        text = "".join(f"{v}{sep}" for v, sep in zip(values.tolist(), separators.tolist()))
+        assert np.array_equal(_parse_pixels(" " + text), values)
+
+    check()

@@ -190,7 +190,7 @@ def read_fer_csv(path: str | Path, report: Report | None = None) -> dict:
                 labels[n], split_codes[n], rows[n] = label, SPLIT_ORDER.index(split), row
                 n += 1
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a text CSV file ({exc.reason} at byte {exc.start})") from None
+        raise DataError(f"{path}: not a text CSV file (not UTF-8: {exc.reason})") from None
     except csv.Error as exc:
         raise DataError(f"{path}: malformed CSV: {exc}") from None
     ids = np.array([f"{path.name}:row={r}" for r in rows[:n]])
