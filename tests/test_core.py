@@ -1,6 +1,7 @@
 """The shared contracts: ModelSpec, numpy preprocessing, atomic writes, the CLI error path, compat."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -85,6 +86,9 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
             raise RuntimeError("boom")
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_require_names_the_extra():
