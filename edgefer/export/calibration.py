@@ -68,6 +68,8 @@ class CalibrationSet:
     def load(cls, path: str | Path) -> CalibrationSet:
         """Load a bundle from its directory, its ``calib.npz`` or its ``manifest.json``; verify the content hash."""
         path = Path(path)
+        if not path.exists():
+            raise ExportError(f"--calib {path}: no such calibration bundle; make one with edgefer calibrate")
         directory = path if path.is_dir() else path.parent
         npz_path, manifest_path = directory / NPZ_NAME, directory / MANIFEST_NAME
         for p in (npz_path, manifest_path):
