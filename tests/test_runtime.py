@@ -388,3 +388,43 @@ def test_cli_predict_errors(tiny, tmp_path):
     assert result.exit_code == 2 and "--annotate needs a video file or camera source" in result.output
     result = CliRunner().invoke(main, ["predict", str(image), "-m", str(tmp_path / "m.pt")])
     assert result.exit_code == 2 and "cannot tell the backend from the suffix '.pt'" in result.output
+
+
+def _docs_example() -> str:
+    text = (Path(__file__).parents[1] / "docs" / "runtime.md").read_text(encoding="utf-8")
+    section = text.split("## Use in your app", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@needs_cv2
+def test_docs_example_runs_as_written(tiny, images, tmp_path, monkeypatch, capsys):
+    import cv2
+
+    code = _docs_example()
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10
+    shutil.copy(tiny.onnx, tmp_path / "fer.onnx")
+    cv2.imwrite(str(tmp_path / "face.png"), images[0])
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.random.default_rng(2).integers(0, 256, (120, 160, 3), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/runtime.md", "exec"), {"__name__": "__docs__"})
+    printed = capsys.readouterr().out.splitlines()
+    expected = EmotionRecognizer.open(tiny.onnx).predict(images[0], color="gray")
+    assert printed[0].startswith(f"{expected.labels[0]} [('{expected.labels[0]}', ")
+
+
+@needs_cv2
+def test_camera_app_example_on_a_video(tiny, tmp_path):
+    import subprocess
+
+    import cv2
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 60 * i, np.uint8))
+    writer.release()
+    script = Path(__file__).parents[1] / "examples" / "camera_app.py"
+    done = subprocess.run([sys.executable, str(script), "--model", str(tiny.xml), "--source", str(video),
+                           "--headless", "--max-frames", "2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[:2] == ["1 []", "2 []"] and "2 frames" in done.stdout
