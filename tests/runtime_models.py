@@ -73,3 +73,22 @@ def export_tiny(folder: Path) -> Exported:
     xml_path = folder / "tiny.xml"
     ov.save_model(ov_model, str(xml_path), compress_to_fp16=False)
     return Exported(folder, onnx_path, xml_path, model, spec)
+
+
+def cartoon_face(size: int = 150, frame: tuple[int, int] = (240, 320)) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A synthetic BGR frame with one drawn cartoon face that OpenCV's frontal Haar cascade detects,
+    and the face's approximate box (x, y, w, h)."""
+    import cv2
+
+    height, width = frame
+    img = np.full((height, width), 60, np.uint8)
+    cx, cy = width // 2, height // 2
+    cv2.ellipse(img, (cx, cy), (int(size * 0.38), int(size * 0.5)), 0, 0, 360, 190, -1)  # skin
+    for side in (-1, 1):
+        ex, ey = cx + side * int(size * 0.17), cy - int(size * 0.1)
+        cv2.ellipse(img, (ex, ey - int(size * 0.09)), (int(size * 0.1), int(size * 0.025)), 0, 0, 360, 70, -1)
+        cv2.ellipse(img, (ex, ey), (int(size * 0.08), int(size * 0.045)), 0, 0, 360, 40, -1)
+    cv2.ellipse(img, (cx, cy + int(size * 0.12)), (int(size * 0.05), int(size * 0.03)), 0, 0, 360, 120, -1)
+    cv2.ellipse(img, (cx, cy + int(size * 0.27)), (int(size * 0.14), int(size * 0.04)), 0, 0, 360, 60, -1)
+    img = cv2.GaussianBlur(img, (0, 0), size / 60)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR), (cx - size // 2, cy - size // 2, size, size)

@@ -17,7 +17,7 @@ from edgefer.runtime import EmotionRecognizer, FramePrediction, open_backend
 from edgefer.runtime.base import backend_name
 from edgefer.spec import FER2013_LABELS, sidecar_path
 from tests.backends import needs_cv2, needs_onnxruntime, needs_openvino, needs_torch
-from tests.runtime_models import SIZE, export_tiny
+from tests.runtime_models import SIZE, cartoon_face, export_tiny
 
 pytestmark = [needs_torch, needs_onnxruntime, needs_openvino]
 
@@ -254,14 +254,16 @@ def test_predict_frame_with_a_detector(tiny):
 
 
 @needs_cv2
-def test_haar_default_detector(tiny):
-    import cv2
-
+def test_haar_default_detector_finds_a_drawn_face(tiny):
+    frame, (x, y, w, h) = cartoon_face(150)
     rec = EmotionRecognizer.open(tiny.onnx)
-    assert rec.predict_frame(np.zeros((120, 160, 3), np.uint8)).faces == []
-    # a drawn "face" the frontal cascade accepts is hard to synthesise; the cascade at least loads and runs
-    assert rec.detector.__class__.__name__ == "HaarFaceDetector"
-    assert cv2.data.haarcascades
+    result = rec.predict_frame(frame)
+    assert len(result.faces) == 1
+    bx, by, bw, bh = result.faces[0].box
+    assert abs(bx + bw / 2 - (x + w / 2)) < 15 and abs(by + bh / 2 - (y + h / 2)) < 15 and 0.7 < bw / w < 1.5
+    assert result.faces[0].label == rec.predict(frame[by : by + bh, bx : bx + bw]).labels[0]
+    assert rec.predict_frame(np.zeros((120, 160, 3), np.uint8)).faces == []  # no face: an empty result
+    assert rec.predict_frame(frame[..., 1]).faces[0].box == result.faces[0].box  # gray frames too
 
 
 def test_detector_missing_is_explained(tiny, monkeypatch):
@@ -357,9 +359,10 @@ def test_cli_predict_video_with_annotation(tiny, tmp_path):
     from edgefer.cli import main
 
     video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    for i in range(6):
-        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    face, _ = cartoon_face(150)
+    for i in range(6):  # a face in every other frame
+        writer.write(face if i % 2 == 0 else np.full((240, 320, 3), 40 * i, np.uint8))
     writer.release()
     annotated = tmp_path / "out.mp4"
     result = CliRunner().invoke(main, ["predict", str(video), "-m", str(tiny.onnx), "--max-frames", "4",
@@ -370,9 +373,14 @@ def test_cli_predict_video_with_annotation(tiny, tmp_path):
     capture = cv2.VideoCapture(str(annotated))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary files left
-    detected = CliRunner().invoke(main, ["predict", str(video), "-m", str(tiny.onnx)])
+    boxed = tmp_path / "boxed.avi"
+    detected = CliRunner().invoke(main, ["predict", str(video), "-m", str(tiny.onnx), "--annotate", str(boxed)])
     assert detected.exit_code == 0, detected.output
-    assert [json.loads(line)["faces"] for line in detected.output.splitlines() if line.startswith("{")] == [[]] * 6
+    rows = [json.loads(line) for line in detected.output.splitlines() if line.startswith("{")]
+    assert [len(r["faces"]) for r in rows] == [1, 0, 1, 0, 1, 0]
+    assert rows[0]["faces"][0]["label"] in FER2013_LABELS and len(rows[0]["faces"][0]["box"]) == 4
+    ok, first = cv2.VideoCapture(str(boxed)).read()
+    assert ok and first.shape == (240, 320, 3) and (np.abs(first.astype(int) - face).max(axis=-1) > 100).any()
 
 
 def test_cli_predict_errors(tiny, tmp_path):
@@ -404,12 +412,13 @@ def test_docs_example_runs_as_written(tiny, images, tmp_path, monkeypatch, capsy
     assert len([line for line in code.splitlines() if line.strip()]) <= 10
     shutil.copy(tiny.onnx, tmp_path / "fer.onnx")
     cv2.imwrite(str(tmp_path / "face.png"), images[0])
-    cv2.imwrite(str(tmp_path / "photo.jpg"), np.random.default_rng(2).integers(0, 256, (120, 160, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "photo.jpg"), cartoon_face(150)[0])
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "docs/runtime.md", "exec"), {"__name__": "__docs__"})
     printed = capsys.readouterr().out.splitlines()
     expected = EmotionRecognizer.open(tiny.onnx).predict(images[0], color="gray")
     assert printed[0].startswith(f"{expected.labels[0]} [('{expected.labels[0]}', ")
+    assert len(printed) == 2 and printed[1].split(")")[1].split()[0] in FER2013_LABELS  # one face found in the photo
 
 
 @needs_cv2

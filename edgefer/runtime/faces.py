@@ -35,8 +35,11 @@ class HaarFaceDetector:
 
     def __call__(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
         cv2 = self._cv2
-        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        gray = np.ascontiguousarray(gray, dtype=np.uint8)
+        if frame.dtype != np.uint8:
+            frame = np.clip(frame, 0, 255).astype(np.uint8)
+        if frame.ndim == 3:
+            frame = frame[..., 0] if frame.shape[-1] == 1 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        gray = np.ascontiguousarray(frame)
         with self._lock:
             boxes = self._classifier.detectMultiScale(gray, scaleFactor=self.scale_factor,
                                                       minNeighbors=self.min_neighbors,

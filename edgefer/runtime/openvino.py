@@ -56,7 +56,10 @@ class OpenVinoBackend(Backend):
             compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
             raise ModelError(f"{path}: OpenVINO cannot compile the model for {device} ({_reason(exc)})") from None
-        used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        try:
+            used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        except RuntimeError:  # a device without the property: report what was asked for
+            used = hint or "default"
         return cls(compiled, path, spec, _info(model.input(0)), _info(model.output(0)), device=device,
                    precision=used, min_batch=batch or 1, max_batch=batch)
 
