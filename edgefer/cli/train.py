@@ -26,7 +26,8 @@ _FIELDS = {f.name for f in fields(TrainConfig)}
 
 # (option declaration, help, extra click kwargs); the dataclass field is the option's long name.
 _OPTIONS = [
-    ("--data", "FER2013 CSV, image folder or .npz (see docs/data.md).", dict(type=click.Path())),
+    ("--data", "FER2013 CSV or image folder (split or class folders; see docs/data.md).",
+     dict(type=click.Path())),
     ("--out", "Run directory to create (checkpoint, config, metrics, plots).", dict(type=click.Path())),
     ("--arch", "Any timm model name.", {}),
     ("--img-size", "Network input size; 48x48 faces are resized bilinearly.", dict(type=int)),
@@ -81,9 +82,8 @@ def _field(declaration: str) -> str:
 def _config_options(command):
     for declaration, help_text, extra in reversed(_OPTIONS):
         name = _field(declaration)
-        kwargs = {"default": getattr(_DEFAULTS, name), "show_default": True, **extra}
-        if kwargs["default"] is None or kwargs["default"] == "":
-            kwargs.pop("show_default")
+        default = getattr(_DEFAULTS, name)
+        kwargs = {"default": default, "show_default": default not in (None, ""), **extra}
         command = click.option(declaration, name, help=help_text, **kwargs)(command)
     return command
 
