@@ -233,16 +233,21 @@ def _pareto(plt, report, ok, tag):
             front.append((lat, f1))
             best = f1
     for lat, f1, r in points:
-        marker = "*" if r.get("reference") else "o"
-        ax.scatter(lat, f1, s=70, marker=marker, zorder=3)
-        ax.annotate(r["label"], (lat, f1), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.scatter(lat, f1, s=70, marker="*" if r.get("reference") else "o", zorder=3,
+                   label=r["label"] + (" (reference)" if r.get("reference") else ""))
     ax.plot(*zip(*front), "--", color="gray", lw=1, label="Pareto front")
-    ax.set_xlabel("batch-1 latency p50 (ms, model call)")
+    ax.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="x", which="minor", labelsize=6)
+    ax.set_xlabel("batch-1 latency p50 (ms, model call, log scale)")
     ax.set_ylabel(f"macro-F1 on '{report['data']['split']}'")
     ax.set_title(f"Latency vs macro-F1, {report['model']['input_size']} px, "
                  f"{report['settings']['threads']} threads{tag}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 
