@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from edgefer.bench import SCHEMA, SCHEMA_VERSION, gate, run_bench
 from edgefer.bench import rows as bench_rows
+from edgefer.bench.energy import PowerMonitor, board_power_mw
 from edgefer.bench.env import _clocks_pinned, capture
 from edgefer.bench.memory import PeakMemory
 from edgefer.bench.rows import ROW_KEYS, select_rows
@@ -218,3 +219,18 @@ def test_environment_and_memory():
         block = np.ones(20 * 2**20 // 8)  # 20 MiB, touched
         del block
     assert mem.result()["delta_mib"] >= 15 or mem.result()["method"].startswith("ru_maxrss")
+
+
+def test_tegrastats_power_parsing():
+    orin_nano = ("RAM 2448/7620MB (lfb 2x4MB) SWAP 0/3810MB CPU [2%@729,1%@729] EMC_FREQ 0% GR3D_FREQ 0% "
+                 "cpu@47.5C VDD_IN 5010mW/5010mW VDD_CPU_GPU_CV 990mW/990mW VDD_SOC 1506mW/1506mW")
+    assert board_power_mw(orin_nano) == (5010.0, "VDD_IN")
+    nano = "RAM 1543/3964MB (lfb 4x2MB) CPU [3%@102] EMC_FREQ 0% GR3D_FREQ 0% POM_5V_IN 2145/2145 POM_5V_GPU 0/0"
+    assert board_power_mw(nano) == (2145.0, "POM_5V_IN")
+    agx = "RAM 3000/30000MB VDD_GPU_SOC 3127mW/3127mW VDD_CPU_CV 782mW/782mW VIN_SYS_5V0 4235mW/4235mW"
+    assert board_power_mw(agx) == (8144.0, "sum of VDD_CPU_CV+VDD_GPU_SOC+VIN_SYS_5V0")
+    assert board_power_mw("RAM 1543/3964MB SWAP 0/1982MB") is None
+    monitor = PowerMonitor()
+    monitor.samples, monitor.method = [4000.0, 6000.0], "VDD_IN"
+    assert monitor.energy(runs=100, seconds=2.0)["mj_per_inference"] == pytest.approx(100.0)
+    assert PowerMonitor().energy(runs=10, seconds=1.0) is None

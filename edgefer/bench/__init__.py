@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import EdgeferError, InputError, MissingDependency
 from ..preprocess import prepare
 from ..progress import progress
+from .energy import PowerMonitor
 from .env import capture
 from .memory import PeakMemory
 from .rows import ROWS, Producer, RowDef, _Missing, artifact_size, missing_reason, select_rows
@@ -208,10 +209,12 @@ def evaluate(runner, dataset, batch: int = EVAL_BATCH) -> np.ndarray:
 
 
 def time_row(runner, dataset, batches, *, iters=None, duration=None, warmup=DEFAULT_WARMUP) -> dict:
-    """Batch-1 model call and end-to-end latency, and throughput at each batch size."""
+    """Batch-1 model call and end-to-end latency, and throughput at each batch size; on Jetson the board's
+    energy per batch-1 inference (tegrastats) while the model call is timed."""
     face = dataset.images[0]
     x1 = prepare(face, runner.spec, color="gray")
-    model_b1 = measure(lambda: runner.run(x1), batch=1, warmup=warmup, iters=iters, duration=duration)
+    with PowerMonitor() as power:
+        model_b1 = measure(lambda: runner.run(x1), batch=1, warmup=warmup, iters=iters, duration=duration)
     end_to_end = measure(lambda: runner.predict(face, color="gray"), batch=1, warmup=warmup, iters=iters,
                          duration=duration)
     throughput = {}
@@ -223,6 +226,7 @@ def time_row(runner, dataset, batches, *, iters=None, duration=None, warmup=DEFA
         throughput[str(b)] = measure(lambda xb=xb: runner.run(xb), batch=b, warmup=max(1, warmup // 5),
                                      iters=iters, duration=duration)
     return {"model_b1": model_b1, "end_to_end_b1": end_to_end,
+            "energy_b1": power.energy(model_b1["runs"], model_b1["total_s"]),
             "preprocess_overhead_ms": end_to_end["p50_ms"] - model_b1["p50_ms"], "throughput": throughput}
 
 

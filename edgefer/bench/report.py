@@ -58,6 +58,7 @@ def flat_rows(report: dict) -> list[dict]:
         for b in batches:
             flat[f"throughput_b{b}_ips"] = _get(lat, "throughput", str(b), "throughput_ips")
         flat.update({
+            "energy_b1_mj": _get(lat, "energy_b1", "mj_per_inference"),
             "model_size_mib": None if size is None else size / 2**20,
             "peak_rss_mib": _get(r, "memory", "peak_rss_mib"), "rss_delta_mib": _get(r, "memory", "delta_mib"),
             "export_s": r.get("export_s"), "open_s": r.get("open_s"),
