@@ -325,10 +325,17 @@ def _stderr(message: str) -> None:
 
 
 def fit(config: TrainConfig, resume: bool = False, log=_stderr) -> dict:
-    """Train as configured; write the run directory (see docs/training.md); return a summary dict.
-
-    With ``resume`` the run continues from ``config.out``'s last saved epoch.
+    """Train as configured; write the run directory (see docs/training.md); return a summary dict
+    (empty on ranks other than 0). With ``resume`` the run continues from ``config.out``'s last saved epoch.
     """
+    threads = torch.get_num_threads()
+    try:
+        return _fit(config, resume, log)
+    finally:
+        torch.set_num_threads(threads)  # --threads applies to this run only
+
+
+def _fit(config: TrainConfig, resume: bool, log) -> dict:
     from ..compat import import_timm
 
     import_timm()
