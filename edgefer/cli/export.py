@@ -129,16 +129,23 @@ def calibrate(data: Path, out: Path, calib_size, calib_strategy, calib_seed, cal
 @_engine_options
 @click.option("--build-engine/--no-build-engine", "build", default=None,
               help="Build the TensorRT engine here (default: when tensorrt is installed).")
+@click.option("--max-drop", type=float, help="--int8 accuracy gate: largest allowed macro-F1 drop vs FP32 on the "
+              "validation split, as an ABSOLUTE macro-F1 difference (0.005 = 0.5 percentage points); searches "
+              "calibration methods, then keeps sensitive layers in FP32 (docs/int8_gate.md). Needs --data.")
+@click.option("--gate-budget", default=12, show_default=True, type=int,
+              help="--max-drop: at most this many quantization attempts.")
+@click.option("--gate-seconds", type=float, help="--max-drop: stop starting new attempts after this many seconds.")
 def export(model, sidecar, target, fp16, int8, out, data, calib, calib_size, calib_strategy, calib_seed,
            calib_floor, val_fraction, split_seed, quantizer, calib_method, keep_fp, preset, subset_size,
            fast_bias_correction, exporter, simplify, parity_atol, batch, workspace, timing_cache, dla_core,
-           strongly_typed, build):
+           strongly_typed, build, max_drop, gate_budget, gate_seconds):
     """Export to ONNX, OpenVINO or TensorRT-ready graphs, check them, and write export.json.
 
     \b
     edgefer export --model runs/fer --target tensorrt --int8 --data fer2013.csv --out export/trt-int8
     edgefer export --model runs/fer --target openvino --int8 --calib calib/ --data fer2013.csv --out export/ov
     edgefer export --model my.onnx --sidecar my.json --target onnx --out export/onnx
+    edgefer export --model runs/fer --target tensorrt --int8 --max-drop 0.005 --data fer2013.csv --out export/gated
     """
     from .. import export as exporting
 
@@ -153,7 +160,8 @@ def export(model, sidecar, target, fp16, int8, out, data, calib, calib_size, cal
             calib_strategy=calib_strategy, calib_seed=calib_seed, calib_floor=calib_floor, val_fraction=val_fraction,
             split_seed=split_seed, quantizer=quantizer, calib_method=calib_method, keep_fp=keep_fp, preset=preset,
             subset_size=subset_size, fast_bias_correction=fast_bias_correction, exporter=exporter,
-            simplify=simplify, parity_atol=parity_atol, engine=engine, build_engine=build)
+            simplify=simplify, parity_atol=parity_atol, engine=engine, build_engine=build, max_drop=max_drop,
+            gate_budget=gate_budget, gate_seconds=gate_seconds)
     click.echo(_summary(result, out))
 
 
@@ -173,6 +181,14 @@ def _summary(result: dict, out: Path) -> str:
             line += f"; macro-F1 {ref['macro_f1']:.3f} -> {exported['macro_f1']:.3f}, accuracy " \
                     f"{ref['accuracy']:.3f} -> {exported['accuracy']:.3f}"
         lines.append(line)
+    search = result.get("int8_search")
+    if search:
+        from ..export.gate import describe_attempt
+
+        chosen = search["attempts"][search["chosen"]]
+        lines.append(f"  INT8 gate (--max-drop {search['max_drop']:g} macro-F1): chose attempt #{chosen['index']} of "
+                     f"{len(search['attempts'])} ({describe_attempt(chosen)}): drop {chosen['macro_f1_drop']:.4f}, "
+                     f"top-1 agreement {chosen['top1_agreement']:.4f}; every attempt is in export.json int8_search")
     step = result.get("tensorrt")
     if step and step.get("built"):
         lines.append(f"  TensorRT {step['sidecar']['tensorrt']} engine: {out / step['engine']}")

@@ -106,15 +106,23 @@ def export(
     check_size: int = CHECK_SIZE,
     engine: EngineOptions | None = None,
     build_engine: bool | None = None,
+    max_drop: float | None = None,
+    gate_budget: int = 12,
+    gate_seconds: float | None = None,
 ) -> dict:
     """Export ``model`` (checkpoint path, ``.onnx`` path or a ``Source``) to ``target`` at ``precision``.
 
     ``data`` (path or ``Splits``) gives validation images for the checks and, for INT8, the training split
     to draw the calibration set from; ``calib`` (``CalibrationSet`` or bundle path) reuses a saved one.
     ``build_engine``: build a TensorRT engine (None: when ``tensorrt`` imports). Returns the export.json dict.
+    ``max_drop`` (INT8 only): run the accuracy gate (``edgefer.export.gate``) instead of one quantization:
+    an absolute macro-F1 drop bound on the validation split (0.005 = 0.5 points), searched within
+    ``gate_budget`` attempts / ``gate_seconds``; every attempt goes to export.json ``int8_search`` (or, when
+    none passes, to ``out_dir/int8_search.json`` and an ``ExportError``).
     """
     quantizer = validate_request(target, precision, quantizer=quantizer, data=data, calib=calib,
                                  calib_method=calib_method, calib_strategy=calib_strategy)
+    gate_options = _gate_options(precision, data, max_drop, gate_budget, gate_seconds, Path(out_dir))
     engine_options = None
     if target == "tensorrt":
         engine_options = dataclasses.replace(engine or EngineOptions(), precision=precision).validate()
@@ -142,7 +150,7 @@ def export(
                       timings, exporter=exporter, simplify=simplify, parity_atol=parity_atol,
                       calib_method=calib_method, keep_fp=tuple(keep_fp), calib_batch_size=calib_batch_size,
                       preset=preset, subset_size=subset_size, fast_bias_correction=fast_bias_correction,
-                      engine_options=engine_options, build_engine=build_engine)
+                      engine_options=engine_options, build_engine=build_engine, gate=gate_options)
         if calib is not None:
             calib.save(stage / "calibration")
         files = _publish(stage, out_dir)
@@ -161,6 +169,21 @@ def export(
     )
     write_json(out_dir / "export.json", result)
     return result
+
+
+def _gate_options(precision, data, max_drop, attempts, seconds, out_dir: Path) -> dict | None:
+    """Validated accuracy-gate settings (None: no gate)."""
+    if max_drop is None:
+        return None
+    from .gate import Budget, validate_max_drop
+
+    if precision != "int8":
+        raise ExportError(f"--max-drop only applies to --int8 (got {precision}); {SUPPORTED}")
+    if data is None:
+        raise ExportError("--max-drop needs labelled validation images: add --data PATH (the validation split "
+                          "carved from its training data is what the macro-F1 drop is measured on)")
+    return {"max_drop": validate_max_drop(max_drop), "budget": Budget(attempts, seconds).validate(),
+            "report_path": out_dir / "int8_search.json"}
 
 
 def _check_set(splits, calib, check_size: int):
@@ -203,6 +226,18 @@ def _run(source, spec, target, precision, quantizer, stage, calib, images, label
     if target in ("onnx", "tensorrt") and precision == "fp16":
         produced = stage / "model.fp16.onnx"
         result["conversion"] = qdq.to_fp16(fp32_onnx, produced, spec)
+    elif precision == "int8" and opt["gate"] is not None:
+        from . import gate
+
+        produced = stage / {"onnx": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}.get(target, "model.int8.xml")
+        search = gate.search(
+            fp32_onnx, target, calib, spec, images, labels, produced, **opt["gate"], reference=reference,
+            keep_fp=opt["keep_fp"], batch_size=opt["calib_batch_size"], quantize_bias=target == "onnx",
+            subset_size=opt["subset_size"])
+        result["int8_search"] = search
+        chosen = search["attempts"][search["chosen"]]
+        result["quantization"] = {"int8_search_attempt": chosen["index"], **chosen["recipe"],
+                                  "excluded_nodes": chosen["excluded"]}
     elif target in ("onnx", "tensorrt") and precision == "int8":
         produced = stage / ("model.int8.qdq.onnx" if target == "tensorrt" else "model.int8.onnx")
         result["quantization"] = qdq.quantize_qdq(

@@ -1,0 +1,417 @@
+"""Accuracy-gated INT8: search calibration recipes and FP32 fallbacks until the macro-F1 drop is within a bound.
+
+``search`` quantizes the FP32 ONNX with one recipe at a time (``qdq.quantize_qdq`` for onnx/tensorrt,
+``openvino.quantize_openvino`` for openvino), scores every attempt on the labelled validation images against
+the FP32 reference and keeps going until an attempt passes or the budget is spent:
+
+- Stage A, calibration recipes: Q/DQ methods moving-average, minmax, entropy, percentile; NNCF presets
+  mixed / performance and mixed with the full bias correction.
+- Stage B, sensitive-layer fallback (only when no Stage-A recipe passes): the weighted layers (Conv, Gemm,
+  MatMul) of the best Stage-A attempt are ranked by the quantization error they ADD (relative L2 error of
+  the layer's output in the INT8 graph against the FP32 graph, minus that of its input before its own
+  quantizer; one pass of both graphs over a few calibration images), then the top 1, 2, 4, 8, ... layers
+  are kept in floating point, and once one passes the count is bisected down.
+
+The drop is ABSOLUTE macro-F1: ``max_drop=0.005`` allows FP32 0.6200 -> INT8 0.6150 (0.5 percentage points).
+The fastest passing attempt (batch-1 latency on this machine) is chosen; latencies within ``LATENCY_TIE`` of
+each other count as equal and the higher macro-F1 wins. Every attempt is reported.
+"""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ExportError, require
+from ..fileio import write_json
+from ..metrics import classification_report
+from ..preprocess import prepare
+from ..progress import progress
+from ..spec import ModelSpec
+from . import check
+from .calibration import CalibrationSet
+from .qdq import CALIB_METHODS
+
+QDQ_RECIPES = tuple({"method": method} for method in CALIB_METHODS)
+OPENVINO_RECIPES = (
+    {"preset": "mixed", "fast_bias_correction": True},
+    {"preset": "performance", "fast_bias_correction": True},
+    {"preset": "mixed", "fast_bias_correction": False},
+)
+WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+WEIGHTED_OPENVINO_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+DROP_UNITS = "an absolute macro-F1 difference; 0.005 = 0.5 percentage points"
+SENSITIVITY_MEASURE = ("added relative L2 error: ||int8 - fp32|| / ||fp32|| of the layer output minus the same "
+                       "for its input before its own quantizer, INT8 graph of the best Stage-A recipe vs FP32")
+LATENCY_TIE = 0.10  # latencies within 10 % are measurement noise on a shared CPU: prefer the higher macro-F1
+LATENCY_RUNS, LATENCY_WARMUP = 30, 5
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most ``attempts`` quantizations and (when set) ``seconds`` of wall time; at least one attempt runs."""
+
+    attempts: int = 12
+    seconds: float | None = None
+
+    def validate(self) -> Budget:
+        if self.attempts < 1:
+            raise ExportError(f"--gate-budget must be >= 1 attempt, got {self.attempts}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ExportError(f"--gate-seconds must be > 0, got {self.seconds}")
+        return self
+
+
+def validate_max_drop(max_drop: float) -> float:
+    if not 0.0 <= float(max_drop) < 1.0:
+        raise ExportError(f"--max-drop {max_drop} is outside [0, 1): it is {DROP_UNITS}")
+    return float(max_drop)
+
+
+def search(
+    fp32_onnx: str | Path,
+    target: str,
+    calib: CalibrationSet,
+    spec: ModelSpec,
+    images: np.ndarray,
+    labels: np.ndarray,
+    out_path: str | Path,
+    *,
+    max_drop: float,
+    budget: Budget = Budget(),
+    reference: np.ndarray | None = None,
+    keep_fp=(),
+    report_path: str | Path | None = None,
+    batch_size: int = 32,
+    quantize_bias: bool = False,
+    subset_size: int | None = None,
+    sensitivity_images: int = 32,
+) -> dict:
+    """Find an INT8 recipe for ``target`` whose macro-F1 on (``images``, ``labels``) is at most ``max_drop``
+    below the FP32 model's; write it to ``out_path`` and return the search report (every attempt).
+
+    ``reference``: FP32 logits on ``images`` (computed when None). ``keep_fp``: node patterns the user keeps
+    in floating point in every attempt. When nothing passes, the report is written to ``report_path`` (if
+    given) and an ``ExportError`` names the best attempt and the bound.
+    """
+    max_drop, budget = validate_max_drop(max_drop), budget.validate()
+    if labels is None or len(labels) == 0:
+        raise ExportError("--max-drop needs labelled validation images: pass --data PATH (FER2013 CSV or image "
+                          "folders with class names)")
+    quantizer = _OpenVINOQuantizer if target == "openvino" else _QDQQuantizer
+    quantizer = quantizer(fp32_onnx, calib, spec, keep_fp, batch_size=batch_size, quantize_bias=quantize_bias,
+                          subset_size=subset_size)
+    if reference is None:
+        reference = check.logits(fp32_onnx, images, spec, desc="gate fp32 reference")
+    reference_report = classification_report(labels, reference.argmax(1), spec.labels)
+    report = {
+        "max_drop": max_drop, "drop_units": DROP_UNITS, "metric": "macro_f1", "n": int(len(labels)),
+        "quantizer": quantizer.name, "keep_fp": list(keep_fp),
+        "budget": {"attempts": budget.attempts, "seconds": budget.seconds},
+        "reference": {"file": Path(fp32_onnx).name, "macro_f1": reference_report["macro_f1"],
+                      "accuracy": reference_report["accuracy"], "per_class_f1": _per_class_f1(reference_report)},
+        "latency": {"batch": 1, "runs": LATENCY_RUNS, "warmup": LATENCY_WARMUP, "runtime": quantizer.runtime,
+                    "statistic": "median ms on this machine"},
+        "selection": f"fastest passing attempt; latencies within {LATENCY_TIE:.0%} tie, higher macro-F1 wins",
+        "attempts": [],
+    }
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgefer-int8-gate-") as tmp:
+        run = _Search(quantizer, Path(tmp), reference, reference_report, images, labels, spec, max_drop, budget,
+                      report["attempts"], start)
+        for recipe in progress(quantizer.recipes, total=len(quantizer.recipes), desc="int8 gate: recipes"):
+            if not run.attempt("A", recipe, []):
+                break
+        if not any(a["passed"] for a in report["attempts"]) and run.can_continue():
+            report["sensitivity"] = run.fallback(sensitivity_images)
+        report["seconds"] = round(time.perf_counter() - start, 3)
+        chosen = _choose(report["attempts"])
+        report["passed"] = chosen is not None
+        report["chosen"] = None if chosen is None else chosen["index"]
+        if chosen is None:
+            if report_path is not None:
+                write_json(report_path, report)
+            raise ExportError(_failure_message(report, report_path))
+        quantizer.copy(run.files[chosen["index"]], Path(out_path))
+    if report_path is not None:
+        Path(report_path).unlink(missing_ok=True)  # a failed earlier run's report would now be stale
+    return report
+
+
+class _Search:
+    """The attempt loop: quantize, score, time, record; Stage B's ranking and exclusion schedule."""
+
+    def __init__(self, quantizer, folder, reference, reference_report, images, labels, spec, max_drop, budget,
+                 attempts, start):
+        self.quantizer, self.folder, self.reference, self.reference_report = quantizer, folder, reference, \
+            reference_report
+        self.images, self.labels, self.spec, self.max_drop, self.budget = images, labels, spec, max_drop, budget
+        self.attempts, self.start, self.files = attempts, start, {}
+
+    def can_continue(self) -> bool:
+        elapsed = time.perf_counter() - self.start
+        return len(self.attempts) < self.budget.attempts and (self.budget.seconds is None
+                                                              or elapsed < self.budget.seconds)
+
+    def attempt(self, stage: str, recipe: dict, excluded: list[str]) -> dict | None:
+        """One quantization + evaluation; None when the budget is spent."""
+        if not self.can_continue():
+            return None
+        index = len(self.attempts)
+        path = self.folder / f"attempt-{index}{self.quantizer.suffix}"
+        clock = time.perf_counter()
+        info = self.quantizer.quantize(recipe, excluded, path)
+        logits = check.logits(path, self.images, self.spec, desc=f"int8 gate attempt {index}")
+        scored = classification_report(self.labels, logits.argmax(1), self.spec.labels)
+        drop = self.reference_report["macro_f1"] - scored["macro_f1"]
+        entry = {
+            "index": index, "stage": stage, "recipe": dict(recipe), "excluded": list(excluded),
+            "excluded_count": len(excluded), "macro_f1": scored["macro_f1"], "accuracy": scored["accuracy"],
+            "macro_f1_drop": drop, "passed": bool(drop <= self.max_drop + 1e-12),
+            **{k: v for k, v in check.compare(self.reference, logits).items() if k != "n"},
+            "per_class_f1": _per_class_f1(scored), "latency_ms": _latency_ms(path, self.spec),
+            "quantization_seconds": info["seconds"], "seconds": round(time.perf_counter() - clock, 3),
+        }
+        self.attempts.append(entry)
+        self.files[index] = path
+        return entry
+
+    def fallback(self, sensitivity_images: int) -> dict:
+        """Stage B: rank the weighted layers of the best Stage-A attempt, then keep the top k in FP32."""
+        base = min(self.attempts, key=lambda a: (a["macro_f1_drop"], -a["top1_agreement"]))
+        clock = time.perf_counter()
+        x = prepare(self.quantizer.calib.images[:sensitivity_images], self.spec, color="gray")
+        ranking = self.quantizer.sensitivity(self.files[base["index"]], x)
+        summary = {"measure": SENSITIVITY_MEASURE, "base_attempt": base["index"], "images": int(len(x)),
+                   "layers": len(ranking), "seconds": round(time.perf_counter() - clock, 3), "ranking": ranking[:20]}
+        names = [layer["layer"] for layer in ranking]
+        failed, passed = 0, None  # the largest failing and smallest passing k so far
+        for k in _doubling(len(names)):
+            entry = self.attempt("B", base["recipe"], names[:k])
+            if entry is None:
+                return summary
+            if entry["passed"]:
+                passed = k
+                break
+            failed = k
+        while passed is not None and passed - failed > 1:  # fewer FP32 layers is faster: bisect the count down
+            k = (failed + passed) // 2
+            entry = self.attempt("B", base["recipe"], names[:k])
+            if entry is None:
+                break
+            failed, passed = (failed, k) if entry["passed"] else (k, passed)
+        return summary
+
+
+def _doubling(n: int):
+    k = 1
+    while k < n:
+        yield k
+        k *= 2
+    if n:
+        yield n
+
+
+def _choose(attempts: list[dict]) -> dict | None:
+    """The fastest passing attempt; within LATENCY_TIE of the fastest, the highest macro-F1 (then fewest FP32
+    layers, then the earliest)."""
+    passing = [a for a in attempts if a["passed"]]
+    if not passing:
+        return None
+    fastest = min(a["latency_ms"] for a in passing)
+    tied = [a for a in passing if a["latency_ms"] <= fastest * (1 + LATENCY_TIE)]
+    return min(tied, key=lambda a: (-a["macro_f1"], a["excluded_count"], a["index"]))
+
+
+def _failure_message(report: dict, report_path) -> str:
+    best = min(report["attempts"], key=lambda a: (a["macro_f1_drop"], -a["top1_agreement"]))
+    where = f"; every attempt is listed in {report_path}" if report_path else ""
+    return (f"INT8 gate: no recipe kept the macro-F1 drop within --max-drop {report['max_drop']:g} ({DROP_UNITS}) "
+            f"after {len(report['attempts'])} attempt(s) in {report['seconds']:.0f} s; FP32 macro-F1 "
+            f"{report['reference']['macro_f1']:.4f}, best attempt #{best['index']} {describe_attempt(best)}: macro-F1 "
+            f"{best['macro_f1']:.4f} (drop {best['macro_f1_drop']:.4f}, top-1 agreement {best['top1_agreement']:.4f})"
+            f"{where}; raise --max-drop or --gate-budget, or use --fp16")
+
+
+def describe_attempt(attempt: dict) -> str:
+    """``method=moving-average, 2 layer(s) in FP32``: an attempt's recipe in one phrase."""
+    recipe = ", ".join(f"{k}={v}" for k, v in attempt["recipe"].items())
+    return f"{recipe}, {attempt['excluded_count']} layer(s) in FP32"
+
+
+def _per_class_f1(report: dict) -> dict:
+    return {name: values["f1"] for name, values in report["per_class"].items()}
+
+
+def _latency_ms(path: Path, spec: ModelSpec) -> float:
+    """Median batch-1 latency (ms) of a model file with the export checks' runtime (ORT or OpenVINO, CPU)."""
+    run = check.runner(path)
+    x = np.zeros((1, spec.channels, *_size(spec)), np.float32)
+    for _ in range(LATENCY_WARMUP):
+        run(x)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        clock = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - clock)
+    return round(float(np.median(times)) * 1000, 4)
+
+
+def _size(spec: ModelSpec) -> tuple[int, int]:
+    size = spec.input_size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _relative_error(reference: np.ndarray, other: np.ndarray) -> float:
+    reference, other = np.asarray(reference, np.float64), np.asarray(other, np.float64)
+    return float(np.linalg.norm(other - reference) / (np.linalg.norm(reference) + 1e-12))
+
+
+def _rank(layers: list[tuple[str, str, list[str], str]], fp32: dict, int8: dict) -> list[dict]:
+    """``layers``: (name, op type, input tensors before their quantizer, output tensor); most sensitive first."""
+    ranking = []
+    for name, op, inputs, output in layers:
+        error_in = max((_relative_error(fp32[t], int8[t]) for t in inputs), default=0.0)
+        error_out = _relative_error(fp32[output], int8[output])
+        ranking.append({"layer": name, "op": op, "error_in": round(error_in, 6), "error_out": round(error_out, 6),
+                        "added_error": round(error_out - error_in, 6)})
+    return sorted(ranking, key=lambda layer: -layer["added_error"])
+
+
+class _QDQQuantizer:
+    """ONNX Runtime Q/DQ INT8 (the TensorRT / ONNX Runtime graph); layers are ONNX node names."""
+
+    name, runtime, suffix, recipes = "onnxruntime-qdq", "onnxruntime", ".onnx", QDQ_RECIPES
+
+    def __init__(self, fp32_onnx, calib, spec, keep_fp, *, batch_size, quantize_bias, subset_size):
+        self.fp32_onnx, self.calib, self.spec, self.keep_fp = Path(fp32_onnx), calib, spec, tuple(keep_fp)
+        self.batch_size, self.quantize_bias = batch_size, quantize_bias
+
+    def quantize(self, recipe: dict, excluded: list[str], path: Path) -> dict:
+        from .qdq import quantize_qdq
+
+        keep = (*self.keep_fp, *(glob.escape(name) for name in excluded))
+        return quantize_qdq(self.fp32_onnx, self.calib, self.spec, path, method=recipe["method"], keep_fp=keep,
+                            batch_size=self.batch_size, quantize_bias=self.quantize_bias)
+
+    def copy(self, source: Path, target: Path) -> None:
+        shutil.copyfile(source, target)
+
+    def sensitivity(self, int8_path: Path, x: np.ndarray) -> list[dict]:
+        """Rank the quantized weighted nodes of a Q/DQ graph against the FP32 graph as ORT pre-processes it
+        (the graph ``quantize_qdq`` quantized, so tensor names match)."""
+        onnx = require("onnx", "onnx", "INT8 sensitivity analysis")
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        int8 = onnx.load(str(int8_path))
+        producers = {out: node for node in int8.graph.node for out in node.output}
+
+        def before_quantizer(tensor: str) -> str | None:
+            node = producers.get(tensor)
+            if node is None or node.op_type != "DequantizeLinear":
+                return tensor if node is not None else None
+            quantize = producers.get(node.input[0])  # weights: DQ of an initializer, no QuantizeLinear
+            return quantize.input[0] if quantize is not None and quantize.op_type == "QuantizeLinear" else None
+
+        layers = []
+        for node in int8.graph.node:
+            if node.op_type not in WEIGHTED_ONNX_OPS or not any(
+                    producers.get(t) is not None and producers[t].op_type == "DequantizeLinear" for t in node.input):
+                continue
+            inputs = [t for t in map(before_quantizer, node.input) if t]
+            layers.append((node.name, node.op_type, inputs, node.output[0]))
+        tensors = sorted({t for _, _, inputs, output in layers for t in (*inputs, output)})
+        with tempfile.TemporaryDirectory(prefix="edgefer-sensitivity-") as tmp:
+            prepared = Path(tmp) / "prepared.onnx"
+            quant_pre_process(str(self.fp32_onnx), str(prepared))
+            fp32 = onnx.load(str(prepared))
+        known = {o for node in fp32.graph.node for o in node.output} | {i.name for i in fp32.graph.input}
+        layers = [layer for layer in layers if layer[3] in known and all(t in known for t in layer[2])]
+        tensors = [t for t in tensors if t in known]
+        return _rank(layers, _onnx_tensors(fp32, tensors, x), _onnx_tensors(int8, tensors, x))
+
+
+def _onnx_tensors(proto, names: list[str], x: np.ndarray) -> dict:
+    """Values of the named tensors (graph inputs or node outputs) of an ONNX model on ``x`` (ORT CPU)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    inputs = {i.name for i in model.graph.input}
+    outputs = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                              for n in names if n not in outputs and n not in inputs)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = {model.graph.input[0].name: x}
+    fetch = [n for n in names if n not in inputs]
+    values = dict(zip(fetch, session.run(fetch, feed)))
+    values.update({n: x for n in names if n in inputs})
+    return values
+
+
+class _OpenVINOQuantizer:
+    """NNCF post-training INT8 on the OpenVINO model; layers are OpenVINO op friendly names."""
+
+    name, runtime, suffix, recipes = "nncf", "openvino (INFERENCE_PRECISION_HINT=f32)", ".xml", OPENVINO_RECIPES
+
+    def __init__(self, fp32_onnx, calib, spec, keep_fp, *, batch_size, quantize_bias, subset_size):
+        self.fp32_onnx, self.calib, self.spec, self.keep_fp = Path(fp32_onnx), calib, spec, tuple(keep_fp)
+        self.subset_size = subset_size
+
+    def quantize(self, recipe: dict, excluded: list[str], path: Path) -> dict:
+        from .openvino import quantize_openvino
+
+        nncf = require("nncf", "openvino", "OpenVINO INT8 quantization")
+        return quantize_openvino(self.fp32_onnx, self.calib, self.spec, path, preset=recipe["preset"],
+                                 keep_fp=self.keep_fp, ignored_scope=nncf.IgnoredScope(names=list(excluded)),
+                                 subset_size=self.subset_size, fast_bias_correction=recipe["fast_bias_correction"])
+
+    def copy(self, source: Path, target: Path) -> None:
+        shutil.copyfile(source.with_suffix(".bin"), target.with_suffix(".bin"))
+        shutil.copyfile(source, target)
+
+    def sensitivity(self, int8_path: Path, x: np.ndarray) -> list[dict]:
+        """Rank the weighted ops fed by a FakeQuantize in the NNCF IR against the FP32 model (same op names)."""
+        from .openvino import read_model
+
+        int8 = read_model(int8_path)
+        layers = []
+        for op in int8.get_ordered_ops():
+            if op.get_type_name() not in WEIGHTED_OPENVINO_OPS:
+                continue
+            sources = [port.get_source_output() for port in op.inputs()]
+            if not any(s.get_node().get_type_name() == "FakeQuantize" for s in sources):
+                continue
+            inputs = [_port_name(s.get_node().input(0).get_source_output()) for s in sources
+                      if s.get_node().get_type_name() == "FakeQuantize"
+                      and s.get_node().input(0).get_source_output().get_node().get_type_name() != "Constant"]
+            layers.append((op.get_friendly_name(), op.get_type_name(), inputs, _port_name(op.output(0))))
+        tensors = sorted({t for _, _, inputs, output in layers for t in (*inputs, output)})
+        fp32_values = _openvino_tensors(read_model(self.fp32_onnx), tensors, x)
+        layers = [layer for layer in layers if layer[3] in fp32_values and all(t in fp32_values for t in layer[2])]
+        return _rank(layers, fp32_values, _openvino_tensors(int8, list(fp32_values), x))
+
+
+def _port_name(output) -> str:
+    return f"{output.get_node().get_friendly_name()}:{output.get_index()}"
+
+
+def _openvino_tensors(model, names: list[str], x: np.ndarray) -> dict:
+    """Values of ``op friendly name:port`` outputs of an OpenVINO model on ``x`` (CPU, f32); missing names skipped."""
+    import openvino as ov
+
+    ports = {_port_name(op.output(i)): op.output(i) for op in model.get_ordered_ops()
+             for i in range(op.get_output_size())}
+    wanted = [n for n in names if n in ports]
+    model.add_outputs([ports[n] for n in wanted])
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    results = compiled.create_infer_request().infer({0: x})
+    offset = len(compiled.outputs) - len(wanted)
+    return {n: np.array(results[compiled.outputs[offset + i]]) for i, n in enumerate(wanted)}
