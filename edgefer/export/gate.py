@@ -19,7 +19,9 @@ each other count as equal and the higher macro-F1 wins. Every attempt is reporte
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
 import shutil
 import tempfile
 import time
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, require
-from ..fileio import write_json
+from ..fileio import atomic_path, write_json
 from ..metrics import classification_report
 from ..preprocess import prepare
 from ..progress import progress
@@ -297,8 +299,12 @@ class _QDQQuantizer:
         from .qdq import quantize_qdq
 
         keep = (*self.keep_fp, *(glob.escape(name) for name in excluded))
-        return quantize_qdq(self.fp32_onnx, self.calib, self.spec, path, method=recipe["method"], keep_fp=keep,
-                            batch_size=self.batch_size, quantize_bias=self.quantize_bias)
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT's entropy/percentile calibrators print() progress
+            info = quantize_qdq(self.fp32_onnx, self.calib, self.spec, path, method=recipe["method"], keep_fp=keep,
+                                batch_size=self.batch_size, quantize_bias=self.quantize_bias)
+        if excluded:
+            _float_inputs(path, set(excluded))
+        return info
 
     def copy(self, source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
@@ -319,6 +325,10 @@ class _QDQQuantizer:
             quantize = producers.get(node.input[0])  # weights: DQ of an initializer, no QuantizeLinear
             return quantize.input[0] if quantize is not None and quantize.op_type == "QuantizeLinear" else None
 
+        # a graph output gets Q/DQ too: the node then writes "<output>_QuantizeLinear_Input" instead of "<output>"
+        renamed = {n.input[0]: n.output[0] for n in int8.graph.node if n.op_type == "DequantizeLinear"}
+        fp32_name = {n.input[0]: renamed.get(n.output[0], n.input[0]) for n in int8.graph.node
+                     if n.op_type == "QuantizeLinear"}
         layers = []
         for node in int8.graph.node:
             if node.op_type not in WEIGHTED_ONNX_OPS or not any(
@@ -326,15 +336,56 @@ class _QDQQuantizer:
                 continue
             inputs = [t for t in map(before_quantizer, node.input) if t]
             layers.append((node.name, node.op_type, inputs, node.output[0]))
-        tensors = sorted({t for _, _, inputs, output in layers for t in (*inputs, output)})
         with tempfile.TemporaryDirectory(prefix="edgefer-sensitivity-") as tmp:
             prepared = Path(tmp) / "prepared.onnx"
             quant_pre_process(str(self.fp32_onnx), str(prepared))
             fp32 = onnx.load(str(prepared))
         known = {o for node in fp32.graph.node for o in node.output} | {i.name for i in fp32.graph.input}
+        int8_to_fp32 = {t: t if t in known else fp32_name.get(t, t) for _, _, inputs, output in layers
+                        for t in (*inputs, output)}
+        layers = [(name, op, [int8_to_fp32[t] for t in inputs], int8_to_fp32[output])
+                  for name, op, inputs, output in layers]
         layers = [layer for layer in layers if layer[3] in known and all(t in known for t in layer[2])]
-        tensors = [t for t in tensors if t in known]
-        return _rank(layers, _onnx_tensors(fp32, tensors, x), _onnx_tensors(int8, tensors, x))
+        wanted = {i8: f for i8, f in int8_to_fp32.items() if f in known}
+        int8_values = _onnx_tensors(int8, list(wanted), x)
+        return _rank(layers, _onnx_tensors(fp32, sorted(set(wanted.values())), x),
+                     {wanted[i8]: value for i8, value in int8_values.items()})
+
+
+def _float_inputs(path: Path, names: set[str]) -> None:
+    """Feed the named nodes their activations unquantized (the input of their QuantizeLinear), drop the Q/DQ
+    pairs nothing else reads, and save in place (metadata kept).
+
+    ONNX Runtime's ``nodes_to_exclude`` keeps an excluded node's weights in FP32 but still quantizes the
+    activation it reads whenever the producer is quantized; TensorRT runs a layer in floating point only
+    when no Q/DQ pair precedes it, and so must the excluded layer here."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    nodes = list(proto.graph.node)
+    producers = {out: node for node in nodes for out in node.output}
+    for node in nodes:
+        if node.name not in names:
+            continue
+        for i, tensor in enumerate(node.input):
+            dequantize = producers.get(tensor)
+            quantize = producers.get(dequantize.input[0]) if dequantize is not None \
+                and dequantize.op_type == "DequantizeLinear" else None
+            if quantize is not None and quantize.op_type == "QuantizeLinear":
+                node.input[i] = quantize.input[0]
+    while True:  # remove Q/DQ nodes whose outputs nobody reads any more
+        read = {t for node in proto.graph.node for t in node.input} | {o.name for o in proto.graph.output}
+        unused = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                  and not any(o in read for o in n.output)]
+        if not unused:
+            break
+        for node in unused:
+            proto.graph.node.remove(node)
+    used = {t for node in proto.graph.node for t in node.input}
+    for initializer in [t for t in proto.graph.initializer if t.name not in used]:
+        proto.graph.initializer.remove(initializer)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
 
 
 def _onnx_tensors(proto, names: list[str], x: np.ndarray) -> dict:
