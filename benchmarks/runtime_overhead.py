@@ -2,7 +2,7 @@
 
 1. cold start: ``import edgefer.runtime`` + ``EmotionRecognizer.open`` in a fresh interpreter (median of runs);
 2. batch-1 overhead: ``recognizer.predict(crop)`` (numpy preprocessing + softmax + wrapper) against the raw
-   backend call (``InferenceSession.run`` / ``InferRequest.infer``) on the same prepared input, interleaved.
+   backend call (``InferenceSession.run`` / ``InferRequest.infer``) on the same prepared input, interleaved (alternating which goes first).
 
     .venv/bin/python benchmarks/runtime_overhead.py --arch tf_efficientnetv2_s --size 112 --threads 2
     .venv/bin/python benchmarks/runtime_overhead.py --arch tf_efficientnetv2_s --size 48 --threads 2
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+# wall seconds, CPU seconds of the process (all threads; on a busy machine closer to what an idle one needs)
 COLD_START = """
 import sys, time
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import edgefer.runtime
 rec = edgefer.runtime.EmotionRecognizer.open(sys.argv[1], threads=int(sys.argv[2]))
-t1 = time.perf_counter()
-print(t1 - t0, "torch" in sys.modules)
+print(time.perf_counter() - t0, time.process_time() - c0, "torch" in sys.modules)
 """
 
 
@@ -68,13 +68,15 @@ def export_models(arch: str, size: int, work_dir: Path) -> tuple[Path, Path]:
 
 
 def cold_start(path: Path, threads: int, runs: int) -> dict:
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
         out = subprocess.run([sys.executable, "-c", COLD_START, str(path), str(threads)], capture_output=True,
                              text=True, check=True).stdout.split()
-        assert out[1] == "False", "torch was imported"
+        assert out[2] == "False", "torch was imported"
         times.append(float(out[0]))
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": runs}
+        cpu.append(float(out[1]))
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "cpu_median_s": statistics.median(cpu), "runs": runs}
 
 
 def raw_call(rec):
@@ -97,18 +99,18 @@ def overhead(path: Path, threads: int, iters: int, warmup: int) -> dict:
     raw = raw_call(rec)
     assert np.allclose(raw(x), rec.predict(crop, color="gray", return_logits=True).logits, atol=1e-4)
     t_raw, t_predict, t_prepare = [], [], []
+    calls = {"raw": lambda: raw(x), "predict": lambda: rec.predict(crop, color="gray"),
+             "prepare": lambda: prepare(crop, rec.spec, color="gray", out=x)}
     for i in range(warmup + iters):
-        t0 = time.perf_counter()
-        raw(x)
-        t1 = time.perf_counter()
-        rec.predict(crop, color="gray")
-        t2 = time.perf_counter()
-        prepare(crop, rec.spec, color="gray", out=x)
-        t3 = time.perf_counter()
+        seconds = {}
+        for name in (("raw", "predict", "prepare") if i % 2 else ("predict", "raw", "prepare")):  # ABBA order
+            t0 = time.perf_counter()
+            calls[name]()
+            seconds[name] = time.perf_counter() - t0
         if i >= warmup:
-            t_raw.append(t1 - t0)
-            t_predict.append(t2 - t1)
-            t_prepare.append(t3 - t2)
+            t_raw.append(seconds["raw"])
+            t_predict.append(seconds["predict"])
+            t_prepare.append(seconds["prepare"])
     raw_ms, predict_ms = statistics.median(t_raw) * 1e3, statistics.median(t_predict) * 1e3
     wrapper_us = wrapper_cost(rec, crop, iters) * 1e6
     return {"raw_median_ms": raw_ms, "predict_median_ms": predict_ms, "ratio_median": predict_ms / raw_ms,
