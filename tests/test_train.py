@@ -106,7 +106,12 @@ def test_checkpoint_reloads_with_identical_logits_and_numpy_preprocessing(traine
 
     run, probe, saved_logits, _ = trained_run
     model, spec, _ = load_checkpoint(run)
-    logits = predict_logits(model, probe, spec)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in training: the same kernels, so bit-identical output
+    try:
+        logits = predict_logits(model, probe, spec)
+    finally:
+        torch.set_num_threads(threads)
     assert torch.equal(logits, saved_logits[-1])  # the last save is the best epoch's model
     # the runtime's numpy preprocessing feeds the model the same numbers as training-time evaluation
     with torch.no_grad():

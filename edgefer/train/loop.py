@@ -227,8 +227,9 @@ def build_loss(config: TrainConfig, counts: np.ndarray) -> tuple[ClassificationL
 # ----------------------------------------------------------------------------------------------- resumable state
 
 
-def save_state(directory: Path, model, ema, optimizer, scheduler, scaler, progress_state: dict) -> None:
-    """Everything --resume needs: tensors in safetensors, the rest as JSON (nothing is ever unpickled)."""
+def save_state(directory: Path, model, ema, optimizer, scaler, progress_state: dict) -> None:
+    """Everything --resume needs: tensors in safetensors, the rest as JSON (nothing is ever unpickled).
+    The LR schedule is not saved: it is a function of the step and the config, rebuilt on resume."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v for k, v in _unwrap(model).state_dict().items()}
@@ -252,13 +253,12 @@ def save_state(directory: Path, model, ema, optimizer, scheduler, scaler, progre
         **progress_state,
         "optimizer_param_groups": [{k: v for k, v in g.items()} for g in optim["param_groups"]],
         "optimizer_scalars": scalars,
-        "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "tensors_sha256": sha256_file(directory / STATE_TENSORS),
     })
 
 
-def load_state(directory: Path, model, ema, optimizer, scheduler, scaler) -> dict:
+def load_state(directory: Path, model, ema, optimizer, scaler) -> dict:
     """Restore what save_state wrote; return the progress dict (epoch, step, best, ...)."""
     import json
 
@@ -286,7 +286,6 @@ def load_state(directory: Path, model, ema, optimizer, scheduler, scaler) -> dic
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
-    scheduler.load_state_dict(meta["scheduler"])
     scaler.load_state_dict(meta["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     cuda_states = [tensors[f"rng.cuda.{i}"] for i in range(len(prefixed("rng.cuda.")))]
@@ -318,6 +317,51 @@ def _hold_backbone(optimizer, frozen: bool) -> None:
         for group in optimizer.param_groups:
             if not group.get("head", False):
                 group["lr"] = 0.0
+
+
+@dataclass
+class Optimisation:
+    """What one optimizer step needs besides the model and the batch."""
+
+    criterion: ClassificationLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # timm CosineLRScheduler, stepped per update
+    scaler: torch.amp.GradScaler
+    ema: object | None  # timm ModelEmaV3
+    grad_clip: float
+
+
+def _train_epoch(model, loader, steps: Optimisation, state: dict, total_steps: int, frozen: bool,
+                 runtime: Runtime, desc: str) -> tuple[float, int, int]:
+    """One pass over ``loader`` (stopping at ``total_steps``); returns (summed loss, correct, seen)."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, target in progress(loader, total=len(loader), desc=desc, disable=None if runtime.is_main else True):
+        if state["step"] >= total_steps:
+            break
+        steps.scheduler.step_update(state["step"])
+        _hold_backbone(steps.optimizer, frozen)
+        x, target = x.to(runtime.device, non_blocking=True), target.to(runtime.device, non_blocking=True)
+        if runtime.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(runtime):
+            logits = model(x)
+        loss = steps.criterion(logits, target)
+        steps.optimizer.zero_grad(set_to_none=True)
+        steps.scaler.scale(loss).backward()
+        steps.scaler.unscale_(steps.optimizer)
+        if steps.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), steps.grad_clip)
+        steps.scaler.step(steps.optimizer)
+        steps.scaler.update()
+        state["step"] += 1
+        if steps.ema is not None:
+            steps.ema.update(_unwrap(model), step=state["step"])
+        hard = target if target.ndim == 1 else target.argmax(1)
+        loss_sum += float(loss.detach()) * len(x)
+        correct += int((logits.detach().argmax(1) == hard).sum())
+        seen += len(x)
+    return loss_sum, correct, seen
 
 
 def _stderr(message: str) -> None:
@@ -372,10 +416,11 @@ def _fit(config: TrainConfig, resume: bool, log) -> dict:
     scheduler = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=config.min_lr, warmup_t=warmup,
                                   warmup_lr_init=config.lr * 0.01, t_in_epochs=False)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
+    steps = Optimisation(criterion, optimizer, scheduler, scaler, ema, config.grad_clip)
 
     state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0}
     if resume:
-        saved = load_state(out, model, ema, optimizer, scheduler, scaler)
+        saved = load_state(out, model, ema, optimizer, scaler)
         state = {k: saved[k] for k in state}
         log(f"resuming {out} at epoch {state['epoch'] + 1} (step {state['step']})")
     if runtime.distributed:
@@ -413,34 +458,9 @@ def _fit(config: TrainConfig, resume: bool, log) -> dict:
         loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
                                              pin_memory=runtime.device.type == "cuda")
         frozen = epoch < config.freeze_epochs
-        model.train()
-        started, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
-        for x, target in progress(loader, total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}",
-                                  disable=None if runtime.is_main else True):
-            if state["step"] >= total_steps:
-                break
-            scheduler.step_update(state["step"])
-            _hold_backbone(optimizer, frozen)
-            x, target = x.to(runtime.device, non_blocking=True), target.to(runtime.device, non_blocking=True)
-            if runtime.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(runtime):
-                logits = model(x)
-            loss = criterion(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            state["step"] += 1
-            if ema is not None:
-                ema.update(_unwrap(model), step=state["step"])
-            hard = target if target.ndim == 1 else target.argmax(1)
-            loss_sum += float(loss.detach()) * len(x)
-            correct += int((logits.detach().argmax(1) == hard).sum())
-            seen += len(x)
+        started = time.perf_counter()
+        loss_sum, correct, seen = _train_epoch(model, loader, steps, state, total_steps, frozen, runtime,
+                                               desc=f"epoch {epoch + 1}/{config.epochs}")
         train_seconds = time.perf_counter() - started
         if runtime.distributed:  # train loss/accuracy over all processes
             totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=runtime.device)
@@ -469,7 +489,7 @@ def _fit(config: TrainConfig, resume: bool, log) -> dict:
                 save_checkpoint(out, eval_model, spec, model_kwargs, **info, epoch=epoch + 1, step=state["step"],
                                 metrics={"val": report})
             epochs_log.append(record)
-            save_state(out, model, ema, optimizer, scheduler, scaler, state)
+            save_state(out, model, ema, optimizer, scaler, state)
         log(f"epoch {epoch + 1}/{config.epochs} step {state['step']} lr {record['lr']:.2e}"
             f" loss {record['train_loss']:.4f} train-acc {record['train_accuracy']:.4f}"
             f" val-acc {report['accuracy']:.4f} val-F1 {report['macro_f1']:.4f}"
