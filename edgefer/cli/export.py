@@ -151,7 +151,7 @@ def export(model, sidecar, target, fp16, int8, out, data, calib, calib_size, cal
 
     precision = _precision(fp16, int8)
     exporting.validate_request(target, precision, quantizer=quantizer, data=data, calib=calib,
-                               calib_method=calib_method, calib_strategy=calib_strategy)
+                               calib_method=calib_method, calib_strategy=calib_strategy, keep_fp=keep_fp)
     engine = _engine(precision, batch, workspace, timing_cache, dla_core, strongly_typed) if target == "tensorrt" \
         else None
     with _echo_warnings():

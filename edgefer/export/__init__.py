@@ -51,7 +51,8 @@ __all__ = ["CalibrationSet", "EngineOptions", "ExportError", "draw", "export", "
 
 
 def validate_request(target: str, precision: str = "fp32", *, quantizer: str | None = None, data=None,
-                     calib=None, calib_method: str = DEFAULT_CALIB_METHOD, calib_strategy: str = "stratified") -> str:
+                     calib=None, calib_method: str = DEFAULT_CALIB_METHOD, calib_strategy: str = "stratified",
+                     keep_fp=()) -> str:
     """Check a target/precision/quantizer/calibration combination before any work; return the quantizer."""
     if target not in TARGETS:
         raise ExportError(f"unknown target {target!r}; {SUPPORTED}")
@@ -62,8 +63,9 @@ def validate_request(target: str, precision: str = "fp32", *, quantizer: str | N
     if calib_strategy not in STRATEGIES:
         raise ExportError(f"--calib-strategy {calib_strategy!r} is not supported; use one of {', '.join(STRATEGIES)}")
     if precision != "int8":
-        if quantizer is not None:
-            raise ExportError(f"--quantizer {quantizer} only applies to --int8; {SUPPORTED}")
+        if quantizer is not None or keep_fp:
+            option = f"--quantizer {quantizer}" if quantizer is not None else "--keep-fp"
+            raise ExportError(f"{option} only applies to --int8; {SUPPORTED}")
         return ""
     quantizer = quantizer or DEFAULT_QUANTIZER.get(target)
     if quantizer is None:
@@ -121,7 +123,7 @@ def export(
     none passes, to ``out_dir/int8_search.json`` and an ``ExportError``).
     """
     quantizer = validate_request(target, precision, quantizer=quantizer, data=data, calib=calib,
-                                 calib_method=calib_method, calib_strategy=calib_strategy)
+                                 calib_method=calib_method, calib_strategy=calib_strategy, keep_fp=keep_fp)
     gate_options = _gate_options(precision, data, max_drop, gate_budget, gate_seconds, Path(out_dir))
     engine_options = None
     if target == "tensorrt":
