@@ -105,7 +105,9 @@ def markdown(reports: dict[int, dict], train_note: str) -> str:
     ]
     for size, rep in reports.items():
         header, cells = table_rows(rep)
-        lines += [f"### {size} px", "", f"`{rep['matrix_command']}` ({rep['matrix_wall_s']} s)", "",
+        load = rep["environment"].get("load_average") or [float("nan")]
+        lines += [f"### {size} px", "", f"`{rep['matrix_command']}` ({rep['matrix_wall_s']} s; load average "
+                  f"{load[0]:.1f} on 2 cores when it started)", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
         lines += ["", "| goal | value | met |", "|---|---|---|"]
