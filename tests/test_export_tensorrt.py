@@ -96,6 +96,21 @@ def test_detect_precision_and_print_only(tiny_onnx):
 
 @needs_torch
 @needs_onnxruntime
+def test_static_batch_pins_the_profile(tiny_onnx, tmp_path):
+    import onnx
+
+    from edgefer.export.tensorrt import fit_to_graph
+
+    assert fit_to_graph(EngineOptions(), tiny_onnx / "model.onnx") == EngineOptions()  # dynamic batch: kept
+    proto = onnx.load(str(tiny_onnx / "model.onnx"))
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(proto, str(tmp_path / "fixed.onnx"))
+    fixed = fit_to_graph(EngineOptions(), tmp_path / "fixed.onnx")
+    assert (fixed.min_batch, fixed.opt_batch, fixed.max_batch) == (1, 1, 1)
+
+
+@needs_torch
+@needs_onnxruntime
 def test_build_engine_without_tensorrt_is_one_line(tiny_onnx):
     pytest.importorskip("onnx")
     try:

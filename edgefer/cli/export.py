@@ -221,7 +221,8 @@ def build_engine(onnx_model, out, fp32, fp16, int8, sidecar, batch, workspace, t
 
     spec = open_source(onnx_model, sidecar).spec
     precision = _precision(fp16, int8, fp32) if (fp16 or int8 or fp32) else tensorrt.detect_precision(onnx_model)
-    options = _engine(precision, batch, workspace, timing_cache, dla_core, strongly_typed)
+    options = tensorrt.fit_to_graph(_engine(precision, batch, workspace, timing_cache, dla_core, strongly_typed),
+                                    onnx_model)
     engine = out or tensorrt.engine_path_for(onnx_model)
     if print_only:
         from ..export.onnx import io_names

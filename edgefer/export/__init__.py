@@ -274,6 +274,7 @@ def _tensorrt_step(onnx_path: Path, spec, options: EngineOptions, build: bool | 
 
     engine = tensorrt.engine_path_for(onnx_path)
     input_name = io_names(onnx_path)[0]
+    options = tensorrt.fit_to_graph(options, onnx_path)  # a user's ONNX may have a fixed batch size
     step = {
         "onnx": onnx_path.name,
         "build_engine_command": tensorrt.build_engine_command(onnx_path.name, engine.name, options),

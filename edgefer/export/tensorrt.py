@@ -9,6 +9,7 @@ Without ``tensorrt`` the same build is described as an ``edgefer build-engine`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import subprocess
@@ -78,6 +79,18 @@ def detect_precision(onnx_path: str | Path) -> str:
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
         return "fp16"
     return "fp32"
+
+
+def fit_to_graph(options: EngineOptions, onnx_path: str | Path) -> EngineOptions:
+    """Pin the optimisation profile to the graph's batch size when its input batch dimension is static."""
+    onnx = require("onnx", "onnx", "reading ONNX models")
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    initializers = {t.name for t in proto.graph.initializer}
+    first = next(i for i in proto.graph.input if i.name not in initializers).type.tensor_type.shape.dim[0]
+    if not first.HasField("dim_value") or first.dim_value < 1:
+        return options
+    batch = first.dim_value
+    return dataclasses.replace(options, min_batch=batch, opt_batch=batch, max_batch=batch).validate()
 
 
 def engine_path_for(onnx_path: str | Path) -> Path:
