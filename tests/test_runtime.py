@@ -437,3 +437,29 @@ def test_camera_app_example_on_a_video(tiny, tmp_path):
                            "--headless", "--max-frames", "2"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[:2] == ["1 []", "2 []"] and "2 frames" in done.stdout
+
+
+def test_float16_io_model(tmp_path):
+    """A model whose input and output are float16 (an FP16 export without keep_io_types) still takes the
+    float32 batch from prepare and returns float32 logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgefer.preprocess import prepare
+    from edgefer.spec import ModelSpec, embed_in_onnx
+
+    spec = ModelSpec(input_size=8)
+    weights = np.random.default_rng(3).normal(size=(64, 7)).astype(np.float16)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "linear", [helper.make_tensor_value_info("input", TensorProto.FLOAT16, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT16, ["batch", 7])],
+        [numpy_helper.from_array(weights, "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    embed_in_onnx(proto, spec)
+    onnx.save(proto, str(tmp_path / "half.onnx"))
+    images = np.random.default_rng(4).integers(0, 256, (3, 20, 20), dtype=np.uint8)
+    pred = EmotionRecognizer.open(tmp_path / "half.onnx").predict(images, color="gray", return_logits=True)
+    ref = prepare(images, spec, color="gray").astype(np.float16).reshape(3, -1).astype(np.float32) @ weights
+    assert pred.logits.dtype == np.float32 and np.allclose(pred.logits, ref, rtol=1e-2, atol=5e-2)
