@@ -231,10 +231,15 @@ def test_bad_input(tiny, bad, message):
 def test_run_checks_prepared_input(tiny):
     rec = EmotionRecognizer.open(tiny.xml)
     assert rec.run(np.zeros((2, 1, SIZE, SIZE), np.float32)).shape == (2, 7)
+    assert [(t.name, t.shape, t.dtype) for t in rec.backend.inputs()] == [("input", (None, 1, SIZE, SIZE), np.float32)]
     with pytest.raises(InputError, match=rf"expected a batch of shape \(N, 1, {SIZE}, {SIZE}\), got \(2, 3, {SIZE}"):
         rec.run(np.zeros((2, 3, SIZE, SIZE), np.float32))
     with pytest.raises(InputError, match="expected float32"):
         rec.run(np.zeros((2, 1, SIZE, SIZE), np.float64))
+    rec.close()
+    rec.close()  # closing twice is harmless
+    with pytest.raises(ModelError, match="tiny.xml: this model was closed"):
+        rec.predict(np.zeros((48, 48), np.uint8))
 
 
 def test_predict_frame_with_a_detector(tiny):

@@ -172,6 +172,7 @@ def test_batches_split_by_profile_and_match_reference(fake):
     # 4 pinned + device buffers (input, output); all freed on close
     assert len(fake.cudart.pinned) == 2 and len(fake.cudart.buffers) == 4
     rec.close()
+    rec.close()
     assert fake.cudart.buffers == {} and fake.cudart.pinned == set()
 
 

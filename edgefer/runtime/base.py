@@ -89,7 +89,7 @@ def reject_precision(path: Path, backend: str, precision: str | None) -> None:
 
 
 class Backend:
-    """One opened model. Subclasses implement ``open`` and ``_infer`` (and ``close`` if they hold resources).
+    """One opened model. Subclasses implement ``open`` and ``_infer`` (and ``_release`` if they hold resources).
 
     ``run`` is safe to call from several threads at once when the subclass's ``_infer`` is
     (each backend documents how it achieves that).
@@ -112,6 +112,7 @@ class Backend:
         self.path, self.spec, self.device, self.precision = path, spec, device, precision
         self.input_info, self.output_info = input_info, output_info
         self.min_batch, self.max_batch = min_batch, max_batch
+        self.closed = False
         self.sample_shape = (spec.channels, spec.input_size, spec.input_size)
         self._check_io()
 
@@ -128,6 +129,8 @@ class Backend:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Float32 logits (N, K) for a prepared float32 batch (N, C, S, S), N of any size."""
+        if self.closed:
+            raise ModelError(f"{self.path}: this model was closed")
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1:] != self.sample_shape or len(x) == 0:
             shape = getattr(x, "shape", type(x).__name__)
             raise InputError(f"{self.path.name}: expected a batch of shape (N, {', '.join(map(str, self.sample_shape))})"
@@ -146,7 +149,13 @@ class Backend:
         return logits.astype(np.float32, copy=False)
 
     def close(self) -> None:
-        """Release the runtime's resources; the backend cannot run afterwards."""
+        """Release the runtime's resources (once); the backend cannot run afterwards."""
+        if not self.closed:
+            self.closed = True
+            self._release()
+
+    def _release(self) -> None:
+        """Free what ``open`` acquired."""
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         """Logits for a batch the model accepts as is (min_batch <= N <= max_batch)."""

@@ -64,7 +64,7 @@ class OnnxRuntimeBackend(Backend):
             x = x.astype(self.input_info.dtype)
         return self._session.run(self._output_names, {self._feed_name: x})[0]
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._session = None
 
 

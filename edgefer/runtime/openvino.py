@@ -73,7 +73,7 @@ class OpenVinoBackend(Backend):
         # share_inputs: no copy of the batch; outputs are copied out of the request's memory
         return self._request().infer({0: x}, share_inputs=True)[0]
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._local = threading.local()
         self.compiled_model = None
 

@@ -132,7 +132,7 @@ class TensorRtBackend(Backend):
             cuda.call("cudaStreamSynchronize", self._stream)
             return out_host[:n].copy()
 
-    def close(self) -> None:
+    def _release(self) -> None:
         with self._lock:
             cuda = self._cuda
             for _, host_ptr, _ in self._host.values():
