@@ -195,3 +195,27 @@ def test_openvino_gate_searches_nncf_presets(checkpoint, fer_csv, tmp_path):
     ranking = quantizer.sensitivity(tmp_path / "model.int8.xml", prepare(calib.images[:8], spec, color="gray"))
     assert ranking and {layer["op"] for layer in ranking} <= set(gate.WEIGHTED_OPENVINO_OPS)
     assert min(layer["error_in"] for layer in ranking) == 0
+
+
+@needs_openvino
+@needs_nncf
+def test_openvino_accuracy_control_attempt_reports_its_fp32_layers(checkpoint, fer_csv, damaged_calib, tmp_path):
+    """NNCF's quantize_with_accuracy_control (the OpenVINO fallback before the gate's own ranking) on a damaged
+    calibration set with bound 0: it reverts layers, and the attempt lists exactly the ops left unquantized."""
+    from edgefer.data import prepare_splits
+    from edgefer.export.calibration import CalibrationSet
+    from edgefer.export.openvino import read_model
+    from edgefer.spec import ModelSpec
+
+    result = export(checkpoint, "onnx", "fp32", tmp_path, exporter="legacy")
+    spec = ModelSpec.from_dict(result["spec"])
+    val = prepare_splits(fer_csv).val
+    quantizer = gate._OpenVINOQuantizer(tmp_path / "model.onnx", CalibrationSet.load(damaged_calib), spec, (),
+                                        batch_size=1, quantize_bias=False, subset_size=64,
+                                        validation=(val.images, val.labels, 0.0, 4))
+    [recipe] = quantizer.fallback_recipes({"preset": "performance", "fast_bias_correction": True})
+    assert recipe == {"preset": "performance", "fast_bias_correction": True, "accuracy_control": True}
+    info = quantizer.quantize(recipe, [], tmp_path / "ac.xml")
+    assert info["quantizer"] == "nncf.quantize_with_accuracy_control" and info["max_drop"] == 0.0
+    assert info["fp32_layers"]  # one revert can un-quantize several ops (a shared quantizer), so no upper bound
+    assert info["fp32_layers"] == gate._unquantized_ops(read_model(tmp_path / "ac.xml"))

@@ -108,7 +108,7 @@ def search(
                           "folders with class names)")
     quantizer = _OpenVINOQuantizer if target == "openvino" else _QDQQuantizer
     quantizer = quantizer(fp32_onnx, calib, spec, keep_fp, batch_size=batch_size, quantize_bias=quantize_bias,
-                          subset_size=subset_size)
+                          subset_size=subset_size, validation=(images, labels, max_drop, budget.attempts))
     if reference is None:
         reference = check.logits(fp32_onnx, images, spec, desc="gate fp32 reference")
     reference_report = classification_report(labels, reference.argmax(1), spec.labels)
@@ -130,7 +130,10 @@ def search(
         for recipe in progress(quantizer.recipes, total=len(quantizer.recipes), desc="int8 gate: recipes"):
             if not run.attempt("A", recipe, []):
                 break
-        if not any(a["passed"] for a in report["attempts"]) and run.can_continue():
+        for recipe in quantizer.fallback_recipes(run.best()["recipe"]):  # OpenVINO: NNCF's own accuracy control
+            if run.passed() or not run.attempt("B", recipe, []):
+                break
+        if not run.passed() and run.can_continue():
             report["sensitivity"] = run.fallback(sensitivity_images)
         report["seconds"] = round(time.perf_counter() - start, 3)
         chosen = _choose(report["attempts"])
@@ -161,6 +164,14 @@ class _Search:
         return len(self.attempts) < self.budget.attempts and (self.budget.seconds is None
                                                               or elapsed < self.budget.seconds)
 
+    def passed(self) -> bool:
+        return any(a["passed"] for a in self.attempts)
+
+    def best(self) -> dict:
+        """The Stage-A attempt with the smallest drop (then the highest agreement)."""
+        return min((a for a in self.attempts if a["stage"] == "A"),
+                   key=lambda a: (a["macro_f1_drop"], -a["top1_agreement"]))
+
     def attempt(self, stage: str, recipe: dict, excluded: list[str]) -> dict | None:
         """One quantization + evaluation; None when the budget is spent."""
         if not self.can_continue():
@@ -169,6 +180,7 @@ class _Search:
         path = self.folder / f"attempt-{index}{self.quantizer.suffix}"
         clock = time.perf_counter()
         info = self.quantizer.quantize(recipe, excluded, path)
+        excluded = info.get("fp32_layers", excluded)  # NNCF accuracy control decides its own
         logits = check.logits(path, self.images, self.spec, desc=f"int8 gate attempt {index}")
         scored = classification_report(self.labels, logits.argmax(1), self.spec.labels)
         drop = self.reference_report["macro_f1"] - scored["macro_f1"]
@@ -186,7 +198,7 @@ class _Search:
 
     def fallback(self, sensitivity_images: int) -> dict:
         """Stage B: rank the weighted layers of the best Stage-A attempt, then keep the top k in FP32."""
-        base = min(self.attempts, key=lambda a: (a["macro_f1_drop"], -a["top1_agreement"]))
+        base = self.best()
         clock = time.perf_counter()
         x = prepare(self.quantizer.calib.images[:sensitivity_images], self.spec, color="gray")
         ranking = self.quantizer.sensitivity(self.files[base["index"]], x)
@@ -291,9 +303,12 @@ class _QDQQuantizer:
 
     name, runtime, suffix, recipes = "onnxruntime-qdq", "onnxruntime", ".onnx", QDQ_RECIPES
 
-    def __init__(self, fp32_onnx, calib, spec, keep_fp, *, batch_size, quantize_bias, subset_size):
+    def __init__(self, fp32_onnx, calib, spec, keep_fp, *, batch_size, quantize_bias, subset_size, validation=None):
         self.fp32_onnx, self.calib, self.spec, self.keep_fp = Path(fp32_onnx), calib, spec, tuple(keep_fp)
         self.batch_size, self.quantize_bias = batch_size, quantize_bias
+
+    def fallback_recipes(self, base: dict) -> list[dict]:
+        return []
 
     def quantize(self, recipe: dict, excluded: list[str], path: Path) -> dict:
         from .qdq import quantize_qdq
@@ -412,17 +427,57 @@ class _OpenVINOQuantizer:
 
     name, runtime, suffix, recipes = "nncf", "openvino (INFERENCE_PRECISION_HINT=f32)", ".xml", OPENVINO_RECIPES
 
-    def __init__(self, fp32_onnx, calib, spec, keep_fp, *, batch_size, quantize_bias, subset_size):
+    def __init__(self, fp32_onnx, calib, spec, keep_fp, *, batch_size, quantize_bias, subset_size, validation=None):
         self.fp32_onnx, self.calib, self.spec, self.keep_fp = Path(fp32_onnx), calib, spec, tuple(keep_fp)
-        self.subset_size = subset_size
+        self.subset_size, self.validation = subset_size, validation
+
+    def fallback_recipes(self, base: dict) -> list[dict]:
+        """``nncf.quantize_with_accuracy_control`` with the best Stage-A preset, before the gate's own ranking."""
+        return [{**base, "accuracy_control": True}] if self.validation is not None else []
 
     def quantize(self, recipe: dict, excluded: list[str], path: Path) -> dict:
         from .openvino import quantize_openvino
 
         nncf = require("nncf", "openvino", "OpenVINO INT8 quantization")
+        if recipe.get("accuracy_control"):
+            return self._accuracy_control(nncf, recipe, path)
         return quantize_openvino(self.fp32_onnx, self.calib, self.spec, path, preset=recipe["preset"],
                                  keep_fp=self.keep_fp, ignored_scope=nncf.IgnoredScope(names=list(excluded)),
                                  subset_size=self.subset_size, fast_bias_correction=recipe["fast_bias_correction"])
+
+    def _accuracy_control(self, nncf, recipe: dict, path: Path) -> dict:
+        """NNCF reverts the ops it ranks worst (by the distance of the logits to FP32) until its own macro-F1
+        drop on the validation images is within the bound; it validates with OpenVINO's default CPU precision."""
+        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+        from .openvino import read_model, resolve_ops, save_ir
+
+        images, labels, max_drop, iterations = self.validation
+        model = read_model(self.fp32_onnx)
+        items = [(prepare(images[i : i + 1], self.spec, color="gray"), int(labels[i])) for i in range(len(images))]
+
+        def validation_fn(compiled, data):
+            data = list(data)
+            outputs = [np.asarray(compiled(x)[0]) for x, _ in data]
+            report = classification_report([y for _, y in data], [int(o.argmax()) for o in outputs], self.spec.labels)
+            return report["macro_f1"], [[o] for o in outputs]  # per-item logits: NNCF ranks by their distance
+
+        start = time.perf_counter()
+        quantized = nncf.quantize_with_accuracy_control(
+            model, nncf.Dataset(self.calib.batches(self.spec, 1)), nncf.Dataset(items, lambda item: item[0]),
+            validation_fn, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            preset=nncf.QuantizationPreset.MIXED if recipe["preset"] == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=min(int(self.subset_size or len(self.calib)), len(self.calib)),
+            fast_bias_correction=recipe["fast_bias_correction"],
+            ignored_scope=nncf.IgnoredScope(names=resolve_ops(model, self.keep_fp)),
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=iterations))
+        info = {"quantizer": "nncf.quantize_with_accuracy_control", "nncf_version": nncf.__version__,
+                "preset": recipe["preset"], "fast_bias_correction": recipe["fast_bias_correction"],
+                "max_drop": max_drop, "fp32_layers": _unquantized_ops(quantized), "calib_images": len(self.calib),
+                "seconds": round(time.perf_counter() - start, 3)}
+        save_ir(quantized, path, self.spec.replace(precision="int8", extra={**self.spec.extra, "quantization": info}),
+                compress_to_fp16=False)
+        return info
 
     def copy(self, source: Path, target: Path) -> None:
         shutil.copyfile(source.with_suffix(".bin"), target.with_suffix(".bin"))
@@ -438,16 +493,26 @@ class _OpenVINOQuantizer:
             if op.get_type_name() not in WEIGHTED_OPENVINO_OPS:
                 continue
             sources = [port.get_source_output() for port in op.inputs()]
-            if not any(s.get_node().get_type_name() == "FakeQuantize" for s in sources):
+            if not any(map(_is_fake_quantize, sources)):
                 continue
             inputs = [_port_name(s.get_node().input(0).get_source_output()) for s in sources
-                      if s.get_node().get_type_name() == "FakeQuantize"
+                      if _is_fake_quantize(s)
                       and s.get_node().input(0).get_source_output().get_node().get_type_name() != "Constant"]
             layers.append((op.get_friendly_name(), op.get_type_name(), inputs, _port_name(op.output(0))))
         tensors = sorted({t for _, _, inputs, output in layers for t in (*inputs, output)})
         fp32_values = _openvino_tensors(read_model(self.fp32_onnx), tensors, x)
         layers = [layer for layer in layers if layer[3] in fp32_values and all(t in fp32_values for t in layer[2])]
         return _rank(layers, fp32_values, _openvino_tensors(int8, list(fp32_values), x))
+
+
+def _unquantized_ops(model) -> list[str]:
+    """Weighted ops with no FakeQuantize on any input: the layers an NNCF model runs in floating point."""
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPENVINO_OPS
+            and not any(_is_fake_quantize(port.get_source_output()) for port in op.inputs())]
+
+
+def _is_fake_quantize(output) -> bool:
+    return output.get_node().get_type_name() == "FakeQuantize"
 
 
 def _port_name(output) -> str:
