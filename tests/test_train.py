@@ -17,15 +17,6 @@ pytestmark = needs_torch
 TINY = ["--arch", "test_efficientnet", "--img-size", "32", "--batch-size", "32", "--threads", "1", "--seed", "0"]
 
 
-@pytest.fixture(scope="module")
-def tiny_csv(tmp_path_factory):
-    """A small synthetic FER2013 CSV with Usage (train/public/private), written by the data layer."""
-    from edgefer.data import synthesize, write_fer_csv
-
-    path = tmp_path_factory.mktemp("data") / "fer_synth.csv"
-    return write_fer_csv(path, synthesize(420, seed=1))
-
-
 def _cli(*args):
     from edgefer.cli import main
 
@@ -46,7 +37,7 @@ def _weights(run):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tiny_csv, tmp_path_factory):
+def trained_run(fer_csv, tmp_path_factory):
     """One end-to-end `edgefer train` run; captures the logits of each model at the moment it is saved."""
     import torch
 
@@ -63,14 +54,14 @@ def trained_run(tiny_csv, tmp_path_factory):
 
     loop.save_checkpoint = capturing
     try:
-        result = _cli("train", "--data", tiny_csv, "--out", run, "--epochs", "2", *TINY)
+        result = _cli("train", "--data", fer_csv, "--out", run, "--epochs", "2", *TINY)
     finally:
         loop.save_checkpoint = original
     assert result.exit_code == 0, result.output
     return run, probe, saved_logits, result.output
 
 
-def test_train_end_to_end_writes_the_run_directory(trained_run, tiny_csv):
+def test_train_end_to_end_writes_the_run_directory(trained_run, fer_csv):
     from edgefer.data import class_weights, prepare_splits
 
     run, _, _, output = trained_run
@@ -79,7 +70,7 @@ def test_train_end_to_end_writes_the_run_directory(trained_run, tiny_csv):
         assert (run / name).is_file(), name
     assert (run / "eval_test_confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((run / "model.json").read_text())
-    splits = prepare_splits(tiny_csv, val_fraction=0.1, seed=0)
+    splits = prepare_splits(fer_csv, val_fraction=0.1, seed=0)
     # weighted-CE (the default) uses the data layer's inverse-frequency weights of the train split
     np.testing.assert_allclose(meta["class_weights"], class_weights(splits.train.class_counts(), "inverse"))
     assert meta["class_counts"] == splits.train.class_counts().tolist()
@@ -119,7 +110,7 @@ def test_checkpoint_reloads_with_identical_logits_and_numpy_preprocessing(traine
     torch.testing.assert_close(numpy_path, logits, rtol=1e-4, atol=1e-4)
 
 
-def test_eval_json_matches_independent_sklearn(trained_run, tiny_csv, tmp_path):
+def test_eval_json_matches_independent_sklearn(trained_run, fer_csv, tmp_path):
     import torch
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
@@ -129,13 +120,13 @@ def test_eval_json_matches_independent_sklearn(trained_run, tiny_csv, tmp_path):
 
     run, _, _, _ = trained_run
     out = tmp_path / "eval.json"
-    result = _cli("eval", "--model", run, "--split", "test", "--json", out, "--data", tiny_csv)
+    result = _cli("eval", "--model", run, "--split", "test", "--json", out, "--data", fer_csv)
     assert result.exit_code == 0, result.output
     assert "macro-F1" in result.output and "disgust" in result.output
     report = json.loads(out.read_text())
     assert (tmp_path / "eval_confusion.png").is_file()
 
-    test = prepare_splits(tiny_csv).test
+    test = prepare_splits(fer_csv).test
     model, spec, _ = load_checkpoint(run)
     with torch.no_grad():
         pred = model(torch.from_numpy(prepare(test.images, spec, color="gray"))).argmax(1).numpy()
@@ -148,11 +139,11 @@ def test_eval_json_matches_independent_sklearn(trained_run, tiny_csv, tmp_path):
     assert report["confusion_matrix"] == confusion_matrix(test.labels, pred, labels=range(7)).tolist()
 
 
-def test_resume_with_workers_continues_bit_identically(tiny_csv, tmp_path):
+def test_resume_with_workers_continues_bit_identically(fer_csv, tmp_path):
     from edgefer.train import loop
 
     options = dict(epochs=2, ema=0.9, limit_train=128, img_size=16, batch_size=16)
-    loop.fit(_config(tiny_csv, tmp_path / "straight", **options), log=lambda m: None)
+    loop.fit(_config(fer_csv, tmp_path / "straight", **options), log=lambda m: None)
 
     class Interrupted(Exception):
         pass
@@ -166,7 +157,7 @@ def test_resume_with_workers_continues_bit_identically(tiny_csv, tmp_path):
     loop.save_state = crash_after_first_epoch
     try:
         with pytest.raises(Interrupted):
-            loop.fit(_config(tiny_csv, tmp_path / "resumed", **options), log=lambda m: None)
+            loop.fit(_config(fer_csv, tmp_path / "resumed", **options), log=lambda m: None)
     finally:
         loop.save_state = original
     assert json.loads((tmp_path / "resumed" / "last_state.json").read_text())["epoch"] == 1
@@ -181,7 +172,7 @@ def test_resume_with_workers_continues_bit_identically(tiny_csv, tmp_path):
     assert all((straight[k] == resumed[k]).all() for k in straight)  # bit-identical continuation on CPU
 
 
-def test_weights_file_with_rgb_stem_and_1000_classes_is_adapted(tiny_csv, tmp_path):
+def test_weights_file_with_rgb_stem_and_1000_classes_is_adapted(fer_csv, tmp_path):
     import torch
     from safetensors.torch import save_file
 
@@ -200,7 +191,7 @@ def test_weights_file_with_rgb_stem_and_1000_classes_is_adapted(tiny_csv, tmp_pa
         assert len(body) > 20 and all(torch.equal(adapted[k], state[k]) for k in body)
         assert adapted["classifier.weight"].shape == (7, state["classifier.weight"].shape[1])
 
-    result = _cli("train", "--data", tiny_csv, "--out", tmp_path / "run", "--weights", tmp_path / "imagenet.pth",
+    result = _cli("train", "--data", fer_csv, "--out", tmp_path / "run", "--weights", tmp_path / "imagenet.pth",
                   "--epochs", "1", "--max-steps", "2", "--freeze-epochs", "1", *TINY)
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
@@ -208,10 +199,10 @@ def test_weights_file_with_rgb_stem_and_1000_classes_is_adapted(tiny_csv, tmp_pa
     assert meta["step"] == 2
 
 
-def test_ddp_two_gloo_processes(tiny_csv, tmp_path):
+def test_ddp_two_gloo_processes(fer_csv, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEFER_PROGRESS": "0"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "edgefer.cli.train", "--data", str(tiny_csv), "--out", str(tmp_path / "ddp"), "--epochs", "1",
+           "-m", "edgefer.cli.train", "--data", str(fer_csv), "--out", str(tmp_path / "ddp"), "--epochs", "1",
            "--arch", "test_efficientnet", "--img-size", "16", "--batch-size", "16", "--threads", "1",
            "--limit-train", "128"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
@@ -293,8 +284,8 @@ def test_losses_and_sampling():
         (["--data", "{csv}", "--out", "{tmp}/r", "--amp", "fp16", "--device", "cpu"], "--amp fp16 needs CUDA"),
     ],
 )
-def test_train_user_errors_are_one_line_exit_2(args, message, tiny_csv, tmp_path):
-    args = [a.format(csv=tiny_csv, tmp=tmp_path) for a in args]
+def test_train_user_errors_are_one_line_exit_2(args, message, fer_csv, tmp_path):
+    args = [a.format(csv=fer_csv, tmp=tmp_path) for a in args]
     result = _cli("train", *args, "--threads", "1")
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1 and message in result.output
