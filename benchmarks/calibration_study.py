@@ -3,7 +3,9 @@
 the accuracy gate (``edgefer export --int8 --max-drop``) achieve on the same model?
 
 1. SYNTHETIC FER2013-like data (``edgefer.data.synthesize``, FER2013 class priors) unless --data is given;
-2. a model briefly trained with ``edgefer train`` (default tf_efficientnetv2_b0 at 48 px, 600 steps);
+2. a model trained with ``edgefer train`` (default: timm test_efficientnet at 48 px, 15 epochs, the project's
+   weighted CE and augmentation; docs/training.md: it reaches test macro-F1 ~0.67 on this synthetic data,
+   where EfficientNetV2 variants stay near chance in the minutes this CPU allows);
 3. FP32 ONNX (``edgefer.export.export``); every (strategy, size, seed): ``calibration.from_data`` ->
    ``qdq.quantize_qdq`` (the TensorRT Q/DQ graph, moving-average calibration) -> ``check.logits`` in ONNX
    Runtime on the held-out test images (PublicTest + PrivateTest), per-class F1 vs FP32;
@@ -37,9 +39,9 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=Path("runs/calibration_study"))
     parser.add_argument("--data", type=Path, help="FER2013 CSV (default: SYNTHETIC data written into --out)")
     parser.add_argument("--n", type=int, default=12000, help="synthetic images when --data is not given")
-    parser.add_argument("--arch", default="tf_efficientnetv2_b0")
+    parser.add_argument("--arch", default="test_efficientnet")
     parser.add_argument("--img-size", type=int, default=48)
-    parser.add_argument("--steps", type=int, default=600, help="training steps (batch 32)")
+    parser.add_argument("--epochs", type=int, default=15, help="training epochs (batch 64)")
     parser.add_argument("--strategies", default="stratified,balanced,random")
     parser.add_argument("--sizes", default="64,256,1024")
     parser.add_argument("--seeds", default="0,1,2")
@@ -68,9 +70,8 @@ def ensure_run(args, data: Path) -> tuple[Path, float]:
         return run, 0.0
     clock = time.perf_counter()
     subprocess.run([sys.executable, "-m", "edgefer.cli.train", "--data", str(data), "--out", str(run),
-                    "--arch", args.arch, "--img-size", str(args.img_size), "--batch-size", "32",
-                    "--max-steps", str(args.steps), "--lr", "2e-3", "--warmup-epochs", "0.2", "--threads", "1",
-                    "--eval-batch-size", "128", "--seed", "0"], check=True)
+                    "--arch", args.arch, "--img-size", str(args.img_size), "--epochs", str(args.epochs),
+                    "--threads", "1", "--seed", "0"], check=True)
     return run, time.perf_counter() - clock
 
 
@@ -244,7 +245,7 @@ def main(argv=None) -> int:
     synthetic = bool(splits.synthetic)
     study = {
         "synthetic": synthetic, "data": str(data), "model": {"arch": args.arch, "img_size": args.img_size,
-                                                             "steps": args.steps, "run": str(run)},
+                                                             "epochs": args.epochs, "run": str(run)},
         "method": args.method, "labels": list(spec.labels), "test_images": int(len(test_labels)),
         "fp32_test": fp32_test, "rows": rows, "summary": summary, "gate": gate, "max_drop": args.max_drop,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
