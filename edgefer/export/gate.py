@@ -6,7 +6,8 @@ the FP32 reference and keeps going until an attempt passes or the budget is spen
 
 - Stage A, calibration recipes: Q/DQ methods moving-average, minmax, entropy, percentile; NNCF presets
   mixed / performance and mixed with the full bias correction.
-- Stage B, sensitive-layer fallback (only when no Stage-A recipe passes): the weighted layers (Conv, Gemm,
+- Stage B, only when no Stage-A recipe passes: for OpenVINO first one ``nncf.quantize_with_accuracy_control``
+  attempt on the same macro-F1; then the gate's own sensitive-layer fallback: the weighted layers (Conv, Gemm,
   MatMul) of the best Stage-A attempt are ranked by the quantization error they ADD (relative L2 error of
   the layer's output in the INT8 graph against the FP32 graph, minus that of its input before its own
   quantizer; one pass of both graphs over a few calibration images), then the top 1, 2, 4, 8, ... layers
