@@ -65,7 +65,8 @@ def save_confusion_png(report: dict, path: str | Path, title: str = "") -> Path:
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title or f"accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
+    scores = f"accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f} (n={report['n']})"
+    ax.set_title(f"{title}\n{scores}" if title else scores)
     for i in range(len(labels)):
         for j in range(len(labels)):
             ax.text(j, i, f"{counts[i, j]}", ha="center", va="center", fontsize=7,
