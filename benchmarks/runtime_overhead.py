@@ -99,22 +99,29 @@ def overhead(path: Path, threads: int, iters: int, warmup: int) -> dict:
     raw = raw_call(rec)
     assert np.allclose(raw(x), rec.predict(crop, color="gray", return_logits=True).logits, atol=1e-4)
     t_raw, t_predict, t_prepare = [], [], []
+    # control: the raw call after 100 us of idling, about what predict spends before it reaches the runtime
     calls = {"raw": lambda: raw(x), "predict": lambda: rec.predict(crop, color="gray"),
+             "control": lambda: (time.sleep(1e-4), raw(x)),
              "prepare": lambda: prepare(crop, rec.spec, color="gray", out=x)}
+    t_control = []
     for i in range(warmup + iters):
         seconds = {}
-        for name in (("raw", "predict", "prepare") if i % 2 else ("predict", "raw", "prepare")):  # ABBA order
+        order = ("raw", "predict", "control") if i % 2 else ("control", "predict", "raw")  # ABBA order
+        for name in (*order, "prepare"):
             t0 = time.perf_counter()
             calls[name]()
             seconds[name] = time.perf_counter() - t0
         if i >= warmup:
             t_raw.append(seconds["raw"])
             t_predict.append(seconds["predict"])
+            t_control.append(seconds["control"])
             t_prepare.append(seconds["prepare"])
     raw_ms, predict_ms = statistics.median(t_raw) * 1e3, statistics.median(t_predict) * 1e3
     wrapper_us = wrapper_cost(rec, crop, iters) * 1e6
     return {"raw_median_ms": raw_ms, "predict_median_ms": predict_ms, "ratio_median": predict_ms / raw_ms,
             "ratio_mean": statistics.fmean(t_predict) / statistics.fmean(t_raw),
+            "control_median_ms": statistics.median(t_control) * 1e3,
+            "control_ratio_median": statistics.median(t_control) * 1e3 / raw_ms,
             "prepare_median_us": statistics.median(t_prepare) * 1e6, "wrapper_median_us": wrapper_us,
             "ratio_from_wrapper_cost": 1 + wrapper_us / (raw_ms * 1e3), "iters": iters,
             "precision": rec.backend.precision}
