@@ -52,7 +52,13 @@ def create_model(
             return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
         except RuntimeError as exc:
             raise ModelError(f"--weights {path}: does not fit {arch}: {str(exc).splitlines()[0]}") from None
-    return timm.create_model(arch, pretrained=pretrained, **kwargs)
+    try:
+        return timm.create_model(arch, pretrained=pretrained, **kwargs)
+    except OSError as exc:  # no network and nothing cached (huggingface_hub / urllib errors are OSErrors)
+        if not pretrained:
+            raise
+        raise ModelError(f"--pretrained {arch}: cannot fetch the timm hub weights ({type(exc).__name__}); "
+                         "offline, pass a local file with --weights PATH") from None
 
 
 def spec_for(model, img_size: int, labels=FER2013_LABELS, arch: str = "") -> ModelSpec:

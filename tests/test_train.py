@@ -299,3 +299,21 @@ def test_eval_user_errors(trained_run, tmp_path):
     assert result.exit_code == 2 and "no such file" in result.output
     result = _cli("train", "--resume", run, "--lr", "0.5")
     assert result.exit_code == 2 and "--lr cannot change when resuming" in result.output
+
+
+def test_pretrained_without_network_is_a_one_line_error(monkeypatch, fer_csv, tmp_path):
+    from edgefer.compat import import_timm
+
+    timm = import_timm()
+    real = timm.create_model
+
+    def offline(*args, pretrained=False, **kwargs):
+        if pretrained:
+            raise FileNotFoundError("cannot reach huggingface.co")  # what huggingface_hub raises offline
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    result = _cli("train", "--data", fer_csv, "--out", tmp_path / "r", "--pretrained", *TINY)
+    assert result.exit_code == 2
+    assert "--pretrained test_efficientnet: cannot fetch the timm hub weights" in result.output
+    assert "--weights PATH" in result.output
