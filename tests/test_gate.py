@@ -49,7 +49,7 @@ def gated(checkpoint, fer_csv, tmp_path_factory):
     out = tmp_path_factory.mktemp("gated")
     result = CliRunner().invoke(main, [
         "export", "--model", str(checkpoint), "--target", "tensorrt", "--int8", "--data", str(fer_csv), *CALIB,
-        "--max-drop", "0.05", "--gate-budget", "6", "--exporter", "legacy", "--out", str(out)])
+        "--max-drop", "0.05", "--min-agreement", "0.6", "--gate-budget", "6", "--exporter", "legacy", "--out", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return out, json.loads((out / "export.json").read_text()), result.output
 
@@ -59,9 +59,10 @@ def test_reachable_bound_picks_the_fastest_passing_recipe(gated, fer_csv):
     search = result["int8_search"]
     attempts = search["attempts"]
     assert search["max_drop"] == 0.05 and "0.005 = 0.5 percentage points" in search["drop_units"]
+    assert search["min_agreement"] == 0.6
     assert [a["recipe"]["method"] for a in attempts if a["stage"] == "A"] == list(gate.CALIB_METHODS)
     for a in attempts:
-        assert a["passed"] == (a["macro_f1_drop"] <= 0.05)
+        assert a["passed"] == (a["macro_f1_drop"] <= 0.05 and a["top1_agreement"] >= 0.6)
         assert abs(a["macro_f1_drop"] - (search["reference"]["macro_f1"] - a["macro_f1"])) < 1e-12
         assert a["latency_ms"] > 0 and 0 <= a["top1_agreement"] <= 1 and set(a["per_class_f1"]) >= {"disgust", "fear"}
     chosen = attempts[search["chosen"]]
@@ -160,6 +161,8 @@ def test_choose_prefers_speed_then_macro_f1_within_the_tie():
     (["--max-drop", "0.01"], "--max-drop only applies to --int8"),
     (["--int8", "--max-drop", "1.5"], "--max-drop 1.5 is outside [0, 1): it is an absolute macro-F1 difference"),
     (["--int8", "--max-drop", "0.01", "--gate-budget", "0"], "--gate-budget must be >= 1"),
+    (["--int8", "--min-agreement", "0.99"], "--min-agreement is a bound of the INT8 accuracy gate: add --max-drop"),
+    (["--int8", "--max-drop", "0.01", "--min-agreement", "99.5"], "--min-agreement 99.5 is outside [0, 1]"),
 ])
 def test_option_errors_are_one_line_exit_2(args, message, checkpoint, fer_csv, tmp_path):
     result = CliRunner().invoke(main, ["export", "--model", str(checkpoint), "--target", "tensorrt", "--data",

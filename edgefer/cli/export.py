@@ -132,13 +132,15 @@ def calibrate(data: Path, out: Path, calib_size, calib_strategy, calib_seed, cal
 @click.option("--max-drop", type=float, help="--int8 accuracy gate: largest allowed macro-F1 drop vs FP32 on the "
               "validation split, as an ABSOLUTE macro-F1 difference (0.005 = 0.5 percentage points); searches "
               "calibration methods, then keeps sensitive layers in FP32 (docs/int8_gate.md). Needs --data.")
+@click.option("--min-agreement", type=float, help="--max-drop: also require this top-1 agreement with FP32 on "
+              "the validation split, as a fraction (0.995 = 99.5 %).")
 @click.option("--gate-budget", default=12, show_default=True, type=int,
               help="--max-drop: at most this many quantization attempts.")
 @click.option("--gate-seconds", type=float, help="--max-drop: stop starting new attempts after this many seconds.")
 def export(model, sidecar, target, fp16, int8, out, data, calib, calib_size, calib_strategy, calib_seed,
            calib_floor, val_fraction, split_seed, quantizer, calib_method, keep_fp, preset, subset_size,
            fast_bias_correction, exporter, simplify, parity_atol, batch, workspace, timing_cache, dla_core,
-           strongly_typed, build, max_drop, gate_budget, gate_seconds):
+           strongly_typed, build, max_drop, min_agreement, gate_budget, gate_seconds):
     """Export to ONNX, OpenVINO or TensorRT-ready graphs, check them, and write export.json.
 
     \b
@@ -161,7 +163,7 @@ def export(model, sidecar, target, fp16, int8, out, data, calib, calib_size, cal
             split_seed=split_seed, quantizer=quantizer, calib_method=calib_method, keep_fp=keep_fp, preset=preset,
             subset_size=subset_size, fast_bias_correction=fast_bias_correction, exporter=exporter,
             simplify=simplify, parity_atol=parity_atol, engine=engine, build_engine=build, max_drop=max_drop,
-            gate_budget=gate_budget, gate_seconds=gate_seconds)
+            min_agreement=min_agreement, gate_budget=gate_budget, gate_seconds=gate_seconds)
     click.echo(_summary(result, out))
 
 

@@ -109,6 +109,7 @@ def export(
     engine: EngineOptions | None = None,
     build_engine: bool | None = None,
     max_drop: float | None = None,
+    min_agreement: float | None = None,
     gate_budget: int = 12,
     gate_seconds: float | None = None,
 ) -> dict:
@@ -119,12 +120,13 @@ def export(
     ``build_engine``: build a TensorRT engine (None: when ``tensorrt`` imports). Returns the export.json dict.
     ``max_drop`` (INT8 only): run the accuracy gate (``edgefer.export.gate``) instead of one quantization:
     an absolute macro-F1 drop bound on the validation split (0.005 = 0.5 points), searched within
-    ``gate_budget`` attempts / ``gate_seconds``; every attempt goes to export.json ``int8_search`` (or, when
+    ``gate_budget`` attempts / ``gate_seconds``, optionally also requiring top-1 agreement with FP32 of at least
+    ``min_agreement`` (a fraction); every attempt goes to export.json ``int8_search`` (or, when
     none passes, to ``out_dir/int8_search.json`` and an ``ExportError``).
     """
     quantizer = validate_request(target, precision, quantizer=quantizer, data=data, calib=calib,
                                  calib_method=calib_method, calib_strategy=calib_strategy, keep_fp=keep_fp)
-    gate_options = _gate_options(precision, data, max_drop, gate_budget, gate_seconds, Path(out_dir))
+    gate_options = _gate_options(precision, data, max_drop, min_agreement, gate_budget, gate_seconds, Path(out_dir))
     engine_options = None
     if target == "tensorrt":
         engine_options = dataclasses.replace(engine or EngineOptions(), precision=precision).validate()
@@ -173,18 +175,21 @@ def export(
     return result
 
 
-def _gate_options(precision, data, max_drop, attempts, seconds, out_dir: Path) -> dict | None:
+def _gate_options(precision, data, max_drop, min_agreement, attempts, seconds, out_dir: Path) -> dict | None:
     """Validated accuracy-gate settings (None: no gate)."""
     if max_drop is None:
+        if min_agreement is not None:
+            raise ExportError("--min-agreement is a bound of the INT8 accuracy gate: add --max-drop (e.g. 0.005)")
         return None
-    from .gate import Budget, validate_max_drop
+    from .gate import Budget, validate_max_drop, validate_min_agreement
 
     if precision != "int8":
         raise ExportError(f"--max-drop only applies to --int8 (got {precision}); {SUPPORTED}")
     if data is None:
         raise ExportError("--max-drop needs labelled validation images: add --data PATH (the validation split "
                           "carved from its training data is what the macro-F1 drop is measured on)")
-    return {"max_drop": validate_max_drop(max_drop), "budget": Budget(attempts, seconds).validate(),
+    return {"max_drop": validate_max_drop(max_drop), "min_agreement": validate_min_agreement(min_agreement),
+            "budget": Budget(attempts, seconds).validate(),
             "report_path": out_dir / "int8_search.json"}
 
 

@@ -77,6 +77,13 @@ def validate_max_drop(max_drop: float) -> float:
     return float(max_drop)
 
 
+def validate_min_agreement(min_agreement: float | None) -> float | None:
+    if min_agreement is not None and not 0.0 <= float(min_agreement) <= 1.0:
+        raise ExportError(f"--min-agreement {min_agreement} is outside [0, 1]: it is the fraction of validation "
+                          f"images whose top-1 class INT8 and FP32 agree on (0.995 = 99.5 %)")
+    return None if min_agreement is None else float(min_agreement)
+
+
 def search(
     fp32_onnx: str | Path,
     target: str,
@@ -87,6 +94,7 @@ def search(
     out_path: str | Path,
     *,
     max_drop: float,
+    min_agreement: float | None = None,
     budget: Budget = Budget(),
     reference: np.ndarray | None = None,
     keep_fp=(),
@@ -97,13 +105,15 @@ def search(
     sensitivity_images: int = 32,
 ) -> dict:
     """Find an INT8 recipe for ``target`` whose macro-F1 on (``images``, ``labels``) is at most ``max_drop``
-    below the FP32 model's; write it to ``out_path`` and return the search report (every attempt).
+    below the FP32 model's (and, with ``min_agreement``, whose top-1 agreement with FP32 is at least that);
+    write it to ``out_path`` and return the search report (every attempt).
 
     ``reference``: FP32 logits on ``images`` (computed when None). ``keep_fp``: node patterns the user keeps
     in floating point in every attempt. When nothing passes, the report is written to ``report_path`` (if
     given) and an ``ExportError`` names the best attempt and the bound.
     """
     max_drop, budget = validate_max_drop(max_drop), budget.validate()
+    min_agreement = validate_min_agreement(min_agreement)
     if labels is None or len(labels) == 0:
         raise ExportError("--max-drop needs labelled validation images: pass --data PATH (FER2013 CSV or image "
                           "folders with class names)")
@@ -114,7 +124,8 @@ def search(
         reference = check.logits(fp32_onnx, images, spec, desc="gate fp32 reference")
     reference_report = classification_report(labels, reference.argmax(1), spec.labels)
     report = {
-        "max_drop": max_drop, "drop_units": DROP_UNITS, "metric": "macro_f1", "n": int(len(labels)),
+        "max_drop": max_drop, "drop_units": DROP_UNITS, "min_agreement": min_agreement, "metric": "macro_f1",
+        "n": int(len(labels)),
         "quantizer": quantizer.name, "keep_fp": list(keep_fp),
         "budget": {"attempts": budget.attempts, "seconds": budget.seconds},
         "reference": {"file": Path(fp32_onnx).name, "macro_f1": reference_report["macro_f1"],
@@ -126,8 +137,8 @@ def search(
     }
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgefer-int8-gate-") as tmp:
-        run = _Search(quantizer, Path(tmp), reference, reference_report, images, labels, spec, max_drop, budget,
-                      report["attempts"], start)
+        run = _Search(quantizer, Path(tmp), reference, reference_report, images, labels, spec,
+                      (max_drop, min_agreement), budget, report["attempts"], start)
         for recipe in progress(quantizer.recipes, total=len(quantizer.recipes), desc="int8 gate: recipes"):
             if not run.attempt("A", recipe, []):
                 break
@@ -153,11 +164,11 @@ def search(
 class _Search:
     """The attempt loop: quantize, score, time, record; Stage B's ranking and exclusion schedule."""
 
-    def __init__(self, quantizer, folder, reference, reference_report, images, labels, spec, max_drop, budget,
+    def __init__(self, quantizer, folder, reference, reference_report, images, labels, spec, bounds, budget,
                  attempts, start):
         self.quantizer, self.folder, self.reference, self.reference_report = quantizer, folder, reference, \
             reference_report
-        self.images, self.labels, self.spec, self.max_drop, self.budget = images, labels, spec, max_drop, budget
+        self.images, self.labels, self.spec, self.bounds, self.budget = images, labels, spec, bounds, budget
         self.attempts, self.start, self.files = attempts, start, {}
 
     def can_continue(self) -> bool:
@@ -170,8 +181,7 @@ class _Search:
 
     def best(self) -> dict:
         """The Stage-A attempt with the smallest drop (then the highest agreement)."""
-        return min((a for a in self.attempts if a["stage"] == "A"),
-                   key=lambda a: (a["macro_f1_drop"], -a["top1_agreement"]))
+        return min((a for a in self.attempts if a["stage"] == "A"), key=_closest)
 
     def attempt(self, stage: str, recipe: dict, excluded: list[str]) -> dict | None:
         """One quantization + evaluation; None when the budget is spent."""
@@ -185,11 +195,13 @@ class _Search:
         logits = check.logits(path, self.images, self.spec, desc=f"int8 gate attempt {index}")
         scored = classification_report(self.labels, logits.argmax(1), self.spec.labels)
         drop = self.reference_report["macro_f1"] - scored["macro_f1"]
+        compared = {k: v for k, v in check.compare(self.reference, logits).items() if k != "n"}
+        max_drop, min_agreement = self.bounds
+        shortfall = max(drop - max_drop, 0.0) + max((min_agreement or 0.0) - compared["top1_agreement"], 0.0)
         entry = {
             "index": index, "stage": stage, "recipe": dict(recipe), "excluded": list(excluded),
             "excluded_count": len(excluded), "macro_f1": scored["macro_f1"], "accuracy": scored["accuracy"],
-            "macro_f1_drop": drop, "passed": bool(drop <= self.max_drop + 1e-12),
-            **{k: v for k, v in check.compare(self.reference, logits).items() if k != "n"},
+            "macro_f1_drop": drop, **compared, "shortfall": shortfall, "passed": shortfall <= 1e-12,
             "per_class_f1": _per_class_f1(scored), "latency_ms": _latency_ms(path, self.spec),
             "quantization_seconds": info["seconds"], "seconds": round(time.perf_counter() - clock, 3),
         }
@@ -244,14 +256,21 @@ def _choose(attempts: list[dict]) -> dict | None:
     return min(tied, key=lambda a: (-a["macro_f1"], a["excluded_count"], a["index"]))
 
 
+def _closest(attempt: dict) -> tuple:
+    """Sort key: the smallest shortfall from the bounds (drop above --max-drop plus agreement below
+    --min-agreement), then the smallest drop, then the highest agreement."""
+    return attempt["shortfall"], attempt["macro_f1_drop"], -attempt["top1_agreement"]
+
+
 def _failure_message(report: dict, report_path) -> str:
-    best = min(report["attempts"], key=lambda a: (a["macro_f1_drop"], -a["top1_agreement"]))
+    best = min(report["attempts"], key=_closest)
     where = f"; every attempt is listed in {report_path}" if report_path else ""
-    return (f"INT8 gate: no recipe kept the macro-F1 drop within --max-drop {report['max_drop']:g} ({DROP_UNITS}) "
-            f"after {len(report['attempts'])} attempt(s) in {report['seconds']:.0f} s; FP32 macro-F1 "
+    agreement = f" and top-1 agreement at least {report['min_agreement']:g}" if report["min_agreement"] else ""
+    return (f"INT8 gate: no recipe kept the macro-F1 drop within --max-drop {report['max_drop']:g} ({DROP_UNITS})"
+            f"{agreement} after {len(report['attempts'])} attempt(s) in {report['seconds']:.0f} s; FP32 macro-F1 "
             f"{report['reference']['macro_f1']:.4f}, best attempt #{best['index']} {describe_attempt(best)}: macro-F1 "
             f"{best['macro_f1']:.4f} (drop {best['macro_f1_drop']:.4f}, top-1 agreement {best['top1_agreement']:.4f})"
-            f"{where}; raise --max-drop or --gate-budget, or use --fp16")
+            f"{where}; relax the bound, raise --gate-budget, or use --fp16")
 
 
 def describe_attempt(attempt: dict) -> str:
