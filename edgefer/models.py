@@ -48,10 +48,17 @@ def create_model(
         path = Path(weights)
         if not path.is_file():
             raise ModelError(f"--weights: no such file {path}")
+        import pickle
+
+        from safetensors import SafetensorError
+
         try:
             return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
         except RuntimeError as exc:
             raise ModelError(f"--weights {path}: does not fit {arch}: {str(exc).splitlines()[0]}") from None
+        except (pickle.UnpicklingError, SafetensorError, ValueError, EOFError) as exc:  # not a weights file
+            raise ModelError(f"--weights {path}: not a readable state dict or safetensors file "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     try:
         return timm.create_model(arch, pretrained=pretrained, **kwargs)
     except OSError as exc:  # no network and nothing cached (huggingface_hub / urllib errors are OSErrors)

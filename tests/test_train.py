@@ -317,3 +317,27 @@ def test_pretrained_without_network_is_a_one_line_error(monkeypatch, fer_csv, tm
     assert result.exit_code == 2
     assert "--pretrained test_efficientnet: cannot fetch the timm hub weights" in result.output
     assert "--weights PATH" in result.output
+
+
+class _Payload:
+    """Unpickling this would create a file: loading --weights must refuse instead (weights_only)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_weights_that_are_not_a_state_dict_are_refused_without_unpickling(fer_csv, tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"conv_stem.weight": _Payload(marker)}))
+    (tmp_path / "noise.safetensors").write_bytes(np.random.default_rng(0).bytes(1000))
+    for name in ("evil.pth", "noise.safetensors"):
+        result = _cli("train", "--data", fer_csv, "--out", tmp_path / "r", "--weights", tmp_path / name, *TINY)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"edgefer: error: --weights {tmp_path / name}: ")
+        assert len(result.output.strip().splitlines()) == 1
+    assert not marker.exists()
