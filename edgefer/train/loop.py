@@ -85,8 +85,11 @@ def setup_runtime(config: TrainConfig) -> Runtime:
     if amp == "fp16" and device.type != "cuda":
         raise InputError("--amp fp16 needs CUDA; on CPU use --amp bf16 or off")
     channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
-    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    amp_dtype = {name: dtype for dtype, name in AMP_NAMES.items()}[amp]
     return Runtime(device, rank, world_size, amp_dtype, channels_last)
+
+
+AMP_NAMES = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def _autocast(runtime: Runtime):
@@ -438,7 +441,7 @@ def _fit(config: TrainConfig, resume: bool, log) -> dict:
                         "manifest_sha256": sha256_file(out / SPLITS_JSON), "train_size": len(train),
                         "val_size": len(val), "limit_train": config.limit_train}
     log(f"{config.arch} @ {config.img_size}px on {runtime.device} x{runtime.world_size}"
-        f" (amp {runtime.amp_dtype or 'off'}, channels_last {runtime.channels_last}); train {len(train)}, val {len(val)},"
+        f" (amp {AMP_NAMES[runtime.amp_dtype]}, channels_last {runtime.channels_last}); train {len(train)}, val {len(val)},"
         f" {steps_per_epoch} steps/epoch, {total_steps} steps; loss {config.loss}"
         + ("" if weights is None else f" weights {np.round(weights, 3).tolist()}")
         + (" [SYNTHETIC data]" if splits.synthetic else ""))
@@ -512,6 +515,7 @@ def _fit(config: TrainConfig, resume: bool, log) -> dict:
 
 def finish(out: Path, splits, config: TrainConfig, runtime: Runtime, stop_reason: str, log) -> dict:
     """Evaluate the best checkpoint on val and every test split; record the metrics in model.json."""
+    runtime = Runtime(runtime.device, channels_last=runtime.channels_last)  # fp32, as the exported model runs
     model, spec, _ = load_checkpoint(out, device=str(runtime.device))
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
