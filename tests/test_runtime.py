@@ -350,6 +350,14 @@ def test_cli_predict_folder_of_crops(tiny, images, tmp_path):
     assert [by_name[str(i)]["label"] for i in range(5)] == expected.labels
     assert by_name["0"]["probs"]["happy"] == pytest.approx(float(expected.probs[0, 3]), abs=1e-5)
     assert len(by_name["0"]["logits"]) == 7
+    # without OpenCV, images are decoded with Pillow: same pixels, same predictions
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "cv2", None)
+        result = CliRunner().invoke(main, ["predict", str(folder), "-m", str(tiny.xml), "--no-detect"])
+    assert result.exit_code == 0, result.output
+    pillow_rows = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [r.get("label") for r in pillow_rows] == [r.get("label") for r in rows]
+    assert pillow_rows[3]["error"].startswith("Pillow cannot decode this file")
     # one image to stdout, with face detection (random noise: no face, an explicit empty list)
     result = CliRunner().invoke(main, ["predict", str(folder / "0.png"), "-m", str(tiny.onnx)])
     assert result.exit_code == 0, result.output
