@@ -35,13 +35,17 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="use only the first N images of the split")
 @click.option("--calib", type=click.Path(exists=True), default=None,
               help="calibration bundle for INT8 exports (default: drawn from --data's train split)")
+@click.option("--calib-size", type=click.IntRange(min=1), default=None,
+              help="calibration images drawn for INT8 exports (edgefer export's default when not given)")
+@click.option("--parity-atol", type=click.FloatRange(min=0), default=None,
+              help="max |logit difference| PyTorch vs ONNX the export accepts (edgefer export's default when not given)")
 @click.option("--out", "out_dir", default="runs/bench", show_default=True, type=click.Path(file_okay=False),
               help="report directory (bench.json, bench.csv, bench.md, PNGs, exported models under models/)")
 @click.option("--fail-on-drop", type=click.FloatRange(min=0), default=None,
               help=f"exit {GATE_EXIT} when an INT8 row loses more macro-F1 than this (fraction: 0.01 = 1 point)")
 @click.option("--no-plots", is_flag=True, help="skip the PNG plots")
-def bench(model, data, split, targets, batches, threads, iters, duration, warmup, limit, calib, out_dir,
-          fail_on_drop, no_plots):
+def bench(model, data, split, targets, batches, threads, iters, duration, warmup, limit, calib, calib_size,
+          parity_atol, out_dir, fail_on_drop, no_plots):
     """Benchmark every available backend x precision against the FP32 reference.
 
     Rows that cannot run here (missing runtime, no GPU) or that fail keep their place with the reason.
@@ -53,9 +57,11 @@ def bench(model, data, split, targets, batches, threads, iters, duration, warmup
     from ..bench.report import print_table
 
     console = Console(stderr=True)
+    export_options = {k: v for k, v in (("calib_size", calib_size), ("parity_atol", parity_atol)) if v is not None}
     report = run_bench(model, data, out_dir=out_dir, split=split, targets=targets, batches=batches,
                        threads=threads, iters=iters, duration=duration, warmup=warmup, limit=limit, calib=calib,
-                       fail_on_drop=fail_on_drop, plots=not no_plots, console=console)
+                       fail_on_drop=fail_on_drop, export_options=export_options, plots=not no_plots,
+                       console=console)
     print_table(report, Console())
     files = report["files"]
     click.echo(f"report: {files['markdown']}  (json: {files['json']}, csv: {files['csv']})")
