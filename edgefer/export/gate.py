@@ -7,9 +7,9 @@ the FP32 reference and keeps going until an attempt passes or the budget is spen
 - Stage A, calibration recipes: Q/DQ methods moving-average, minmax, entropy, percentile; NNCF presets
   mixed / performance and mixed with the full bias correction.
 - Stage B, only when no Stage-A recipe passes: for OpenVINO first one ``nncf.quantize_with_accuracy_control``
-  attempt on the same macro-F1; then the gate's own sensitive-layer fallback: the weighted layers (Conv, Gemm,
-  MatMul) of the best Stage-A attempt are ranked by the quantization error they ADD (relative L2 error of
-  the layer's output in the INT8 graph against the FP32 graph, minus that of its input before its own
+  attempt on the same macro-F1; then the gate's own sensitive-layer fallback: the quantized layers (every node
+  with a quantized input: Conv, Gemm, but also the Mul/Sigmoid/Add of SiLU, SE and residuals) of the best
+  Stage-A attempt are ranked by the quantization error they ADD (relative L2 error of the layer's output in the INT8 graph against the FP32 graph, minus that of its input before its own
   quantizer; one pass of both graphs over a few calibration images), then the top 1, 2, 4, 8, ... layers
   are kept in floating point, and once one passes the count is bisected down.
 
@@ -47,13 +47,13 @@ OPENVINO_RECIPES = (
     {"preset": "performance", "fast_bias_correction": True},
     {"preset": "mixed", "fast_bias_correction": False},
 )
-WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 WEIGHTED_OPENVINO_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
 DROP_UNITS = "an absolute macro-F1 difference; 0.005 = 0.5 percentage points"
 SENSITIVITY_MEASURE = ("added relative L2 error: ||int8 - fp32|| / ||fp32|| of the layer output minus the same "
                        "for its input before its own quantizer, INT8 graph of the best Stage-A recipe vs FP32")
 LATENCY_TIE = 0.10  # latencies within 10 % are measurement noise on a shared CPU: prefer the higher macro-F1
-LATENCY_RUNS, LATENCY_WARMUP = 30, 5
+LATENCY_RUNS, LATENCY_WARMUP, LATENCY_SECONDS = 30, 5, 0.25  # at least 30 runs and 0.25 s (tiny models: more runs)
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,8 @@ def search(
         "budget": {"attempts": budget.attempts, "seconds": budget.seconds},
         "reference": {"file": Path(fp32_onnx).name, "macro_f1": reference_report["macro_f1"],
                       "accuracy": reference_report["accuracy"], "per_class_f1": _per_class_f1(reference_report)},
-        "latency": {"batch": 1, "runs": LATENCY_RUNS, "warmup": LATENCY_WARMUP, "runtime": quantizer.runtime,
+        "latency": {"batch": 1, "runs": f"at least {LATENCY_RUNS} and {LATENCY_SECONDS} s", "warmup": LATENCY_WARMUP,
+                    "runtime": quantizer.runtime,
                     "statistic": "median ms on this machine"},
         "selection": f"fastest passing attempt; latencies within {LATENCY_TIE:.0%} tie, higher macro-F1 wins",
         "attempts": [],
@@ -210,7 +211,7 @@ class _Search:
         return entry
 
     def fallback(self, sensitivity_images: int) -> dict:
-        """Stage B: rank the weighted layers of the best Stage-A attempt, then keep the top k in FP32."""
+        """Stage B: rank the quantized layers of the best Stage-A attempt, then keep the top k in FP32."""
         base = self.best()
         clock = time.perf_counter()
         x = prepare(self.quantizer.calib.images[:sensitivity_images], self.spec, color="gray")
@@ -284,13 +285,14 @@ def _per_class_f1(report: dict) -> dict:
 
 
 def _latency_ms(path: Path, spec: ModelSpec) -> float:
-    """Median batch-1 latency (ms) of a model file with the export checks' runtime (ORT or OpenVINO, CPU)."""
+    """Median batch-1 latency (ms) of a model file with the export checks' runtime (ORT or OpenVINO, CPU):
+    at least LATENCY_RUNS runs and LATENCY_SECONDS of them (at most 1000 runs)."""
     run = check.runner(path)
     x = np.zeros((1, spec.channels, *_size(spec)), np.float32)
     for _ in range(LATENCY_WARMUP):
         run(x)
-    times = []
-    for _ in range(LATENCY_RUNS):
+    times: list[float] = []
+    while len(times) < LATENCY_RUNS or (sum(times) < LATENCY_SECONDS and len(times) < 1000):
         clock = time.perf_counter()
         run(x)
         times.append(time.perf_counter() - clock)
@@ -345,7 +347,7 @@ class _QDQQuantizer:
         shutil.copyfile(source, target)
 
     def sensitivity(self, int8_path: Path, x: np.ndarray) -> list[dict]:
-        """Rank the quantized weighted nodes of a Q/DQ graph against the FP32 graph as ORT pre-processes it
+        """Rank the quantized nodes of a Q/DQ graph against the FP32 graph as ORT pre-processes it
         (the graph ``quantize_qdq`` quantized, so tensor names match)."""
         onnx = require("onnx", "onnx", "INT8 sensitivity analysis")
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -366,7 +368,7 @@ class _QDQQuantizer:
                      if n.op_type == "QuantizeLinear"}
         layers = []
         for node in int8.graph.node:
-            if node.op_type not in WEIGHTED_ONNX_OPS or not any(
+            if node.op_type in QDQ_OPS or not any(
                     producers.get(t) is not None and producers[t].op_type == "DequantizeLinear" for t in node.input):
                 continue
             inputs = [t for t in map(before_quantizer, node.input) if t]
@@ -504,13 +506,13 @@ class _OpenVINOQuantizer:
         shutil.copyfile(source, target)
 
     def sensitivity(self, int8_path: Path, x: np.ndarray) -> list[dict]:
-        """Rank the weighted ops fed by a FakeQuantize in the NNCF IR against the FP32 model (same op names)."""
+        """Rank the ops fed by a FakeQuantize in the NNCF IR against the FP32 model (same op names)."""
         from .openvino import read_model
 
         int8 = read_model(int8_path)
         layers = []
         for op in int8.get_ordered_ops():
-            if op.get_type_name() not in WEIGHTED_OPENVINO_OPS:
+            if op.get_type_name() == "FakeQuantize":
                 continue
             sources = [port.get_source_output() for port in op.inputs()]
             if not any(map(_is_fake_quantize, sources)):
