@@ -37,7 +37,8 @@ def split_faces(faces) -> tuple[list[np.ndarray] | np.ndarray, bool]:
     """Normalise the accepted shapes to a batch; return (batch, was_single).
 
     Accepted: one image (H, W) or (H, W, C) with C in 1 or 3; a batch (N, H, W) or (N, H, W, C);
-    or a list/tuple of images of any sizes.
+    or a list/tuple of images of any sizes. A 3-D array whose last axis is 4 (BGRA/RGBA) and is
+    smaller than the others is refused rather than read as a batch of 4-pixel-wide gray images.
     """
     if isinstance(faces, (list, tuple)):
         if not faces:
@@ -46,6 +47,8 @@ def split_faces(faces) -> tuple[list[np.ndarray] | np.ndarray, bool]:
     arr = np.asarray(faces)
     if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] > 3):
         return _check_image(arr, "image")[None], True
+    if arr.ndim == 3 and arr.shape[-1] == 4 and min(arr.shape[:2]) > 4:
+        raise InputError(f"image: 4 channels (BGRA/RGBA?), shape {arr.shape}; drop the alpha channel (img[..., :3])")
     if arr.ndim in (3, 4):
         if arr.shape[0] == 0:
             raise InputError(f"empty batch: shape {arr.shape}")

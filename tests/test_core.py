@@ -67,6 +67,7 @@ def test_prepare_colour_and_shapes():
         (np.zeros((0, 5), np.uint8), "empty image"),
         (np.full((8, 8), np.nan, np.float32), "NaN"),
         (np.zeros((2, 8, 8, 5), np.uint8), "5 channels"),
+        (np.zeros((480, 640, 4), np.uint8), "4 channels"),
         (np.zeros((8, 8), np.int64), "dtype int64"),
         ([], "empty list"),
         (np.zeros((2, 3, 4, 5, 6), np.uint8), "expected an image"),
