@@ -200,7 +200,8 @@ def test_openvino_gate_searches_nncf_presets(checkpoint, fer_csv, tmp_path):
     quantizer = gate._OpenVINOQuantizer(tmp_path / "model.onnx", calib, spec, (), batch_size=1,
                                         quantize_bias=False, subset_size=None)
     ranking = quantizer.sensitivity(tmp_path / "model.int8.xml", prepare(calib.images[:8], spec, color="gray"))
-    assert {"Convolution", "MatMul"} <= {layer["op"] for layer in ranking}
+    ops = {layer["op"] for layer in ranking}
+    assert "Convolution" in ops and len(ops) > 1 and "FakeQuantize" not in ops
     assert min(layer["error_in"] for layer in ranking) == 0
 
 
