@@ -6,7 +6,9 @@ embedded SYNTHETIC data, with timm tf_efficientnetv2_s.
 
 Model: tf_efficientnetv2_s, 1-channel stem, 7 classes. Default ``--init bn-recal``: the random init (seed 0)
 with its BatchNorm statistics recalibrated on ``--recal-images`` synthetic training images at each input size
-(forward passes in train mode, no gradient step), the way the raw-backend baseline was measured: predictions
+(forward passes in train mode, no gradient step), the way the raw-backend baseline was measured, and the
+classifier scaled so the logits have unit spread (argmax unchanged; without it logits reach the thousands and
+the export's absolute PyTorch-vs-ONNX tolerance cannot hold): predictions
 spread over the classes, so FP32 -> INT8 agreement measures numerical fidelity, while accuracy stays near
 chance. ``--init trained`` trains ``--train-steps`` steps of ``edgefer train`` at ``--train-size`` px instead
 and benchmarks the same weights at every size; on 2 shared CPU cores 120 steps took ~25 min and the model
@@ -81,13 +83,23 @@ def recalibrated_init(data: Path, out: Path, size: int, images: int, threads: in
             module.momentum = None  # cumulative average over all recalibration batches
     train = prepare_splits(data).train
     pick = np.random.default_rng(0).permutation(len(train))[:images]
+    batches = [torch.from_numpy(prepare(train.images[pick[i : i + 32]], spec, color="gray"))
+               for i in range(0, len(pick), 32)]
     model.train()
     with torch.no_grad():
-        for start in range(0, len(pick), 32):
-            model(torch.from_numpy(prepare(train.images[pick[start : start + 32]], spec, color="gray")))
-    return save_checkpoint(run, model.eval(), spec, {"drop_rate": 0.0, "drop_path_rate": 0.0},
+        for x in batches:
+            model(x)
+        model.eval()
+        # Scale the classifier so logits have unit spread, as a trained model's do (the recalibrated random
+        # init gives logits in the thousands, which no absolute parity tolerance fits); argmax is unchanged.
+        scale = float(torch.cat([model(x) for x in batches]).std())
+        classifier = model.get_classifier()
+        classifier.weight /= scale
+        classifier.bias /= scale
+    return save_checkpoint(run, model, spec, {"drop_rate": 0.0, "drop_path_rate": 0.0},
                            note=f"random init (seed 0), BatchNorm recalibrated on {len(pick)} SYNTHETIC training "
-                                f"images at {size} px; not trained (benchmarks/run_matrix.py --init bn-recal)")
+                                f"images at {size} px, classifier scaled by 1/{scale:.4g} (unit logit spread); "
+                                f"not trained (benchmarks/run_matrix.py --init bn-recal)")
 
 
 def at_size(checkpoint: Path, size: int, out: Path) -> Path:
@@ -162,9 +174,9 @@ def main():
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per measurement (budget)")
     ap.add_argument("--iters", type=int, default=300, help="runs per measurement (budget)")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--parity-atol", type=float, default=0.05,
-                    help="export's PyTorch-vs-ONNX logit tolerance: the recalibrated random init has large logits, "
-                         "so export's absolute default (1e-3) is too tight for it")
+    ap.add_argument("--parity-atol", type=float, default=0.01,
+                    help="export's PyTorch-vs-ONNX max |logit difference| (its default 1e-3 failed at 112 px with "
+                         "0.008 on the recalibrated random init, top-1 agreement 100 %%)")
     ap.add_argument("--targets", default="", help="passed to edgefer bench --targets (default: all rows)")
     ap.add_argument("--n", type=int, default=3000, help="synthetic images to generate")
     ap.add_argument("--seed", type=int, default=0)
