@@ -53,6 +53,7 @@ DROP_UNITS = "an absolute macro-F1 difference; 0.005 = 0.5 percentage points"
 SENSITIVITY_MEASURE = ("added relative L2 error: ||int8 - fp32|| / ||fp32|| of the layer output minus the same "
                        "for its input before its own quantizer, INT8 graph of the best Stage-A recipe vs FP32")
 LATENCY_TIE = 0.10  # latencies within 10 % are measurement noise on a shared CPU: prefer the higher macro-F1
+SENSITIVITY_CHUNK = 4  # images per forward pass of the sensitivity probes
 LATENCY_RUNS, LATENCY_WARMUP, LATENCY_SECONDS = 30, 5, 0.25  # at least 30 runs and 0.25 s (tiny models: more runs)
 
 
@@ -228,7 +229,7 @@ class _Search:
                 passed = k
                 break
             failed = k
-        while passed is not None and passed - failed > 1:  # fewer FP32 layers is faster: bisect the count down
+        while passed is not None and passed - failed > 1:  # fewer FP32 layers: bisect the count down
             k = (failed + passed) // 2
             entry = self.attempt("B", base["recipe"], names[:k])
             if entry is None:
@@ -304,17 +305,32 @@ def _size(spec: ModelSpec) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def _relative_error(reference: np.ndarray, other: np.ndarray) -> float:
-    reference, other = np.asarray(reference, np.float64), np.asarray(other, np.float64)
-    return float(np.linalg.norm(other - reference) / (np.linalg.norm(reference) + 1e-12))
+def _relative_errors(fp32_run, int8_run, x: np.ndarray) -> dict:
+    """||int8 - fp32|| / ||fp32|| per tensor over all of ``x``, accumulated SENSITIVITY_CHUNK images at a time
+    (every intermediate tensor of a large model at once would not fit in memory)."""
+    squared_error: dict = {}
+    squared_norm: dict = {}
+    for start in range(0, len(x), SENSITIVITY_CHUNK):
+        batch = x[start : start + SENSITIVITY_CHUNK]
+        reference, other = fp32_run(batch), int8_run(batch)
+        for name, value in reference.items():
+            if name not in other:  # a tensor the quantized graph no longer has
+                continue
+            value = np.asarray(value, np.float64)
+            squared_error[name] = squared_error.get(name, 0.0) + float(((np.asarray(other[name]) - value) ** 2).sum())
+            squared_norm[name] = squared_norm.get(name, 0.0) + float((value**2).sum())
+    return {n: float(np.sqrt(squared_error[n]) / (np.sqrt(squared_norm[n]) + 1e-12)) for n in squared_error}
 
 
-def _rank(layers: list[tuple[str, str, list[str], str]], fp32: dict, int8: dict) -> list[dict]:
-    """``layers``: (name, op type, input tensors before their quantizer, output tensor); most sensitive first."""
+def _rank(layers: list[tuple[str, str, list[str], str]], errors: dict) -> list[dict]:
+    """``layers``: (name, op type, input tensors before their quantizer, output tensor); ``errors``: relative
+    error per tensor; most sensitive (largest added error) first."""
     ranking = []
     for name, op, inputs, output in layers:
-        error_in = max((_relative_error(fp32[t], int8[t]) for t in inputs), default=0.0)
-        error_out = _relative_error(fp32[output], int8[output])
+        if output not in errors or any(t not in errors for t in inputs):
+            continue
+        error_in = max((errors[t] for t in inputs), default=0.0)
+        error_out = errors[output]
         ranking.append({"layer": name, "op": op, "error_in": round(error_in, 6), "error_out": round(error_out, 6),
                         "added_error": round(error_out - error_in, 6)})
     return sorted(ranking, key=lambda layer: -layer["added_error"])
@@ -384,9 +400,10 @@ class _QDQQuantizer:
                   for name, op, inputs, output in layers]
         layers = [layer for layer in layers if layer[3] in known and all(t in known for t in layer[2])]
         wanted = {i8: f for i8, f in int8_to_fp32.items() if f in known}
-        int8_values = _onnx_tensors(int8, list(wanted), x)
-        return _rank(layers, _onnx_tensors(fp32, sorted(set(wanted.values())), x),
-                     {wanted[i8]: value for i8, value in int8_values.items()})
+        int8_run = _onnx_probe(int8, list(wanted))
+        errors = _relative_errors(_onnx_probe(fp32, sorted(set(wanted.values()))),
+                                  lambda batch: {wanted[k]: v for k, v in int8_run(batch).items()}, x)
+        return _rank(layers, errors)
 
 
 def _float_inputs(path: Path, names: set[str]) -> None:
@@ -425,8 +442,9 @@ def _float_inputs(path: Path, names: set[str]) -> None:
         onnx.save(proto, str(tmp))
 
 
-def _onnx_tensors(proto, names: list[str], x: np.ndarray) -> dict:
-    """Values of the named tensors (graph inputs or node outputs) of an ONNX model on ``x`` (ORT CPU)."""
+def _onnx_probe(proto, names: list[str]):
+    """A function ``x -> {name: value}`` for the named tensors (graph inputs or node outputs) of an ONNX model
+    (ORT CPU, the tensors exposed as extra graph outputs)."""
     import onnx
     import onnxruntime as ort
 
@@ -437,11 +455,14 @@ def _onnx_tensors(proto, names: list[str], x: np.ndarray) -> dict:
     model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
                               for n in names if n not in outputs and n not in inputs)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feed = {model.graph.input[0].name: x}
     fetch = [n for n in names if n not in inputs]
-    values = dict(zip(fetch, session.run(fetch, feed)))
-    values.update({n: x for n in names if n in inputs})
-    return values
+
+    def run(x: np.ndarray) -> dict:
+        values = dict(zip(fetch, session.run(fetch, {model.graph.input[0].name: x})))
+        values.update({n: x for n in names if n in inputs})
+        return values
+
+    return run
 
 
 class _OpenVINOQuantizer:
@@ -522,9 +543,9 @@ class _OpenVINOQuantizer:
                       and s.get_node().input(0).get_source_output().get_node().get_type_name() != "Constant"]
             layers.append((op.get_friendly_name(), op.get_type_name(), inputs, _port_name(op.output(0))))
         tensors = sorted({t for _, _, inputs, output in layers for t in (*inputs, output)})
-        fp32_values = _openvino_tensors(read_model(self.fp32_onnx), tensors, x)
-        layers = [layer for layer in layers if layer[3] in fp32_values and all(t in fp32_values for t in layer[2])]
-        return _rank(layers, fp32_values, _openvino_tensors(int8, list(fp32_values), x))
+        available, fp32_run = _openvino_probe(read_model(self.fp32_onnx), tensors)
+        layers = [layer for layer in layers if layer[3] in available and all(t in available for t in layer[2])]
+        return _rank(layers, _relative_errors(fp32_run, _openvino_probe(int8, available)[1], x))
 
 
 def _unquantized_ops(model) -> list[str]:
@@ -541,8 +562,9 @@ def _port_name(output) -> str:
     return f"{output.get_node().get_friendly_name()}:{output.get_index()}"
 
 
-def _openvino_tensors(model, names: list[str], x: np.ndarray) -> dict:
-    """Values of ``op friendly name:port`` outputs of an OpenVINO model on ``x`` (CPU, f32); missing names skipped."""
+def _openvino_probe(model, names: list[str]):
+    """(the names found, a function ``x -> {name: value}``) for ``op friendly name:port`` outputs of an OpenVINO
+    model (CPU, f32, exposed as extra outputs); names the model lacks are left out."""
     import openvino as ov
 
     ports = {_port_name(op.output(i)): op.output(i) for op in model.get_ordered_ops()
@@ -550,6 +572,11 @@ def _openvino_tensors(model, names: list[str], x: np.ndarray) -> dict:
     wanted = [n for n in names if n in ports]
     model.add_outputs([ports[n] for n in wanted])
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    results = compiled.create_infer_request().infer({0: x})
+    request = compiled.create_infer_request()
     offset = len(compiled.outputs) - len(wanted)
-    return {n: np.array(results[compiled.outputs[offset + i]]) for i, n in enumerate(wanted)}
+
+    def run(x: np.ndarray) -> dict:
+        results = request.infer({0: x})
+        return {n: np.array(results[compiled.outputs[offset + i]]) for i, n in enumerate(wanted)}
+
+    return wanted, run
