@@ -393,7 +393,10 @@ class _QDQQuantizer:
             prepared = Path(tmp) / "prepared.onnx"
             quant_pre_process(str(self.fp32_onnx), str(prepared))
             fp32 = onnx.load(str(prepared))
-        known = {o for node in fp32.graph.node for o in node.output} | {i.name for i in fp32.graph.input}
+        if not fp32.graph.value_info:
+            fp32 = onnx.shape_inference.infer_shapes(fp32)
+        typed = (*fp32.graph.value_info, *fp32.graph.input, *fp32.graph.output)
+        known = {v.name for v in typed if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}  # not Shape's int64
         int8_to_fp32 = {t: t if t in known else fp32_name.get(t, t) for _, _, inputs, output in layers
                         for t in (*inputs, output)}
         layers = [(name, op, [int8_to_fp32[t] for t in inputs], int8_to_fp32[output])
