@@ -14,8 +14,11 @@ the FP32 reference and keeps going until an attempt passes or the budget is spen
   are kept in floating point, and once one passes the count is bisected down.
 
 The drop is ABSOLUTE macro-F1: ``max_drop=0.005`` allows FP32 0.6200 -> INT8 0.6150 (0.5 percentage points).
-The fastest passing attempt (batch-1 latency on this machine) is chosen; latencies within ``LATENCY_TIE`` of
-each other count as equal and the higher macro-F1 wins. Every attempt is reported.
+The fastest passing attempt is chosen. For onnx and openvino that is the batch-1 latency measured here with the
+deployment runtime (latencies within ``LATENCY_TIE`` tie, the higher macro-F1 wins). For tensorrt it is the
+attempt with the fewest layers in floating point (then the higher macro-F1): ONNX Runtime on a CPU runs the
+symmetric-INT8 Q/DQ graph TensorRT needs slower than FP32, so its latency says nothing about the engine.
+Every attempt is reported, with its CPU latency.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ DROP_UNITS = "an absolute macro-F1 difference; 0.005 = 0.5 percentage points"
 SENSITIVITY_MEASURE = ("added relative L2 error: ||int8 - fp32|| / ||fp32|| of the layer output minus the same "
                        "for its input before its own quantizer, INT8 graph of the best Stage-A recipe vs FP32")
 LATENCY_TIE = 0.10  # latencies within 10 % are measurement noise on a shared CPU: prefer the higher macro-F1
+SELECTION_BY_LATENCY = f"fastest passing attempt; latencies within {LATENCY_TIE:.0%} tie, higher macro-F1 wins"
+SELECTION_BY_STRUCTURE = ("passing attempt with the fewest layers in floating point (the most INT8 for TensorRT), "
+                          "then the higher macro-F1; CPU latencies of TensorRT Q/DQ graphs are not a TensorRT proxy")
 SENSITIVITY_CHUNK = 4  # images per forward pass of the sensitivity probes
 LATENCY_RUNS, LATENCY_WARMUP, LATENCY_SECONDS = 30, 5, 0.25  # at least 30 runs and 0.25 s (tiny models: more runs)
 
@@ -134,7 +140,7 @@ def search(
         "latency": {"batch": 1, "runs": f"at least {LATENCY_RUNS} and {LATENCY_SECONDS} s", "warmup": LATENCY_WARMUP,
                     "runtime": quantizer.runtime,
                     "statistic": "median ms on this machine"},
-        "selection": f"fastest passing attempt; latencies within {LATENCY_TIE:.0%} tie, higher macro-F1 wins",
+        "selection": SELECTION_BY_STRUCTURE if target == "tensorrt" else SELECTION_BY_LATENCY,
         "attempts": [],
     }
     start = time.perf_counter()
@@ -150,7 +156,7 @@ def search(
         if not run.passed() and run.can_continue():
             report["sensitivity"] = run.fallback(sensitivity_images)
         report["seconds"] = round(time.perf_counter() - start, 3)
-        chosen = _choose(report["attempts"])
+        chosen = _choose(report["attempts"], by_latency=target != "tensorrt")
         report["passed"] = chosen is not None
         report["chosen"] = None if chosen is None else chosen["index"]
         if chosen is None:
@@ -247,12 +253,14 @@ def _doubling(n: int):
         yield n
 
 
-def _choose(attempts: list[dict]) -> dict | None:
+def _choose(attempts: list[dict], by_latency: bool = True) -> dict | None:
     """The fastest passing attempt; within LATENCY_TIE of the fastest, the highest macro-F1 (then fewest FP32
-    layers, then the earliest)."""
+    layers, then the earliest). ``by_latency=False``: the fewest FP32 layers, then the highest macro-F1."""
     passing = [a for a in attempts if a["passed"]]
     if not passing:
         return None
+    if not by_latency:
+        return min(passing, key=lambda a: (a["excluded_count"], -a["macro_f1"], a["index"]))
     fastest = min(a["latency_ms"] for a in passing)
     tied = [a for a in passing if a["latency_ms"] <= fastest * (1 + LATENCY_TIE)]
     return min(tied, key=lambda a: (-a["macro_f1"], a["excluded_count"], a["index"]))
