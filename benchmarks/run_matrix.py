@@ -16,7 +16,8 @@ still predicted one class for everything (macro-F1 0.04), which makes agreement 
 default. Latency does not depend on the weights.
 
 Each size runs ``edgefer bench`` in its own process (so peak RSS is per run), writing ``OUT/<size>px/``;
-then ``OUT/matrix.json`` and ``OUT/matrix.md`` collect the tables and where each goal stands.
+then ``OUT/matrix.json`` and ``OUT/matrix.md`` collect the tables and where each goal stands, for every size
+measured into OUT so far (re-running one size with ``--sizes 48`` replaces only that size).
 """
 
 from __future__ import annotations
@@ -128,9 +129,15 @@ def bench(checkpoint: Path, data: Path, out: Path, args) -> dict:
     print("+", " ".join(cmd), flush=True)
     started = time.time()
     subprocess.run(cmd, check=True)
+    write_json(out / "matrix_entry.json", {"command": " ".join(cmd), "wall_s": round(time.time() - started, 1)})
+    return load_size(out)
+
+
+def load_size(out: Path) -> dict:
+    """A size's bench.json plus how run_matrix ran it."""
     report = json.loads((out / "bench.json").read_text())
-    report["matrix_wall_s"] = round(time.time() - started, 1)
-    report["matrix_command"] = " ".join(cmd)
+    entry = json.loads((out / "matrix_entry.json").read_text())
+    report["matrix_command"], report["matrix_wall_s"] = entry["command"], entry["wall_s"]
     return report
 
 
@@ -202,6 +209,10 @@ def main():
         model = (at_size(checkpoint, size, out) if args.init == "trained" else
                  recalibrated_init(data, out, size, args.recal_images, args.threads))
         reports[size] = bench(model, data, out / f"{size}px", args)
+    for done in sorted(out.glob("*px/matrix_entry.json")):  # sizes measured by an earlier invocation stay
+        size = int(done.parent.name[:-2])
+        reports.setdefault(size, load_size(done.parent))
+    reports = dict(sorted(reports.items()))
     write_json(out / "matrix.json", {"train": train_note, "args": vars(args),
                                       "reports": {str(k): v for k, v in reports.items()}})
     write_text(out / "matrix.md", markdown(reports, train_note))
