@@ -109,6 +109,7 @@ def main():
     else:  # round 2: on top of the round-1 best (LATENCY + threads + share_inputs + static batch-1 shape)
         best = {**threads, **lat}
         variants.update({
+            "ov int8 runtime settings (dynamic batch)": ov_variant(int8_xml, best, call="request-share"),
             "ov int8 best (static b1)": ov_variant(int8_xml, best, static=True, call="request-share"),
             "ov int8 best, 1 thread": ov_variant(int8_xml, {**lat, "INFERENCE_NUM_THREADS": 1}, static=True,
                                                  call="request-share"),
