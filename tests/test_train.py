@@ -162,10 +162,16 @@ def test_resume_with_workers_continues_bit_identically(fer_csv, tmp_path):
         loop.save_state = original
     assert json.loads((tmp_path / "resumed" / "last_state.json").read_text())["epoch"] == 1
 
-    # batches are seeded per (seed, epoch, batch): DataLoader worker processes build the same ones
-    result = _cli("train", "--resume", tmp_path / "resumed", "--workers", "2")
-    assert result.exit_code == 0, result.output
-    assert "resuming" in result.output and "epoch 2" in result.output
+    # batches are seeded per (seed, epoch, batch): DataLoader worker processes build the same ones.
+    # A fresh interpreter, as `edgefer train` runs: forking workers from this pytest process, where other
+    # tests have started ONNX Runtime / OpenVINO thread pools, can crash the child.
+    result = subprocess.run(
+        [sys.executable, "-c", "from edgefer.cli import main; main()", "train", "--resume", str(tmp_path / "resumed"),
+         "--workers", "2"], capture_output=True, text=True, timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "resuming" in output and "epoch 2" in output
     records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
