@@ -297,6 +297,15 @@ def test_train_user_errors_are_one_line_exit_2(args, message, fer_csv, tmp_path)
     assert len(result.output.strip().splitlines()) == 1 and message in result.output
 
 
+def test_train_refuses_to_overwrite_a_run(trained_run, fer_csv):
+    run = trained_run[0]
+    before = (run / "best.safetensors").read_bytes()
+    result = _cli("train", "--data", fer_csv, "--out", run, *TINY)
+    assert result.exit_code == 2, result.output
+    assert "already holds a training run; continue it with --resume" in result.output
+    assert (run / "best.safetensors").read_bytes() == before
+
+
 def test_eval_user_errors(trained_run, tmp_path):
     run = trained_run[0]
     result = _cli("eval", "--model", tmp_path)

@@ -52,12 +52,16 @@ def torch_to_onnx(model, spec: ModelSpec, exporter: str = "auto", opset: int = O
 
 
 def _export_dynamo(model, example, opset: int):
+    import warnings
+
     import torch
 
-    program = torch.onnx.export(
-        model, (example,), None, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export's own pytree deprecation notices
+        program = torch.onnx.export(
+            model, (example,), None, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+        )
     return program.model_proto
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError, ModelError
+from ..errors import EdgeferError, InputError, ModelError
 from ..fileio import atomic_path, sha256_file, write_json
 from ..metrics import classification_report
 from ..models import (
@@ -390,9 +390,12 @@ def _fit(config: TrainConfig, resume: bool, log) -> dict:
     from timm.utils import ModelEmaV3
 
     config.validate()
+    out = Path(config.out)
+    if not resume and any((out / name).exists() for name in (META_NAME, STATE_JSON)):
+        raise EdgeferError(f"--out {out} already holds a training run; continue it with --resume {out}, "
+                           "or choose another --out (nothing was overwritten)")
     runtime = setup_runtime(config)
     log = log if runtime.is_main else (lambda message: None)
-    out = Path(config.out)
     torch.manual_seed(config.seed)
 
     splits, train = load_splits(config)
