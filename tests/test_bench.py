@@ -36,11 +36,15 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bench_run(checkpoint, fer_csv, tmp_path_factory):
-    """One real `edgefer bench` run: PyTorch reference, ORT FP32, the INT8 rows; the rest skipped/missing."""
+    """One real `edgefer bench` run: PyTorch reference, ORT FP32, the INT8 rows; the rest skipped/missing.
+    A saved calibration bundle (--calib) feeds the INT8 exports and must not reach the FP32 ones."""
     out = tmp_path_factory.mktemp("bench")
+    calib = out / "calib"
+    made = CliRunner().invoke(main, ["calibrate", "--data", str(fer_csv), "--out", str(calib), "--calib-size", "64"])
+    assert made.exit_code == 0, made.output
     result = CliRunner().invoke(main, [
         "bench", "--model", str(checkpoint), "--data", str(fer_csv), "--out", str(out), "--targets", "onnx,int8",
-        "--iters", "3", "--warmup", "1", "--batch", "1,4", "--threads", "2"])
+        "--iters", "3", "--warmup", "1", "--batch", "1,4", "--threads", "2", "--calib", str(calib)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return out, json.loads((out / "bench.json").read_text()), result.output
 

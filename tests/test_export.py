@@ -208,6 +208,7 @@ def test_byo_onnx_with_sidecar(onnx_export, tmp_path):
     (["--target", "tensorrt", "--int8", "--data", "x.csv", "--calib-method", "mse"], "use one of moving-average"),
     (["--target", "tensorrt", "--batch", "8,4,32"], "1 <= min <= opt <= max, got 8,4,32"),
     (["--target", "openvino", "--keep-fp", "first-conv"], "--keep-fp only applies to --int8"),
+    (["--target", "tensorrt", "--fp16", "--calib", "bundle"], "--calib only applies to --int8"),
 ])
 def test_cli_flag_errors_are_one_line(args, message, tmp_path):
     result = CliRunner().invoke(main, ["export", "--model", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "o"),

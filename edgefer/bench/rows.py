@@ -183,8 +183,9 @@ class Producer:
 
             t0 = time.perf_counter()
             try:
+                calib = self.calib if row.precision == "int8" else None
                 result = export(self._fp32_onnx or self.source, row.target, row.precision, out_dir, data=self.data,
-                                calib=self.calib, **self.export_options)
+                                calib=calib, **self.export_options)
                 if self._fp32_onnx is None and (out_dir / FP32_ONNX).is_file():
                     self._fp32_onnx = out_dir / FP32_ONNX  # later exports start from it: no second torch export
                 self._exports[key] = (result, None, time.perf_counter() - t0)

@@ -63,9 +63,10 @@ def validate_request(target: str, precision: str = "fp32", *, quantizer: str | N
     if calib_strategy not in STRATEGIES:
         raise ExportError(f"--calib-strategy {calib_strategy!r} is not supported; use one of {', '.join(STRATEGIES)}")
     if precision != "int8":
-        if quantizer is not None or keep_fp:
-            option = f"--quantizer {quantizer}" if quantizer is not None else "--keep-fp"
-            raise ExportError(f"{option} only applies to --int8; {SUPPORTED}")
+        given = [name for name, value in (("--quantizer", quantizer), ("--keep-fp", keep_fp), ("--calib", calib))
+                 if value is not None and value != ()]
+        if given:
+            raise ExportError(f"{given[0]} only applies to --int8; {SUPPORTED}")
         return ""
     quantizer = quantizer or DEFAULT_QUANTIZER.get(target)
     if quantizer is None:
