@@ -2,6 +2,10 @@
 
 Thread safety: the compiled model is shared; every thread that calls ``run`` gets its own InferRequest
 (created on first use), so one backend serves several threads at once.
+
+Batch 1 (a camera app's every call) runs on a second compiled model with a static 1xCxHxW input, compiled
+on the first batch-1 call: on the 2-core dev CPU it is 14-23 % faster than the dynamic-batch model
+(INT8 EfficientNetV2-S at 112 px, 3.3-3.7 vs 4.1-4.3 ms).
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16":
 class OpenVinoBackend(Backend):
     name = "openvino"
 
-    def __init__(self, compiled_model, *args, **kwargs):
+    def __init__(self, compiled_model, *args, compile_batch_one=None, **kwargs):
         self.compiled_model = compiled_model
+        self._compile_batch_one = compile_batch_one  # None: the model is static already, or has no fixed H x W
+        self._batch_one = None
+        self._compile_lock = threading.Lock()
         self._local = threading.local()
         super().__init__(*args, **kwargs)
 
@@ -56,26 +63,37 @@ class OpenVinoBackend(Backend):
             compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
             raise ModelError(f"{path}: OpenVINO cannot compile the model for {device} ({_reason(exc)})") from None
+        batch_one = _batch_one_model(ov, model) if batch is None else None
         try:
             used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         except RuntimeError:  # a device without the property: report what was asked for
             used = hint or "default"
+        compile_batch_one = None if batch_one is None else (lambda: core.compile_model(batch_one, device, config))
         return cls(compiled, path, spec, _info(model.input(0)), _info(model.output(0)), device=device,
-                   precision=used, min_batch=batch or 1, max_batch=batch)
+                   precision=used, min_batch=batch or 1, max_batch=batch, compile_batch_one=compile_batch_one)
 
-    def _request(self):
-        request = getattr(self._local, "request", None)
+    def _request(self, batch: int):
+        key = "batch_one" if batch == 1 and self._compile_batch_one else "dynamic"
+        request = getattr(self._local, key, None)
         if request is None:
-            request = self._local.request = self.compiled_model.create_infer_request()
+            compiled = self._batch_one_compiled() if key == "batch_one" else self.compiled_model
+            request = compiled.create_infer_request()
+            setattr(self._local, key, request)
         return request
+
+    def _batch_one_compiled(self):
+        with self._compile_lock:
+            if self._batch_one is None:
+                self._batch_one = self._compile_batch_one()
+            return self._batch_one
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         # share_inputs: no copy of the batch; outputs are copied out of the request's memory
-        return self._request().infer({0: x}, share_inputs=True)[0]
+        return self._request(len(x)).infer({0: x}, share_inputs=True)[0]
 
     def _release(self) -> None:
         self._local = threading.local()
-        self.compiled_model = None
+        self.compiled_model = self._batch_one = self._compile_batch_one = None
 
 
 def _check_ir(path: Path) -> None:
@@ -105,6 +123,16 @@ def _dynamic_batch(ov, model) -> int | None:
         return None
     except RuntimeError:  # a graph with a hard-coded batch (e.g. a Reshape to [1, -1]) keeps it
         return shape[0].get_length()
+
+
+def _batch_one_model(ov, model):
+    """A copy of a dynamic-batch model with a static 1 x C x H x W input, or None when C, H or W is dynamic."""
+    shape = model.input(0).get_partial_shape()
+    if shape.rank.is_dynamic or shape.rank.get_length() != 4 or any(d.is_dynamic for d in list(shape)[1:]):
+        return None
+    single = model.clone()
+    single.reshape({single.input(0): ov.PartialShape([1, *list(shape)[1:]])})
+    return single
 
 
 def _precision_hint(path: Path, precision: str | None, model_precision: str) -> str | None:
