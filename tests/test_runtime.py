@@ -422,23 +422,24 @@ def test_cli_predict_errors(tiny, tmp_path):
     assert result.exit_code == 2 and "cannot tell the backend from the suffix '.pt'" in result.output
 
 
-def _docs_example() -> str:
-    text = (Path(__file__).parents[1] / "docs" / "runtime.md").read_text(encoding="utf-8")
+def _docs_example(doc: str) -> str:
+    text = (Path(__file__).parents[1] / doc).read_text(encoding="utf-8")
     section = text.split("## Use in your app", 1)[1]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 @needs_cv2
-def test_docs_example_runs_as_written(tiny, images, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("doc", ["README.md", "docs/runtime.md"])
+def test_docs_example_runs_as_written(doc, tiny, images, tmp_path, monkeypatch, capsys):
     import cv2
 
-    code = _docs_example()
+    code = _docs_example(doc)
     assert len([line for line in code.splitlines() if line.strip()]) <= 10
     shutil.copy(tiny.onnx, tmp_path / "fer.onnx")
     cv2.imwrite(str(tmp_path / "face.png"), images[0])
     cv2.imwrite(str(tmp_path / "photo.jpg"), cartoon_face(150)[0])
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "docs/runtime.md", "exec"), {"__name__": "__docs__"})
+    exec(compile(code, doc, "exec"), {"__name__": "__docs__"})
     printed = capsys.readouterr().out.splitlines()
     expected = EmotionRecognizer.open(tiny.onnx).predict(images[0], color="gray")
     assert printed[0].startswith(f"{expected.labels[0]} [('{expected.labels[0]}', ")
