@@ -172,3 +172,25 @@ def test_compat_reraises_unrelated_errors(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(RuntimeError, match="something else"):
         compat.import_timm()
+
+
+_BLOCK_TORCH = """
+import sys
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {"torch", "torchvision", "timm"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, _NotInstalled())
+from edgefer.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("command, purpose", [("train", "training"), ("eval", "evaluating a checkpoint")])
+def test_cli_without_torch_names_the_extra(command, purpose, fer_csv, tmp_path):
+    args = ["--data", str(fer_csv), "--out" if command == "train" else "--model", str(tmp_path / "run")]
+    done = subprocess.run([sys.executable, "-c", _BLOCK_TORCH, command, *args], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (f"edgefer: error: torch is not installed (needed for {purpose}): "
+                                   "pip install 'edgefer[train]'")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import DataError, InputError
+from ..errors import DataError, InputError, require
 from ..train.config import (
     AMP_MODES,
     CLASS_WEIGHT_METHODS,
@@ -126,6 +126,7 @@ def train(ctx, resume, **values):
             raise DataError(f"--data {values['data']}: no such file or directory")
         config = TrainConfig(**values).validate()
 
+    require("torch", "train", "training")
     from ..train.loop import fit
 
     summary = fit(config, resume=bool(resume))
@@ -152,6 +153,7 @@ def evaluate(model_path, data, split, tta, json_out, batch_size, device, threads
     """Accuracy, macro-F1, per-class precision/recall/F1 and confusion matrix of a checkpoint."""
     from ..data import prepare_splits
     from ..models import checkpoint_paths, load_checkpoint, read_checkpoint_meta
+    require("torch", "train", "evaluating a checkpoint")
     from ..train.loop import Runtime, evaluate_dataset, setup_runtime
     from ..train.report import format_report, write_evaluation
 
