@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,33 +36,23 @@ print(time.perf_counter() - t0, time.process_time() - c0, "torch" in sys.modules
 
 
 def export_models(arch: str, size: int, work_dir: Path) -> tuple[Path, Path]:
-    """Random-init ``arch`` (gray, 7 classes) exported to ONNX (dynamic batch) and OpenVINO IR, spec embedded."""
+    """Random-init ``arch`` (gray, 7 classes) exported to ONNX (dynamic batch) and OpenVINO IR by edgefer's own
+    exporter, spec embedded."""
     onnx_path, xml_path = work_dir / f"{arch}_{size}.onnx", work_dir / f"{arch}_{size}.xml"
     if onnx_path.is_file() and xml_path.is_file():
         return onnx_path, xml_path
-    import onnx
-    import openvino as ov
     import torch
 
-    from edgefer.fileio import atomic_path
+    from edgefer.export.onnx import save_onnx, torch_to_onnx
+    from edgefer.export.openvino import to_ir
     from edgefer.models import create_model, spec_for
-    from edgefer.spec import embed_in_onnx, embed_in_openvino
 
-    work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = create_model(arch, num_classes=7, in_chans=1).eval()
     spec = spec_for(model, size, arch=arch)
-    with atomic_path(onnx_path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, torch.zeros(1, 1, size, size), str(tmp), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-        proto = onnx.load(str(tmp))
-        embed_in_onnx(proto, spec)
-        onnx.save(proto, str(tmp))
-    ov_model = ov.convert_model(str(onnx_path))
-    embed_in_openvino(ov_model, spec)
-    ov.save_model(ov_model, str(xml_path), compress_to_fp16=False)
+    proto, _ = torch_to_onnx(model, spec)
+    save_onnx(proto, onnx_path, spec)
+    to_ir(onnx_path, xml_path, spec)
     return onnx_path, xml_path
 
 
