@@ -43,6 +43,15 @@ def write_json(path: str | Path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
+def read_json(path: str | Path, error: type[Exception]):
+    """Parse a JSON file; a file that is not valid JSON (or UTF-8) raises ``error`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+
+
 def _jsonable(obj):
     if hasattr(obj, "tolist"):  # numpy arrays and scalars
         return obj.tolist()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import ModelError, require
-from .fileio import atomic_path, sha256_file, write_json
+from .fileio import atomic_path, read_json, sha256_file, write_json
 from .spec import FER2013_LABELS, ModelSpec
 
 CHECKPOINT_FORMAT = "edgefer-checkpoint/1"
@@ -134,13 +134,8 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
 
 
 def read_checkpoint_meta(path: str | Path) -> dict:
-    import json
-
     _, meta_path = checkpoint_paths(path)
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{meta_path}: not valid JSON ({exc})") from None
+    meta = read_json(meta_path, ModelError)
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{meta_path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
     return meta

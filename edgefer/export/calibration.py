@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
-from ..fileio import atomic_path, write_json
+from ..fileio import atomic_path, read_json, write_json
 from ..preprocess import prepare
 from ..spec import FER2013_LABELS, ModelSpec
 
@@ -75,10 +74,7 @@ class CalibrationSet:
         for p in (npz_path, manifest_path):
             if not p.is_file():
                 raise ExportError(f"{path}: not a calibration bundle (missing {p.name}); make one with edgefer calibrate")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ExportError(f"{manifest_path}: not valid JSON ({exc})") from None
+        manifest = read_json(manifest_path, ExportError)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ExportError(f"{manifest_path}: field 'format' is not {FORMAT!r}")
         try:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import EdgeferError, InputError
-from ..fileio import write_json, write_text
+from ..fileio import read_json, write_json, write_text
 
 LOSSES = ("ce", "weighted-ce", "focal")
 CLASS_WEIGHT_METHODS = ("inverse", "effective")
@@ -133,8 +132,4 @@ class TrainConfig:
         path = Path(directory) / CONFIG_JSON
         if not path.is_file():
             raise EdgeferError(f"{directory}: not a training run directory (missing {CONFIG_JSON})")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EdgeferError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, EdgeferError), source=str(path))
