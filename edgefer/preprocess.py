@@ -80,9 +80,13 @@ def _check_values(arr: np.ndarray, what: str) -> None:
 
 def prepare(faces, spec: ModelSpec, color: str = "bgr", out: np.ndarray | None = None) -> np.ndarray:
     """Return float32 NCHW input for ``spec`` from uint8 crops in ``color`` order ('bgr', 'rgb' or 'gray')."""
+    return prepare_batch(split_faces(faces)[0], spec, color, out)
+
+
+def prepare_batch(batch, spec: ModelSpec, color: str = "bgr", out: np.ndarray | None = None) -> np.ndarray:
+    """``prepare`` for a batch already checked by ``split_faces`` (callers that size ``out`` from it)."""
     if color not in _LUMA and color != "gray":
         raise InputError(f"color must be 'bgr', 'rgb' or 'gray', got {color!r}")
-    batch, _ = split_faces(faces)
     size, channels = spec.input_size, spec.channels
     n = len(batch)
     if out is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..preprocess import prepare, split_faces
+from ..preprocess import prepare_batch, split_faces
 from ..spec import ModelSpec
 from .base import Backend, open_backend
 
@@ -128,7 +128,7 @@ class EmotionRecognizer:
         """Classify one face crop or a batch: uint8 (or float 0..255) gray (H, W), colour (H, W, 3) in
         ``color`` order ('bgr', 'rgb' or 'gray'), a batch (N, H, W[, C]) or a list of crops of any sizes."""
         batch, _ = split_faces(faces)
-        x = prepare(batch, self.spec, color=color, out=self._buffer(len(batch)))
+        x = prepare_batch(batch, self.spec, color=color, out=self._buffer(len(batch)))
         logits = self.backend.run(x)
         probs = softmax(logits)
         indices = probs.argmax(axis=1)
