@@ -21,6 +21,10 @@ class InputError(EdgeferError):
     """An image or batch handed to the runtime has the wrong shape, dtype or content."""
 
 
+class UsageError(EdgeferError):
+    """A command-line option, or an output path that cannot be written as asked."""
+
+
 class MissingDependency(EdgeferError):
     """An optional package is not installed; the message names the extra that provides it."""
 

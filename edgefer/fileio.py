@@ -66,3 +66,132 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+# --- outputs: checked before any work, published whole -------------------------------------------------------
+
+STAGE_MARK = ".stage-"
+
+
+def check_output(path: str | Path, kind: str = "dir", exist_ok: bool = False, option: str = "--out") -> Path:
+    """Check up front that ``path`` can be written as a ``kind`` ("dir" or "file") output.
+
+    Raises UsageError (one line naming the option and path) when the path is the wrong kind, when it already
+    holds output and ``exist_ok`` is false, or when its nearest existing parent is not a writable directory.
+    Creates nothing."""
+    from .errors import UsageError
+
+    path = Path(path)
+    if kind not in ("dir", "file"):
+        raise ValueError(f"kind must be 'dir' or 'file', not {kind!r}")
+    if path.exists() or path.is_symlink():
+        if kind == "dir" and not path.is_dir():
+            raise UsageError(f"{option} {path}: exists and is not a directory")
+        if kind == "file" and path.is_dir():
+            raise UsageError(f"{option} {path}: is a directory; give a file name")
+        occupied = kind == "file" or any(not p.name.startswith(".") for p in path.iterdir())
+        if occupied and not exist_ok:
+            raise UsageError(f"{option} {path}: already exists; pass --exist-ok to replace it")
+    parent = path if kind == "dir" and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: {parent} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".edgefer-write-test.", dir=parent)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write in {parent} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
+
+
+def remove_stale_stages(path: str | Path) -> None:
+    """Remove staging directories that killed runs left beside ``path`` (``.<name>.stage-<pid>-*``), and put
+    back an old output directory that a run killed between two renames left aside."""
+    import shutil
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for stage in path.parent.glob(f".{path.name}{STAGE_MARK}*"):
+        pid = stage.name[len(path.name) + len(STAGE_MARK) + 1:].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another run is still writing there
+        if stage.name.endswith(".old") and not path.exists():
+            os.rename(stage, path)
+        else:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | Path, keep=None):
+    """Yield an empty staging directory beside ``path``; when the block succeeds, publish it as ``path`` in
+    one step, so a kill at any moment leaves either the complete old directory or the complete new one.
+
+    ``keep(name) -> bool`` chooses entries of the old directory that the new one carries over when it has no
+    entry of that name (files the user put there, say); by default nothing is carried over."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_stages(path)
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}{STAGE_MARK}{os.getpid()}-", dir=path.parent))
+    os.chmod(stage, 0o777 & ~_UMASK)
+    try:
+        yield stage
+        if path.is_dir() and keep is not None:
+            for entry in path.iterdir():
+                if keep(entry.name) and not (stage / entry.name).exists():
+                    _link_or_copy(entry, stage / entry.name)
+        if not path.exists():
+            os.rename(stage, path)
+        elif _rename_exchange(stage, path):
+            shutil.rmtree(stage, ignore_errors=True)  # now holds the old set
+        else:  # two renames; a kill between them is repaired by remove_stale_stages on the next run
+            old = stage.with_name(stage.name + ".old")
+            os.rename(path, old)
+            os.rename(stage, path)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True)
+        return
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)

@@ -11,7 +11,9 @@ def progress(iterable=None, total: int | None = None, desc: str = "", disable: b
     """Wrap ``iterable`` in a progress bar on stderr. Off when stderr is not a terminal or
     EDGEFER_PROGRESS=0; EDGEFER_PROGRESS=1 forces it on."""
     if disable is None:
-        forced = os.environ.get("EDGEFER_PROGRESS")
+        from .logs import QUIET, verbosity
+
+        forced = "0" if verbosity() == QUIET else os.environ.get("EDGEFER_PROGRESS")
         disable = forced == "0" or (forced != "1" and not sys.stderr.isatty())
     try:
         from tqdm.auto import tqdm

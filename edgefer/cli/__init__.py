@@ -7,6 +7,7 @@ import importlib
 
 import click
 
+from .. import logs
 from ..errors import EdgeferError
 
 # command name -> "module:attribute"
@@ -35,6 +36,7 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
     def invoke(self, ctx):
+        logs.set_verbosity(logs.NORMAL)  # each command starts normal; its -q/-v options change that
         try:
             return super().invoke(ctx)
         except EdgeferError as exc:

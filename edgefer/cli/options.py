@@ -1,0 +1,26 @@
+"""Options every command shares: ``-q/--quiet``, ``-v/--verbose`` and ``--exist-ok``, and the up-front output
+check. Light imports only (click + stdlib): ``edgefer --help`` imports every CLI module."""
+
+from __future__ import annotations
+
+import click
+
+from .. import logs
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        logs.set_verbosity(logs.QUIET if param.name == "quiet" else logs.VERBOSE)
+
+
+def verbosity_options(command):
+    """(The group resets the level to normal before each command.) Add ``-q/--quiet`` (results and errors only) and ``-v/--verbose`` (third-party logs too)."""
+    command = click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True,
+                           callback=_set_verbosity, help="Also show third-party logs (NNCF, OpenVINO, ...).")(command)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+                        help="Print results and errors only: no progress, no informational lines.")(command)
+
+
+def exist_ok_option(command):
+    """Add ``--exist-ok``: replace existing outputs instead of refusing to."""
+    return click.option("--exist-ok", is_flag=True, help="Replace existing outputs (default: refuse).")(command)

@@ -1,0 +1,76 @@
+"""Shared CLI options and output handling: verbosity levels, up-front output checks, whole-directory publish."""
+
+import os
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from edgefer import logs
+from edgefer.cli.options import exist_ok_option, verbosity_options
+from edgefer.errors import UsageError
+from edgefer.fileio import check_output, remove_stale_stages, staged_dir
+
+
+def test_verbosity_options_set_the_level():
+    seen = []
+
+    @click.command()
+    @verbosity_options
+    @exist_ok_option
+    def cmd(exist_ok):
+        seen.append((logs.verbosity(), exist_ok))
+
+    for args, want in (([], (logs.NORMAL, False)), (["-q"], (logs.QUIET, False)),
+                       (["--verbose", "--exist-ok"], (logs.VERBOSE, True))):
+        logs.set_verbosity(logs.NORMAL)
+        assert CliRunner().invoke(cmd, args).exit_code == 0
+        assert seen[-1] == want
+    logs.set_verbosity(logs.NORMAL)
+
+
+def test_check_output_refuses_before_any_work(tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "a").write_text("x")
+    cases = [
+        ((tmp_path / "file.txt", "dir"), "exists and is not a directory"),
+        ((tmp_path / "full", "file"), "is a directory; give a file name"),
+        ((tmp_path / "full", "dir"), "already exists; pass --exist-ok to replace it"),
+        ((tmp_path / "file.txt" / "sub", "dir"), "is not a directory"),
+    ]
+    for (path, kind), message in cases:
+        with pytest.raises(UsageError, match=message):
+            check_output(path, kind)
+    assert check_output(tmp_path / "full", "dir", exist_ok=True) == tmp_path / "full"
+    assert check_output(tmp_path / "new" / "deeper", "dir") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+def test_staged_dir_publishes_whole_and_carries_kept_files(tmp_path):
+    out = tmp_path / "out"
+    with staged_dir(out) as stage:
+        (stage / "model.xml").write_text("old xml")
+        (stage / "model.bin").write_text("old bin")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError):
+        with staged_dir(out) as stage:
+            (stage / "model.xml").write_text("new xml")
+            raise RuntimeError("killed half-way")
+    assert (out / "model.xml").read_text() == "old xml"  # the failed run changed nothing
+    with staged_dir(out, keep=lambda name: name == "notes.txt") as stage:
+        (stage / "model.xml").write_text("new xml")
+    assert sorted(os.listdir(out)) == ["model.xml", "notes.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging directory left behind
+
+
+def test_stale_stages_of_killed_runs_are_removed_or_restored(tmp_path):
+    out = tmp_path / "out"
+    dead = tmp_path / ".out.stage-999999999-abc"
+    dead.mkdir()
+    aside = tmp_path / ".out.stage-999999998-def.old"  # a run killed between its two renames
+    aside.mkdir()
+    (aside / "model.xml").write_text("old")
+    remove_stale_stages(out)
+    assert not dead.exists()
+    assert (out / "model.xml").read_text() == "old"
