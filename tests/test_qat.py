@@ -1,0 +1,161 @@
+"""edgefer qat: quantization-aware fine-tuning end to end on a tiny timm model (test_efficientnet at 32 px)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+needs_qat = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("torch", "modelopt", "onnxruntime", "onnx")),
+    reason="needs edgefer[qat] (torch, nvidia-modelopt, onnxruntime)")
+
+
+def _cli(*args):
+    from edgefer.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def fp32_run(fer_csv, tmp_path_factory):
+    """A tiny FP32 checkpoint: a few optimizer steps of test_efficientnet at 32 px."""
+    run = tmp_path_factory.mktemp("qat") / "fp32"
+    result = _cli("train", "--data", fer_csv, "--out", run, "--arch", "test_efficientnet", "--img-size", "32",
+                  "--batch-size", "32", "--epochs", "1", "--max-steps", "6", "--threads", "1", "--seed", "0")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.fixture(scope="module")
+def qat_run(fp32_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("qat") / "qat"
+    result = _cli("qat", "--from", fp32_run, "--out", out, "--epochs", "1", "--limit-train", "64",
+                  "--calib-size", "64", "--threads", "1", "--no-openvino")
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@needs_qat
+def test_qat_exports_a_tensorrt_qdq_graph_that_runs_and_reports_agreement(fp32_run, qat_run, fer_csv):
+    import onnx
+
+    from edgefer.data import prepare_splits
+    from edgefer.export.onnx import torch_logits
+    from edgefer.metrics import agreement
+    from edgefer.models import load_checkpoint
+    from edgefer.runtime import EmotionRecognizer
+
+    out, output = qat_run
+    result = json.loads((out / "qat.json").read_text())
+    assert sorted(result["files"]) == ["model_qdq.onnx", "qat.json", "qat.safetensors", "qat_scales.json"]
+    assert sorted(p.name for p in out.iterdir()) == result["files"]
+
+    # TensorRT placement: Q/DQ on every Conv and Gemm input, nothing quantized feeds Sigmoid / Mul / Add / pooling
+    graph = onnx.load(str(out / "model_qdq.onnx")).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    assert len(convs) > 10
+    for node in convs:
+        for name in node.input[:2]:  # activation and weight
+            assert producer[name].op_type == "DequantizeLinear", (node.name, name)
+            quantize = producer[producer[name].input[0]]
+            assert quantize.op_type == "QuantizeLinear"
+    dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    fed = {n.op_type for n in graph.node if any(i in dq for i in n.input)}
+    assert fed == {"Conv", "Gemm"}
+    assert "Sigmoid" in {n.op_type for n in graph.node}  # the SE gates are there, in float
+    assert result["qdq_nodes"]["QuantizeLinear"] == 2 * len(convs)
+    assert result["scales"] == len(convs)
+
+    # the reported agreement is the one edgefer.runtime gives on the test split
+    splits = prepare_splits(fer_csv, val_fraction=0.1, seed=0)
+    test = splits.test
+    model, spec, _ = load_checkpoint(fp32_run)
+    reference = torch_logits(model, test.images, spec).argmax(1)
+    recognizer = EmotionRecognizer.open(out / "model_qdq.onnx", threads=1)
+    assert recognizer.spec.precision == "int8" and recognizer.spec.input_size == 32
+    predicted = recognizer.predict(test.images, color="gray").indices
+    row = {r["model"]: r for r in result["fidelity"]}["onnxruntime-qdq"]
+    assert result["split"] == "test" and result["images"] == len(test)
+    assert row["agreement"] == pytest.approx(agreement(reference, predicted), abs=1.5 / len(test))
+    assert set({r["model"] for r in result["fidelity"]}) == {"pytorch-fake-quant-ptq", "pytorch-fake-quant-qat",
+                                                              "onnxruntime-qdq"}
+    assert f"onnxruntime-qdq: agreement {row['agreement']:.4f}" in output
+
+    # scales JSON: one positive per-tensor scale per quantized activation, named as in the graph
+    scales = json.loads((out / "qat_scales.json").read_text())["scales"]
+    names = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert set(scales) <= names and len(scales) == len(convs)
+    assert all(v > 0 for v in scales.values())
+    assert "edgefer qat --from" in result["command"] and result["engine"]["engine"] == "nvidia-modelopt"
+
+
+@needs_qat
+def test_qat_onnx_matches_the_fake_quantized_pytorch_model(qat_run):
+    out, _ = qat_run
+    rows = {r["model"]: r for r in json.loads((out / "qat.json").read_text())["fidelity"]}
+    # ONNX Runtime runs the same Q/DQ arithmetic as ModelOpt's fake quantization: near-identical predictions
+    assert abs(rows["onnxruntime-qdq"]["agreement"] - rows["pytorch-fake-quant-qat"]["agreement"]) <= 0.05
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "x"], "--from is required: the training run to fine-tune"),
+    (["--from", "nowhere", "--out", "x"], "--from nowhere: no such run directory"),
+    (["--from", "nowhere", "--out", "x", "--distill", "2"], "--distill: must be in [0, 1], got 2.0"),
+    (["--from", "nowhere", "--out", "x", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
+])
+def test_qat_user_errors_are_one_line_exit_2(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = _cli("qat", *args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"edgefer: error: {message}"
+
+
+@needs_qat
+def test_qat_refuses_to_overwrite(fp32_run, qat_run):
+    out, _ = qat_run
+    result = _cli("qat", "--from", fp32_run, "--out", out)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"edgefer: error: --out {out}: already exists; pass --exist-ok to replace it"
+
+
+def test_every_config_field_is_an_option():
+    from dataclasses import fields
+
+    from edgefer.cli.qat import _OPTIONS, _field
+    from edgefer.qat import QatConfig
+
+    assert sorted(_field(d) for d, _, _ in _OPTIONS) == sorted(f.name for f in fields(QatConfig))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs onnx")
+def test_activation_amax_reads_per_tensor_scales(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgefer.qat import activation_amax, qdq_consumers
+
+    weight = numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w")
+    nodes = [
+        helper.make_node("Constant", [], ["s"], value=numpy_helper.from_array(np.array(0.5, np.float32))),
+        helper.make_node("Constant", [], ["z"], value=numpy_helper.from_array(np.array(0, np.int8))),
+        helper.make_node("Constant", [], ["ws"], value=numpy_helper.from_array(np.array([0.1, 0.2], np.float32))),
+        helper.make_node("Constant", [], ["wz"], value=numpy_helper.from_array(np.zeros(2, np.int8))),
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], axis=0),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd"], ["y"]),
+        helper.make_node("Sigmoid", ["y"], ["out"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], [weight])
+    path = Path(tmp_path) / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    assert activation_amax(path) == {"x": pytest.approx(63.5)}
+    assert qdq_consumers(path) == {"Conv": 1, "DequantizeLinear": 2, "QuantizeLinear": 2}
