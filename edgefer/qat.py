@@ -28,6 +28,7 @@ import numpy as np
 from .errors import InputError, require
 
 ONNX_NAME = "model_qdq.onnx"
+FP32_NAME = "model_fp32.onnx"  # the same graph without Q/DQ: for TensorRT implicit INT8 with the cache
 IR_NAME = "model_int8.xml"
 WEIGHTS_NAME = "qat.safetensors"
 RESULT_NAME = "qat.json"
@@ -194,6 +195,8 @@ def _run(config: QatConfig, log, command: str) -> QatResult:
                                          "note": "scale = amax / 127 of the QuantizeLinear input tensor",
                                          "scales": {name: value / 127.0 for name, value in amax.items()}})
         files.append(SCALES_NAME)
+        strip_qdq(stage / ONNX_NAME, stage / FP32_NAME, spec)
+        files.append(FP32_NAME)
         cache = _write_cache(stage / CACHE_NAME, amax)
         if cache:
             files.append(CACHE_NAME)
@@ -370,6 +373,35 @@ def qdq_consumers(onnx_path: str | Path) -> dict:
     counts["QuantizeLinear"] = sum(n.op_type == "QuantizeLinear" for n in graph.node)
     counts["DequantizeLinear"] = len(dq_outputs)
     return dict(sorted(counts.items()))
+
+
+def strip_qdq(onnx_path: str | Path, out_path: str | Path, spec) -> Path:
+    """The Q/DQ graph without its QuantizeLinear/DequantizeLinear pairs: every tensor keeps its name, so the
+    activation scales (``activation_amax``) apply to it as a TensorRT implicit-INT8 calibration cache."""
+    import onnx
+
+    from .export.onnx import save_onnx
+
+    proto = onnx.load(str(onnx_path))
+    graph = proto.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    source = {}  # DequantizeLinear output -> the float tensor its QuantizeLinear read
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and producer.get(node.input[0]) is not None:
+            quantize = producer[node.input[0]]
+            if quantize.op_type == "QuantizeLinear":
+                source[node.output[0]] = quantize.input[0]
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in source:
+                node.input[i] = source[name]
+    used = {i for n in graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear") for i in n.input}
+    used |= {o.name for o in graph.output}
+    keep = [n for n in graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            and not (n.op_type == "Constant" and n.output[0] not in used)]
+    del graph.node[:]
+    graph.node.extend(keep)
+    return save_onnx(proto, out_path, spec.replace(precision="fp32"))
 
 
 def _write_cache(path: Path, amax: dict[str, float]) -> bool:

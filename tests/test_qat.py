@@ -52,7 +52,8 @@ def test_qat_exports_a_tensorrt_qdq_graph_that_runs_and_reports_agreement(fp32_r
 
     out, output = qat_run
     result = json.loads((out / "qat.json").read_text())
-    assert sorted(result["files"]) == ["model_qdq.onnx", "qat.json", "qat.safetensors", "qat_scales.json"]
+    assert sorted(result["files"]) == ["model_fp32.onnx", "model_qdq.onnx", "qat.json", "qat.safetensors",
+                                       "qat_scales.json"]
     assert sorted(p.name for p in out.iterdir()) == result["files"]
 
     # TensorRT placement: Q/DQ on every Conv and Gemm input, nothing quantized feeds Sigmoid / Mul / Add / pooling
@@ -92,6 +93,12 @@ def test_qat_exports_a_tensorrt_qdq_graph_that_runs_and_reports_agreement(fp32_r
     names = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     assert set(scales) <= names and len(scales) == len(convs)
     assert all(v > 0 for v in scales.values())
+    # the FP32 graph for TensorRT implicit INT8 has no Q/DQ and every scale's tensor under the same name
+    fp32_graph = onnx.load(str(out / "model_fp32.onnx")).graph
+    assert not {n.op_type for n in fp32_graph.node} & {"QuantizeLinear", "DequantizeLinear"}
+    tensors = {t for n in fp32_graph.node for t in n.input} | {i.name for i in fp32_graph.input}
+    assert set(scales) <= tensors
+    assert EmotionRecognizer.open(out / "model_fp32.onnx").spec.precision == "fp32"
     assert "edgefer qat --from" in result["command"] and result["engine"]["engine"] == "nvidia-modelopt"
 
 
