@@ -20,6 +20,7 @@ import importlib.util
 import os
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,7 @@ class QatConfig:
     epochs: int = 2
     lr: float = 1e-4
     batch_size: int | None = None  # default: the run's
-    distill: float = 0.5  # weight of the KL term towards the FP32 model's logits (0 = the run's loss only)
+    distill: float = 1.0  # weight of the KL term towards the FP32 model's logits (0 = the run's loss only)
     freeze_bn: bool = True  # keep BatchNorm statistics and dropout as trained (the model runs in eval mode)
     limit_train: int | None = None
     calib_size: int = 512
@@ -167,8 +168,12 @@ def _run(config: QatConfig, log, command: str) -> QatResult:
     split = config.split
     if evaluation is None or len(evaluation) == 0:
         evaluation, split = splits.val, "val"
-    calib = calibration.from_data(splits, config.calib_size, "stratified", config.calib_seed,
-                                  val_fraction=train_config.val_fraction, split_seed=train_config.seed)
+    with warnings.catch_warnings(record=True) as caught:  # classes under the calibration floor: one line each
+        warnings.simplefilter("always", calibration.CalibrationWarning)
+        calib = calibration.from_data(splits, config.calib_size, "stratified", config.calib_seed,
+                                      val_fraction=train_config.val_fraction, split_seed=train_config.seed)
+    for warning in caught:
+        log(f"warning: {warning.message}")
     log(f"{meta['arch']} @ {spec.input_size}px from {config.from_run}: calibrating on {len(calib)} images, "
         f"fine-tuning on {len(train)} for {config.epochs} epoch(s), measuring on {split} ({len(evaluation)})")
 

@@ -52,8 +52,9 @@ def test_qat_exports_a_tensorrt_qdq_graph_that_runs_and_reports_agreement(fp32_r
 
     out, output = qat_run
     result = json.loads((out / "qat.json").read_text())
-    assert sorted(result["files"]) == ["model_fp32.onnx", "model_qdq.onnx", "qat.json", "qat.safetensors",
-                                       "qat_scales.json"]
+    has_cache = importlib.util.find_spec("edgefer.export.trt_cache") is not None
+    expected = ["model_fp32.onnx", "model_qdq.onnx", "qat.json", "qat.safetensors", "qat_scales.json"]
+    assert sorted(result["files"]) == sorted(expected + (["model_qdq.calib"] if has_cache else []))
     assert sorted(p.name for p in out.iterdir()) == result["files"]
 
     # TensorRT placement: Q/DQ on every Conv and Gemm input, nothing quantized feeds Sigmoid / Mul / Add / pooling
@@ -99,6 +100,15 @@ def test_qat_exports_a_tensorrt_qdq_graph_that_runs_and_reports_agreement(fp32_r
     tensors = {t for n in fp32_graph.node for t in n.input} | {i.name for i in fp32_graph.input}
     assert set(scales) <= tensors
     assert EmotionRecognizer.open(out / "model_fp32.onnx").spec.precision == "fp32"
+    if has_cache:  # the TensorRT 10 calibration cache carries the same scales
+        from edgefer.export.trt_cache import read_cache
+
+        cache = read_cache(out / "model_qdq.calib")
+        assert result["calibration_cache"] == "model_qdq.calib"
+        assert set(cache.scales) == set(scales)
+        assert all(cache.scales[k] == pytest.approx(v, rel=1e-6) for k, v in scales.items())
+    else:
+        assert result["calibration_cache"] is None
     assert "edgefer qat --from" in result["command"] and result["engine"]["engine"] == "nvidia-modelopt"
 
 

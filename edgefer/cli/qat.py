@@ -23,7 +23,7 @@ _OPTIONS = [
     ("--epochs", "Fine-tuning epochs.", dict(type=int)),
     ("--lr", "Peak AdamW learning rate (cosine decay to 0).", dict(type=float)),
     ("--batch-size", "Batch size (default: the run's).", dict(type=int)),
-    ("--distill", "Weight of distillation towards the FP32 model's logits (0 = the run's loss only).",
+    ("--distill", "Weight of distillation towards the FP32 model's logits; the rest is the run's class-weighted loss.",
      dict(type=float)),
     ("--freeze-bn/--no-freeze-bn", "Keep BatchNorm statistics and dropout as trained.", {}),
     ("--limit-train", "Fine-tune on a seeded random subset of N training images.", dict(type=int)),
