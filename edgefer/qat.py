@@ -129,7 +129,8 @@ def run_qat(config: QatConfig, log=_log_stderr, command: str = "edgefer qat") ->
     config.validate()
     check_output(config.out, "dir", config.exist_ok)
     require("torch", "train", "quantization-aware training")
-    require("modelopt.torch.quantization", "qat", "quantization-aware training")
+    with _quiet():  # ModelOpt warns on import about optional packages it does not need here
+        require("modelopt.torch.quantization", "qat", "quantization-aware training")
     import torch
 
     threads = torch.get_num_threads()
@@ -155,8 +156,11 @@ def _run(config: QatConfig, log, command: str) -> QatResult:
     run_dir = Path(config.from_run)
     run_dir = run_dir if run_dir.is_dir() else run_dir.parent
     train_config = TrainConfig.load(run_dir)
-    overrides = {"data": config.data or train_config.data, "limit_train": config.limit_train,
-                 "batch_size": config.batch_size or train_config.batch_size, "seed": config.seed}
+    # the run's split seed and validation share stay: the calibration and fine-tuning images come from the
+    # run's own training split, never from its validation split
+    overrides = {"data": config.data or train_config.data,
+                 "limit_train": config.limit_train if config.limit_train is not None else train_config.limit_train,
+                 "batch_size": config.batch_size or train_config.batch_size}
     train_config = TrainConfig.from_dict({**train_config.to_dict(), **overrides})
     if not Path(train_config.data).exists():
         raise InputError(f"--data {train_config.data}: no such file or directory")
@@ -164,6 +168,10 @@ def _run(config: QatConfig, log, command: str) -> QatResult:
     teacher, spec, _ = load_checkpoint(config.from_run)
     student, _, _ = load_checkpoint(config.from_run)
     splits, train = load_splits(train_config)
+    trained_on = meta.get("data", {}).get("fingerprint")
+    if trained_on and trained_on != splits.fingerprint:
+        log(f"warning: {train_config.data} differs from the data {config.from_run} was trained on (fingerprint); "
+            "its validation split is not the run's")
     evaluation = splits.get(config.split)
     split = config.split
     if evaluation is None or len(evaluation) == 0:

@@ -26,7 +26,7 @@ def fp32_run(fer_csv, tmp_path_factory):
     """A tiny FP32 checkpoint: a few optimizer steps of test_efficientnet at 32 px."""
     run = tmp_path_factory.mktemp("qat") / "fp32"
     result = _cli("train", "--data", fer_csv, "--out", run, "--arch", "test_efficientnet", "--img-size", "32",
-                  "--batch-size", "32", "--epochs", "1", "--max-steps", "6", "--threads", "1", "--seed", "0")
+                  "--batch-size", "32", "--epochs", "1", "--max-steps", "6", "--threads", "1", "--seed", "3")
     assert result.exit_code == 0, result.output
     return run
 
@@ -75,7 +75,7 @@ def test_qat_exports_a_tensorrt_qdq_graph_that_runs_and_reports_agreement(fp32_r
     assert result["scales"] == len(convs)
 
     # the reported agreement is the one edgefer.runtime gives on the test split
-    splits = prepare_splits(fer_csv, val_fraction=0.1, seed=0)
+    splits = prepare_splits(fer_csv, val_fraction=0.1, seed=3)
     test = splits.test
     model, spec, _ = load_checkpoint(fp32_run)
     reference = torch_logits(model, test.images, spec).argmax(1)
@@ -110,6 +110,11 @@ def test_qat_exports_a_tensorrt_qdq_graph_that_runs_and_reports_agreement(fp32_r
     else:
         assert result["calibration_cache"] is None
     assert "edgefer qat --from" in result["command"] and result["engine"]["engine"] == "nvidia-modelopt"
+
+    # calibration images come from the run's own training split (its seed), never from its validation split
+    run_splits = json.loads((Path(fp32_run) / "splits.json").read_text())["splits"]
+    calibration_ids = set(result["calibration"]["ids"])
+    assert len(calibration_ids) == 64 and calibration_ids <= set(run_splits["train"]["ids"])
 
 
 @needs_qat
