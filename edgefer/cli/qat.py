@@ -26,7 +26,7 @@ _OPTIONS = [
     ("--distill", "Weight of distillation towards the FP32 model's logits; the rest is the run's class-weighted loss.",
      dict(type=float)),
     ("--freeze-bn/--no-freeze-bn", "Keep BatchNorm statistics and dropout as trained.", {}),
-    ("--limit-train", "Fine-tune on a seeded random subset of N training images.", dict(type=int)),
+    ("--limit-train", "Fine-tune on a seeded random subset of N training images (default: as the run).", dict(type=int)),
     ("--calib-size", "Stratified calibration images (as edgefer calibrate).", dict(type=int)),
     ("--calib-seed", "Seed of the calibration draw.", dict(type=int)),
     ("--split", "Split on which agreement and macro-F1 are measured (val when the data has no test split).",
@@ -47,7 +47,8 @@ def _config_options(command):
     for declaration, help_text, extra in reversed(_OPTIONS):
         name = _field(declaration)
         default = getattr(_DEFAULTS, name)
-        kwargs = {"default": default, "show_default": default not in (None, "", False), **extra}
+        shown = default is not None and default != "" and default is not False  # 0 is a default worth showing
+        kwargs = {"default": default, "show_default": shown, **extra}
         command = click.option(declaration, name, help=help_text, **kwargs)(command)
     return command
 
