@@ -108,6 +108,7 @@ class QatResult:
     scales: int
     calibration_cache: str | None
     seconds: dict
+    synthetic: bool = False
     engine: dict = field(default_factory=dict)
     machine: dict = field(default_factory=dict)
     command: str = ""
@@ -224,9 +225,10 @@ def _run(config: QatConfig, log, command: str) -> QatResult:
                            fidelity=fidelity, quantizers=count_quantizers(quantized),
                            qdq_nodes=qdq_consumers(stage / ONNX_NAME), files=sorted(files + [RESULT_NAME]),
                            scales=len(amax), calibration_cache=CACHE_NAME if cache else None, seconds=seconds,
-                           engine=_engine_versions(), machine=_machine(), command=command)
-        write_json(stage / RESULT_NAME, {**asdict(result), "config": asdict(config), "from": meta.get("arch"),
-                                         "synthetic": bool(splits.synthetic), "calibration": calib.manifest})
+                           synthetic=bool(splits.synthetic), engine=_engine_versions(), machine=_machine(),
+                           command=command)
+        write_json(stage / RESULT_NAME, {**asdict(result), "config": asdict(config), "arch": meta.get("arch"),
+                                         "calibration": calib.manifest})
     return result
 
 

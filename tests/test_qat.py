@@ -88,6 +88,7 @@ def test_qat_exports_a_tensorrt_qdq_graph_that_runs_and_reports_agreement(fp32_r
     assert set({r["model"] for r in result["fidelity"]}) == {"pytorch-fake-quant-ptq", "pytorch-fake-quant-qat",
                                                               "onnxruntime-qdq"}
     assert f"onnxruntime-qdq: agreement {row['agreement']:.4f}" in output
+    assert result["synthetic"] is True and output.count("[SYNTHETIC data]") == 3  # one line per measured model
 
     # scales JSON: one positive per-tensor scale per quantized activation, named as in the graph
     scales = json.loads((out / "qat_scales.json").read_text())["scales"]

@@ -71,7 +71,7 @@ def qat(**values):
     for row in result.fidelity:
         click.echo(f"{row.model}: agreement {row.agreement:.4f}, macro-F1 {row.macro_f1:.4f} "
                    f"({-row.macro_f1_drop_points:+.2f} points vs FP32 {result.fp32_macro_f1:.4f}) on "
-                   f"{result.split} ({result.images} images)")
+                   f"{result.split} ({result.images} images)" + (" [SYNTHETIC data]" if result.synthetic else ""))
     click.echo(f"wrote {result.out} ({', '.join(result.files)})"
                + ("" if result.calibration_cache else "; TensorRT calibration cache not written (scales in "
                   "qat_scales.json)"))
