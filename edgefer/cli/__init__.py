@@ -23,8 +23,28 @@ COMMANDS = {
 }
 
 
+class OneLineError(click.ClickException):
+    """An error the CLI shows as one line ``edgefer: error: ...`` on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"edgefer: error: {self.format_message()}", err=True)
+
+
+def one_line(exc: click.UsageError) -> click.ClickException:
+    """A click usage error (unknown option, bad choice, missing argument, bad value) as one line naming the
+    command it belongs to. A group called without a subcommand still shows its help."""
+    if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+        return exc
+    path = exc.ctx.command_path.split(" ", 1)[1] if exc.ctx and " " in exc.ctx.command_path else ""
+    return OneLineError(f"{path}: {exc.format_message()}" if path else exc.format_message())
+
+
 class LazyGroup(click.Group):
-    """A click group that imports a subcommand's module on first use and turns user errors into one line."""
+    """A click group that imports a subcommand's module on first use and turns user errors (EdgeferError and
+    click's usage errors, of the group and of every subcommand) into one line ``edgefer: error: ...``, exit 2.
+    ``--help`` and ``--version`` work as usual."""
 
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -35,13 +55,20 @@ class LazyGroup(click.Group):
         module, attr = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # an unknown or bad option of the group itself
+            raise one_line(exc) from None
+
     def invoke(self, ctx):
         logs.set_verbosity(logs.NORMAL)  # each command starts normal; its -q/-v options change that
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # raised while parsing a subcommand's (or sub-group's) arguments
+            raise one_line(exc) from None
         except EdgeferError as exc:
-            click.echo(f"edgefer: error: {exc}", err=True)
-            ctx.exit(2)
+            raise OneLineError(str(exc)) from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,44 @@
+"""The edgefer command group: one-line usage errors, --help, shared options on data/predict/info."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from edgefer.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["data", "synth", "--out", "x.csv", "--zzz"], "data synth: No such option '--zzz'."),
+    (["data", "synth", "--out", "x.csv", "--n", "abc"], "data synth: Invalid value for '--n': 'abc' is not a valid integer range."),
+    (["predict"], "predict: Missing argument 'SOURCE'."),
+    (["predict", "a.png", "-m", "m.onnx", "--backend", "nope"],
+     "predict: Invalid value for '--backend': 'nope' is not one of 'onnxruntime', 'openvino', 'tensorrt'."),
+    (["--bogus"], "No such option '--bogus'."),
+    (["nope"], "No such command 'nope'."),
+    (["data", "nope"], "data: No such command 'nope'."),
+])
+def test_click_usage_errors_are_one_line(args, message):
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [f"edgefer: error: {message}"]
+
+
+def test_help_still_works():
+    for args in (["-h"], ["--help"], ["data", "synth", "--help"], ["predict", "-h"]):
+        result = run(*args)
+        assert result.exit_code == 0 and "Usage:" in result.output, (args, result.output)
+    assert all("Commands:" in run(*args).output for args in ([], ["data"]))  # no subcommand: help, as click shows it
+
+
+def test_usage_error_from_the_console_script_goes_to_stderr():
+    code = "import sys; from edgefer.cli import main; sys.argv[0] = 'edgefer'; main()"
+    done = subprocess.run([sys.executable, "-c", code, "data", "synth"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", "edgefer: error: data synth: Missing option '--out'.\n")
