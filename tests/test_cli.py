@@ -20,7 +20,7 @@ def run(*args):
     (["data", "synth", "--out", "x.csv", "--n", "abc"], "data synth: Invalid value for '--n': 'abc' is not a valid integer range."),
     (["predict"], "predict: Missing argument 'SOURCE'."),
     (["predict", "a.png", "-m", "m.onnx", "--backend", "nope"],
-     "predict: Invalid value for '--backend': 'nope' is not one of 'onnxruntime', 'openvino', 'tensorrt'."),
+     "predict: Invalid value for '--backend': 'nope' is not one of 'onnx', 'onnxruntime', 'openvino', 'ort', 'ov', 'tensorrt', 'trt'."),
     (["--bogus"], "No such option '--bogus'."),
     (["nope"], "No such command 'nope'."),
     (["data", "nope"], "data: No such command 'nope'."),
