@@ -20,6 +20,7 @@ COMMANDS = {
     "build-engine": "edgefer.cli.export:build_engine",
     "predict": "edgefer.cli.predict:predict",
     "bench": "edgefer.cli.bench:bench",
+    "info": "edgefer.cli.info:info",
 }
 
 
