@@ -62,3 +62,36 @@ def test_inspect_manifest_checked_before_reading(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["synthetic"] is True
     assert json.loads(manifest.read_text())["seed"] == 0
+
+
+def test_inspect_file_names_that_are_not_utf8(tmp_path):
+    """A bad image whose name is not UTF-8 is reported with \\xNN, also on a strict UTF-8 stdout (this was a
+    UnicodeEncodeError traceback)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    Image = pytest.importorskip("PIL.Image")
+    for split in ("train", "test"):
+        for label in ("happy", "sad"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((48, 48), 40 * i, np.uint8)).save(tmp_path / split / label / f"{i}.png")
+    bad = os.fsencode(tmp_path / "train" / "happy") + b"/caf\xe9.png"
+    with open(bad, "wb") as f:
+        f.write(b"not an image")
+    shown = f"{tmp_path}/train/happy/caf\\xe9.png"
+    code = "import sys; from edgefer.cli import main; main()"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": str(Path(__file__).parents[1])}
+    for args, stream in ((["--skip-bad"], "stdout"), (["--skip-bad", "--json"], "stdout"), ([], "stderr")):
+        done = subprocess.run([sys.executable, "-c", code, "data", "inspect", str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == (2 if not args else 0), done.stderr[-2000:]
+        output = getattr(done, stream)
+        if "--json" in args:
+            assert json.loads(output)["bad"]["entries"][0]["file"] == shown
+        else:
+            assert shown in output and "Traceback" not in done.stderr

@@ -30,7 +30,9 @@ class OneLineError(click.ClickException):
     exit_code = 2
 
     def show(self, file=None) -> None:
-        click.echo(f"edgefer: error: {self.format_message()}", err=True)
+        from .options import printable
+
+        click.echo(f"edgefer: error: {printable(self.format_message())}", err=True)
 
 
 def one_line(exc: click.UsageError) -> click.ClickException:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .options import exist_ok_option, verbosity_options
+from .options import exist_ok_option, printable, printable_strings, verbosity_options
 
 SYNTH_CSV_NAME = "fer2013_synthetic.csv"
 
@@ -42,7 +42,7 @@ def synth(out: Path, n: int, seed: int, exist_ok: bool):
     dataset = synthesize(n, seed)
     write_fer_csv(path, dataset, provenance={"n": n, "seed": seed})
     usage = Counter(dataset.usage.tolist())
-    click.echo(f"wrote {path} ({n} synthetic images, seed {seed}; "
+    click.echo(f"wrote {printable(path)} ({n} synthetic images, seed {seed}; "
                + ", ".join(f"{name} {usage[name]}" for name in ("Training", "PublicTest", "PrivateTest")) + ")")
 
 
@@ -68,7 +68,7 @@ def inspect(path: Path, as_json: bool, skip_bad: bool, val_fraction: float, seed
     splits = prepare_splits(path, val_fraction=val_fraction, seed=seed, skip_bad=skip_bad)
     if manifest:
         splits.save_manifest(manifest)
-    report = inspect_report(splits)
+    report = printable_strings(inspect_report(splits))  # file names that are not UTF-8 shown with \\xNN
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))
     else:

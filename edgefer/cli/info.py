@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from .options import verbosity_options
+from .options import printable, printable_strings, verbosity_options
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
@@ -83,7 +83,7 @@ def info(model: Path, as_json: bool, top: int, sidecar: Path | None):
     every file; for a checkpoint its architecture, metrics and training settings.
     """
     result = inspect_artefact(model, top=top, sidecar=sidecar)
-    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_info(result))
+    click.echo(json.dumps(printable_strings(result.to_dict()), indent=2) if as_json else printable(format_info(result)))
 
 
 def inspect_artefact(path: Path, top: int = 10, sidecar: Path | None = None) -> ArtefactInfo:

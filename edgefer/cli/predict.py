@@ -19,7 +19,7 @@ import click
 
 from ..runtime.base import ALIASES, BACKENDS
 from ..runtime.openvino import PRECISIONS
-from .options import exist_ok_option, verbosity_options
+from .options import exist_ok_option, printable, verbosity_options
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -151,12 +151,6 @@ class Counts:
             if self.no_face == readable:
                 line += "; for face crops use --no-detect"
         return line
-
-
-def printable(name) -> str:
-    """A file name as text that can always be printed and written as UTF-8: bytes that are not valid UTF-8
-    (surrogate-escaped by Python) appear as \\xNN."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 @contextlib.contextmanager
