@@ -42,3 +42,33 @@ def test_usage_error_from_the_console_script_goes_to_stderr():
     code = "import sys; from edgefer.cli import main; sys.argv[0] = 'edgefer'; main()"
     done = subprocess.run([sys.executable, "-c", code, "data", "synth"], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (2, "", "edgefer: error: data synth: Missing option '--out'.\n")
+
+
+def _commands(group=main, prefix=()):
+    import click
+
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+def test_every_command_has_help_and_the_shared_options():
+    import inspect
+
+    mine = {("data", "synth"), ("data", "inspect"), ("predict",), ("info",)}
+    seen = set()
+    for path, command in _commands():
+        result = run(*path, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output, (path, result.output)
+        if path in mine:
+            seen.add(path)
+            assert "-q, --quiet" in result.output and "-v, --verbose" in result.output, path
+            assert len(inspect.signature(command.callback).parameters) <= 12, path  # options grouped in configs
+    assert seen == mine
+    help_text = run("predict", "--help").output
+    assert "[onnx|onnxruntime|openvino|ort|ov|tensorrt|trt]" in help_text and "[bf16|f16|f32|fp16|fp32]" in help_text
+    assert "--exist-ok" in help_text and "--exist-ok" in run("data", "synth", "--help").output
