@@ -67,6 +67,10 @@ def test_outputs_checked_before_the_model_is_opened(tmp_path):
          f"--annotate {image}: already exists; pass --exist-ok to replace it"),
         (["predict", image, "-m", missing_model, "--jsonl", "/sys/out.jsonl"],
          "--jsonl /sys/out.jsonl: cannot write in /sys ("),
+        (["predict", image, "-m", missing_model, "--sidecar", tmp_path / "spec.json"],
+         f"predict: Invalid value for '--sidecar': File '{tmp_path / 'spec.json'}' does not exist."),
+        (["predict", image, "-m", missing_model, "--threads", "0"],
+         "predict: Invalid value for '--threads': 0 is not in the range x>=1."),
         (["predict", image, "-m", missing_model, "--precision", "f64"],
          "predict: Invalid value for '--precision': 'f64' is not one of "),
     ]
