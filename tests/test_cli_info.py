@@ -8,14 +8,14 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from edgefer.cli import main
 from edgefer.spec import FER2013_LABELS
 from tests.backends import needs_onnxruntime, needs_openvino, needs_torch
-from tests.runtime_models import SIZE, export_tiny
+from tests.cli_models import tiny_models
+from tests.runtime_models import SIZE
 
 pytestmark = [needs_torch, needs_onnxruntime, needs_openvino]
 
@@ -33,25 +33,13 @@ def sha256(path: Path) -> str:
 @pytest.fixture(scope="module")
 def artefacts(tmp_path_factory):
     import openvino as ov
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
+    models = tiny_models()
     folder = tmp_path_factory.mktemp("info")
-    tiny = export_tiny(folder)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            rng = np.random.default_rng(0)
-            self.batches = iter([{"input": rng.normal(size=(2, 1, SIZE, SIZE)).astype(np.float32)}])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    qdq = folder / "model.int8.qdq.onnx"
-    quantize_static(str(tiny.onnx), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    qdq = shutil.copy(models.qdq, folder / "model.int8.qdq.onnx")
     ov.save_model(ov.convert_model(str(qdq)), str(folder / "model.int8.xml"))
-    ov.save_model(ov.convert_model(str(tiny.onnx)), str(folder / "model.fp16.xml"), compress_to_fp16=True)
-    return tiny, folder
+    ov.save_model(ov.convert_model(str(models.exported.onnx)), str(folder / "model.fp16.xml"), compress_to_fp16=True)
+    return models.exported, folder
 
 
 def test_onnx_fp32_and_int8(artefacts):

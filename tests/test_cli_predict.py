@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from edgefer.cli import main
 from tests.backends import needs_cv2, needs_onnxruntime, needs_openvino, needs_torch
-from tests.runtime_models import export_tiny
+from tests.cli_models import tiny_models
 
 LATIN1_NAME = os.fsdecode(b"caf\xe9")  # not valid UTF-8: Python keeps the byte as a surrogate escape
 
@@ -26,8 +26,8 @@ def run(*args):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return export_tiny(tmp_path_factory.mktemp("predict_models"))
+def tiny():
+    return tiny_models().exported
 
 
 def _video(path: Path, frames: int, size=(64, 48)) -> Path:

@@ -5,7 +5,7 @@ How README blocks are run (the only substitutions):
 - The working directory is a fixture directory holding what the pipeline would have made, under the names the
   pipeline writes: ``fer2013.csv`` (600 SYNTHETIC faces), ``runs/v2s`` (a test_efficientnet checkpoint at 32 px),
   ``calib`` (made by README's own ``edgefer calibrate`` line), ``export/trt-int8/model.int8.qdq.onnx`` and
-  ``export/ov-int8/model.int8.xml`` (that network quantized to INT8 Q/DQ, and converted to OpenVINO), ``faces/``
+  ``export/ov-int8/model.int8.xml`` (that network quantized to INT8 Q/DQ with ONNX Runtime, and converted to OpenVINO), ``faces/``
   (face crops), ``face.png`` and ``photo.jpg``.
 - ``--n N`` of ``edgefer data synth`` becomes ``--n 300`` when N is larger (size only).
 - ``edgefer`` lines whose command is in RUN are executed; the others (training, exports, bench: minutes each)
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,8 @@ from click.testing import CliRunner
 
 from edgefer.spec import FER2013_LABELS
 from tests.backends import needs_cv2, needs_onnxruntime, needs_openvino, needs_torch
-from tests.runtime_models import SIZE, cartoon_face, export_tiny
+from tests.cli_models import tiny_models
+from tests.runtime_models import SIZE, cartoon_face
 
 pytestmark = [needs_torch, needs_onnxruntime, needs_openvino, needs_cv2]
 
@@ -60,32 +62,21 @@ def _sized(argv: list[str]) -> list[str]:
 def workdir(tmp_path_factory):
     import cv2
     import openvino as ov
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from edgefer.data import synthesize, write_fer_csv
     from edgefer.models import save_checkpoint
     from edgefer.spec import embed_in_openvino
 
     work = tmp_path_factory.mktemp("readme")
-    tiny = export_tiny(tmp_path_factory.mktemp("readme_models"))
+    models = tiny_models()
+    tiny = models.exported
     data = synthesize(600, seed=0)
     write_fer_csv(work / "fer2013.csv", data, provenance={"n": 600, "seed": 0})
     save_checkpoint(work / "runs" / "v2s", tiny.model, tiny.spec, {"drop_rate": 0.0, "drop_path_rate": 0.0},
                     config={"data": "fer2013.csv", "val_fraction": 0.1, "seed": 0, "img_size": SIZE}, epoch=1)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            from edgefer.preprocess import prepare
-
-            self.batches = iter([{"input": prepare(data.images[:16], tiny.spec, color="gray")}])
-
-        def get_next(self):
-            return next(self.batches, None)
-
     qdq = work / "export" / "trt-int8" / "model.int8.qdq.onnx"
     qdq.parent.mkdir(parents=True)
-    quantize_static(str(tiny.onnx), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    shutil.copy(models.qdq, qdq)
     ir = ov.convert_model(str(qdq))
     embed_in_openvino(ir, tiny.spec)
     (work / "export" / "ov-int8").mkdir()
