@@ -156,3 +156,12 @@ def test_unknown_and_broken_files(tmp_path):
     assert result.exit_code == 2 and result.output.startswith(f"edgefer: error: {broken}: not a readable ONNX model")
     result = CliRunner().invoke(main, ["info", str(tmp_path / "none.onnx")])
     assert result.exit_code == 2 and "info: Invalid value for 'MODEL': Path" in result.output
+
+
+def test_export_directory_names_its_models(artefacts):
+    _, folder = artefacts
+    result = CliRunner().invoke(main, ["info", str(folder)])
+    assert result.exit_code == 2
+    assert result.output == (f"edgefer: error: {folder}: a directory without model.json, so not an edgefer "
+                             "checkpoint; give one of its model files: model.fp16.xml, model.int8.qdq.onnx, "
+                             "model.int8.xml\n")

@@ -92,6 +92,10 @@ def inspect_artefact(path: Path, top: int = 10, sidecar: Path | None = None) -> 
 
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir() and not (path / "model.json").is_file():
+        models = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".onnx", ".xml", *ENGINE_SUFFIXES))
+        hint = f"; give one of its model files: {', '.join(models)}" if models else ""
+        raise UsageError(f"{path}: a directory without model.json, so not an edgefer checkpoint{hint}")
     if path.is_dir() or suffix == ".safetensors" or path.name == "model.json":
         return _checkpoint(path)
     if suffix == ".onnx":
