@@ -113,6 +113,8 @@ def test_file_names_that_are_not_utf8(tiny, tmp_path):
     ok, png = cv2.imencode(".png", np.random.default_rng(2).integers(0, 256, (48, 48), dtype=np.uint8))
     (folder / f"{LATIN1_NAME}.png").write_bytes(png.tobytes())
     (folder / "plain.png").write_bytes(png.tobytes())
+    (folder / "zz-broken.png").symlink_to(tmp_path / "missing.png")  # bad entries, counted, never dropped
+    (folder / "zz-loop.png").symlink_to(folder / "zz-loop.png")
     video = _video(tmp_path / "plain.avi", 3).rename(tmp_path / f"{LATIN1_NAME}.avi")  # never give OpenCV the name
     annotated = tmp_path / f"{LATIN1_NAME}-out.avi"
     jsonl = tmp_path / f"{LATIN1_NAME}.jsonl"
@@ -123,8 +125,11 @@ def test_file_names_that_are_not_utf8(tiny, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
     shown = str(tmp_path)
-    assert [r["source"] for r in rows] == [f"{shown}/caf\\xe9/caf\\xe9.png", f"{shown}/caf\\xe9/plain.png"]
+    assert [r["source"] for r in rows] == [f"{shown}/caf\\xe9/{name}" for name in ("caf\\xe9.png", "plain.png",
+                                                                                "zz-broken.png", "zz-loop.png")]
     assert rows[0]["label"] == rows[1]["label"] and rows[0]["probs"] == rows[1]["probs"]
+    assert rows[2]["error"] == rows[3]["error"] == "a symbolic link to a missing file (or a link loop)"
+    assert done.stderr.decode().splitlines()[-1].startswith("edgefer: 4 record(s), 2 unreadable")
     done = subprocess.run([sys.executable, "-c", code, "predict", str(video), "-m", str(tiny.onnx), "--no-detect",
                            "--annotate", str(annotated)], capture_output=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -187,7 +187,9 @@ def source_kind(source: str) -> str:
 def list_images(folder: Path) -> list[Path]:
     from ..errors import InputError
 
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    # broken and looping symbolic links stay in: each becomes an error line, counted as unreadable
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                   and (p.is_file() or (p.is_symlink() and not p.is_dir())))
     if not paths:
         raise InputError(f"{printable(folder)}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return paths
@@ -200,6 +202,8 @@ def read_image(path: Path):
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
+        if Path(path).is_symlink() and not Path(path).exists():
+            return None, "a symbolic link to a missing file (or a link loop)"
         return None, f"cannot read this file ({exc.strerror or exc})"
     try:
         import cv2
