@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,15 +108,11 @@ def test_openvino_ir_fp32_fp16_int8(artefacts):
 
 
 def test_tensorrt_engine_with_sidecar(artefacts, tmp_path, monkeypatch):
-    import importlib.util
-
     tiny, _ = artefacts
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"\x00fake engine bytes" * 100)
     Path(f"{engine}.json").write_text(json.dumps({"spec": {**tiny.spec.to_dict(), "precision": "int8"}}))
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else
-                        real_find_spec(name, *a))
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # not installed
     got = info(engine)
     assert got["files"][0] == {"path": str(engine), "size_bytes": 1800, "sha256": sha256(engine)}
     assert got["spec"]["input_size"] == SIZE and got["precision"] == "int8" and got["inputs"] == []
@@ -165,3 +162,18 @@ def test_export_directory_names_its_models(artefacts):
     assert result.output == (f"edgefer: error: {folder}: a directory without model.json, so not an edgefer "
                              "checkpoint; give one of its model files: model.fp16.xml, model.int8.qdq.onnx, "
                              "model.int8.xml\n")
+
+
+def test_tensorrt_engine_that_does_not_deserialise(tmp_path, monkeypatch):
+    """With tensorrt importable (the suite's fake here), bytes that are no engine give a note, not a traceback."""
+    import types
+
+    fake = types.SimpleNamespace(Logger=type("Logger", (), {"ERROR": 0, "__init__": lambda self, level: None}),
+                                 Runtime=lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda b: None))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    engine = tmp_path / "model.plan"
+    engine.write_bytes(b"junk")
+    got = info(engine)
+    assert got["kind"] == "tensorrt" and got["inputs"] == []
+    assert got["notes"][-1] == ("bindings not listed: RuntimeError: TensorRT could not deserialise it (another "
+                                "TensorRT version or GPU?)")

@@ -279,18 +279,16 @@ def _openvino(path: Path, top: int, sidecar: Path | None) -> ArtefactInfo:
 
 
 def _engine(path: Path, sidecar: Path | None) -> ArtefactInfo:
-    import importlib.util
-
     info = ArtefactInfo(str(path), "tensorrt", [_file(path)])
     _spec(None, "", path, sidecar, info)
     if info.spec:
         info.precision = info.spec.get("precision")
-    if importlib.util.find_spec("tensorrt") is None:
+    try:
+        import tensorrt as trt
+    except ImportError:
         info.notes.append("install tensorrt to list bindings (pip install 'edgefer[tensorrt]' on the GPU host)")
         return info
     try:
-        import tensorrt as trt
-
         runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
