@@ -72,3 +72,15 @@ def test_every_command_has_help_and_the_shared_options():
     help_text = run("predict", "--help").output
     assert "[onnx|onnxruntime|openvino|ort|ov|tensorrt|trt]" in help_text and "[bf16|f16|f32|fp16|fp32]" in help_text
     assert "--exist-ok" in help_text and "--exist-ok" in run("data", "synth", "--help").output
+
+
+def test_click_errors_raised_inside_a_command_are_one_line(monkeypatch):
+    import click
+
+    def broken(*args, **kwargs):
+        raise click.FileError("x.csv", hint="disk on fire")
+
+    monkeypatch.setattr("edgefer.data.synthesize", broken)
+    result = run("data", "synth", "--out", "/tmp/edgefer-never-written.csv", "--n", 3)
+    assert result.exit_code == 2
+    assert result.output == "edgefer: error: Could not open file 'x.csv': disk on fire\n"

@@ -35,12 +35,13 @@ class OneLineError(click.ClickException):
         click.echo(f"edgefer: error: {printable(self.format_message())}", err=True)
 
 
-def one_line(exc: click.UsageError) -> click.ClickException:
-    """A click usage error (unknown option, bad choice, missing argument, bad value) as one line naming the
-    command it belongs to. A group called without a subcommand still shows its help."""
-    if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+def one_line(exc: click.ClickException) -> click.ClickException:
+    """A click error (unknown option, bad choice, missing argument, bad value, unreadable file) as one line
+    naming the command it belongs to. A group called without a subcommand still shows its help."""
+    if isinstance(exc, (OneLineError, getattr(click.exceptions, "NoArgsIsHelpError", OneLineError))):
         return exc
-    path = exc.ctx.command_path.split(" ", 1)[1] if exc.ctx and " " in exc.ctx.command_path else ""
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path.split(" ", 1)[1] if ctx and " " in ctx.command_path else ""
     return OneLineError(f"{path}: {exc.format_message()}" if path else exc.format_message())
 
 
@@ -61,15 +62,15 @@ class LazyGroup(click.Group):
     def make_context(self, info_name, args, parent=None, **extra):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as exc:  # an unknown or bad option of the group itself
+        except click.ClickException as exc:  # an unknown or bad option of the group itself
             raise one_line(exc) from None
 
     def invoke(self, ctx):
         logs.set_verbosity(logs.NORMAL)  # each command starts normal; its -q/-v options change that
         try:
             return super().invoke(ctx)
-        except click.UsageError as exc:  # raised while parsing a subcommand's (or sub-group's) arguments
-            raise one_line(exc) from None
+        except click.ClickException as exc:  # parsing a subcommand's (or sub-group's) arguments, or a command's
+            raise one_line(exc) from None  # own click.FileError / BadParameter
         except EdgeferError as exc:
             raise OneLineError(str(exc)) from None
 
