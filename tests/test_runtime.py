@@ -64,17 +64,6 @@ def test_openvino_fp32_really_runs_f32(tiny):
         EmotionRecognizer.open(tiny.onnx, precision="f16")
 
 
-def test_openvino_batch_one_runs_a_static_model_with_the_same_results(tiny, images):
-    rec = EmotionRecognizer.open(tiny.xml, threads=1)
-    assert rec.backend._batch_one is None  # compiled lazily: opening stays fast
-    batch = rec.predict(images, color="gray", return_logits=True).logits
-    one = rec.predict(images[3], color="gray", return_logits=True).logits
-    static = rec.backend._batch_one
-    assert static is not None and list(static.input(0).get_shape()) == [1, 1, SIZE, SIZE]
-    assert static.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
-    assert np.abs(one[0] - batch[3]).max() < 1e-4
-
-
 def test_input_forms_agree(tiny, images):
     rec = EmotionRecognizer.open(tiny.onnx)
     batch = rec.predict(images, color="gray")
