@@ -99,7 +99,7 @@ def test_batches_split_and_pad(tiny, images):
 
 def test_thread_safety(model_path, images):
     rec = EmotionRecognizer.open(model_path, threads=1)
-    work = [images[: 1 + i % len(images)] for i in range(24)]
+    work = [images[: 1 + i % len(images), ..., None] for i in range(24)]
     serial = [rec.predict(w, color="gray", return_logits=True).logits for w in work]
     results: dict[int, np.ndarray] = {}
 

@@ -55,7 +55,7 @@ def test_batch_sweep_runs_static_shapes_only(irs, precision):
     scale = max(1.0, float(np.abs(ref).max()))
     assert np.abs(singles - ref).max() < {"fp32": 1e-4, "fp16": 5e-3, "int8": 0.3}[precision] * scale  # INT8: random calibration
     for n in range(1, 9):
-        logits = rec.predict(images[:n], color="gray", return_logits=True).logits
+        logits = rec.predict(images[:n, ..., None], color="gray", return_logits=True).logits
         assert np.abs(logits - singles[:n]).max() < 1e-4 * scale, n
     streams = backend._streams
     for batch, hint in backend.compiled_batches():

@@ -149,7 +149,7 @@ class EmotionRecognizer:
     def predict(self, faces, color: str = "bgr", return_logits: bool = False) -> Prediction:
         """Classify one face crop or a batch: uint8 (or float 0..255) gray (H, W), colour (H, W, 3) in
         ``color`` order ('bgr', 'rgb' or 'gray'), a batch (N, H, W[, C]) or a list of crops of any sizes."""
-        batch, _ = split_faces(faces)
+        batch, _ = split_faces(faces, channels_first_check=True)
         x = prepare_batch(batch, self.spec, color=color, out=self._buffer(len(batch)))
         logits = self.backend.run(x)
         probs = probabilities(logits, self.spec.output, str(self.backend.path))
@@ -161,6 +161,9 @@ class EmotionRecognizer:
                       return_logits: bool = False) -> FramePrediction:
         """Find faces in ``frame`` (H, W) or (H, W, 3) with ``detector`` (default: the one given to ``open``,
         else OpenCV's Haar cascade) and classify each; boxes smaller than ``min_size`` pixels are ignored."""
+        if not isinstance(frame, np.ndarray):
+            raise InputError(f"predict_frame takes one frame as a numpy array (H, W) or (H, W, 3), "
+                             f"got a {type(frame).__name__}")
         image, single = split_faces(frame)
         if not single:
             raise InputError(f"predict_frame takes one frame (H, W) or (H, W, 3), got shape {np.shape(frame)}")
