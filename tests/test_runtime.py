@@ -477,6 +477,6 @@ def test_float16_io_model(tmp_path):
     embed_in_onnx(proto, spec)
     onnx.save(proto, str(tmp_path / "half.onnx"))
     images = np.random.default_rng(4).integers(0, 256, (3, 20, 20), dtype=np.uint8)
-    pred = EmotionRecognizer.open(tmp_path / "half.onnx").predict(images, color="gray", return_logits=True)
+    pred = EmotionRecognizer.open(tmp_path / "half.onnx").predict(images[..., None], color="gray", return_logits=True)
     ref = prepare(images, spec, color="gray").astype(np.float16).reshape(3, -1).astype(np.float32) @ weights
     assert pred.logits.dtype == np.float32 and np.allclose(pred.logits, ref, rtol=1e-2, atol=5e-2)

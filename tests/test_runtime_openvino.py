@@ -90,7 +90,7 @@ def test_padded_sizes_and_lru_bound(irs, monkeypatch):
 def test_fp32_runs_f32_and_precision_is_read_back(irs):
     _, paths = irs
     rec = EmotionRecognizer.open(paths["fp32"], threads=1)
-    rec.predict(np.zeros((3, 48, 48), np.uint8))
+    rec.predict(np.zeros((3, 48, 48, 1), np.uint8))
     for batch, hint in rec.backend.compiled_batches():
         compiled = rec.backend._static(batch, hint).compiled
         assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"

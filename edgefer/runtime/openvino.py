@@ -33,7 +33,7 @@ from .base import Backend, TensorInfo, resolve_spec
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 BATCH_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # static batch sizes compiled; a batch is padded up to one
 CHUNK = BATCH_SIZES[-1]  # bigger batches run in chunks of this size
-MAX_COMPILED = len(BATCH_SIZES)  # compiled models kept (least recently used dropped first)
+MAX_COMPILED = len(BATCH_SIZES) + 1  # every THROUGHPUT size + the LATENCY batch-1 model (LRU beyond that)
 
 
 def padded_size(n: int) -> int:

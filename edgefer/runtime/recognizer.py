@@ -160,7 +160,9 @@ class EmotionRecognizer:
 
     def predict(self, faces, color: str = "bgr", return_logits: bool = False) -> Prediction:
         """Classify one face crop or a batch: uint8 (or float 0..255) gray (H, W), colour (H, W, 3) in
-        ``color`` order ('bgr', 'rgb' or 'gray'), a batch (N, H, W[, C]) or a list of crops of any sizes."""
+        ``color`` order ('bgr', 'rgb' or 'gray'), a batch (N, H, W[, C]) or a list of crops of any sizes.
+        A (3, H, W) array is refused as ambiguous (pass 3 faces as a list or (3, H, W, 1)). ``probs`` are
+        probabilities for every kind of model output (``spec.output``)."""
         batch, _ = split_faces(faces, channels_first_check=True)
         x = prepare_batch(batch, self.spec, color=color, out=self._buffer(len(batch)))
         logits = self.backend.run(x)
