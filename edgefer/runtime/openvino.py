@@ -115,7 +115,10 @@ class OpenVinoBackend(Backend):
             return list(self._cache)
 
     def _static(self, batch: int, hint: str) -> _Static:
-        """The model compiled for a static ``batch`` and ``hint`` (from the LRU cache, else compiled now)."""
+        """The model compiled for a static ``batch`` and ``hint`` (from the LRU cache, else compiled now).
+
+        Compiling happens outside the cache lock, so calls on sizes already compiled never wait for another
+        size's compile (two threads may compile the same new size once each; the first one is kept)."""
         key = (batch, hint)
         with self._cache_lock:
             entry = self._cache.get(key)
@@ -124,14 +127,16 @@ class OpenVinoBackend(Backend):
                 return entry
             if self._model is None:
                 raise ModelError(f"{self.path}: this model was closed")
-            model = self._model.clone()
-            try:
-                model.reshape({model.input(0): self._ov_shape(batch)})
-                compiled = self._core.compile_model(model, self.device, {"PERFORMANCE_HINT": hint, **self._config})
-            except RuntimeError as exc:
-                raise ModelError(f"{self.path}: OpenVINO cannot compile the model for {self.device} at batch "
-                                 f"{batch} ({_reason(exc)})") from None
-            entry = self._cache[key] = _Static(compiled, batch, hint)
+            model, core = self._model.clone(), self._core
+        try:
+            model.reshape({model.input(0): self._ov_shape(batch)})
+            compiled = core.compile_model(model, self.device, {"PERFORMANCE_HINT": hint, **self._config})
+        except RuntimeError as exc:
+            raise ModelError(f"{self.path}: OpenVINO cannot compile the model for {self.device} at batch "
+                             f"{batch} ({_reason(exc)})") from None
+        with self._cache_lock:
+            entry = self._cache.setdefault(key, _Static(compiled, batch, hint))
+            self._cache.move_to_end(key)
             if hint == "THROUGHPUT":
                 self._streams = entry.streams
             while len(self._cache) > MAX_COMPILED:
