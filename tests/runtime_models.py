@@ -46,6 +46,17 @@ class Exported:
         return target
 
 
+_SHARED: dict[str, Exported] = {}
+
+
+def shared_tiny(tmp_path_factory) -> Exported:
+    """One ``export_tiny`` per test process, shared by the runtime test modules (read-only: write variants and
+    copies into your own tmp_path)."""
+    if "tiny" not in _SHARED:
+        _SHARED["tiny"] = export_tiny(tmp_path_factory.mktemp("shared_tiny"))
+    return _SHARED["tiny"]
+
+
 def export_tiny(folder: Path) -> Exported:
     import onnx
     import openvino as ov

@@ -17,14 +17,14 @@ from edgefer.runtime import EmotionRecognizer, FramePrediction, open_backend
 from edgefer.runtime.base import backend_name
 from edgefer.spec import FER2013_LABELS, sidecar_path
 from tests.backends import needs_cv2, needs_onnxruntime, needs_openvino, needs_torch
-from tests.runtime_models import SIZE, cartoon_face, export_tiny
+from tests.runtime_models import SIZE, cartoon_face, shared_tiny
 
 pytestmark = [needs_torch, needs_onnxruntime, needs_openvino]
 
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
-    return export_tiny(tmp_path_factory.mktemp("runtime_models"))
+    return shared_tiny(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -11,14 +11,14 @@ import pytest
 from edgefer.errors import InputError, ModelError
 from edgefer.runtime import EmotionRecognizer
 from tests.backends import needs_onnxruntime, needs_openvino, needs_torch
-from tests.runtime_models import SIZE, export_tiny
+from tests.runtime_models import SIZE, shared_tiny
 
 pytestmark = [needs_torch, needs_onnxruntime, needs_openvino]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return export_tiny(tmp_path_factory.mktemp("async"))
+    return shared_tiny(tmp_path_factory)
 
 
 @pytest.fixture(params=["onnx", "xml"])

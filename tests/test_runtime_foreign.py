@@ -13,7 +13,7 @@ from edgefer.runtime import EmotionRecognizer
 from edgefer.runtime.recognizer import probabilities, softmax
 from edgefer.spec import sidecar_path
 from tests.backends import needs_onnxruntime, needs_openvino, needs_torch
-from tests.runtime_models import SIZE, export_tiny, foreign_variant
+from tests.runtime_models import SIZE, foreign_variant, shared_tiny
 
 pytestmark = [needs_torch, needs_onnxruntime, needs_openvino]
 
@@ -22,7 +22,7 @@ PERM = [3, 6, 0, 5, 1, 4, 2]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return export_tiny(tmp_path_factory.mktemp("foreign"))
+    return shared_tiny(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

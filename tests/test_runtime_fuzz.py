@@ -10,7 +10,7 @@ import pytest
 from edgefer.errors import EdgeferError
 from edgefer.runtime import EmotionRecognizer
 from tests.backends import needs, needs_onnxruntime, needs_openvino, needs_torch
-from tests.runtime_models import export_tiny
+from tests.runtime_models import shared_tiny
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis not installed (pip install 'edgefer[dev]')")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -56,7 +56,7 @@ colors = st.sampled_from(["bgr", "rgb", "gray", "BGR", "xyz"])
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return export_tiny(tmp_path_factory.mktemp("fuzz"))
+    return shared_tiny(tmp_path_factory)
 
 
 @pytest.mark.parametrize("kind", ["onnx", "xml"])

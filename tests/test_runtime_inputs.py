@@ -9,7 +9,7 @@ import pytest
 from edgefer.errors import InputError
 from edgefer.runtime import EmotionRecognizer
 from tests.backends import needs_onnxruntime, needs_torch
-from tests.runtime_models import export_tiny
+from tests.runtime_models import shared_tiny
 
 pytestmark = [needs_torch, needs_onnxruntime]
 FACE = np.full((48, 48), 128, np.uint8)
@@ -17,7 +17,7 @@ FACE = np.full((48, 48), 128, np.uint8)
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
-    tiny = export_tiny(tmp_path_factory.mktemp("inputs"))
+    tiny = shared_tiny(tmp_path_factory)
     return EmotionRecognizer.open(tiny.onnx, threads=1, detector=lambda frame: [(0, 0, 40, 40)])
 
 

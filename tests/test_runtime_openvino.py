@@ -9,7 +9,7 @@ import pytest
 from edgefer.runtime import EmotionRecognizer
 from edgefer.runtime import openvino as ov_backend
 from tests.backends import needs_nncf, needs_onnxruntime, needs_openvino, needs_torch
-from tests.runtime_models import SIZE, export_tiny
+from tests.runtime_models import SIZE, shared_tiny
 
 pytestmark = [needs_torch, needs_onnxruntime, needs_openvino]
 
@@ -22,7 +22,7 @@ def irs(tmp_path_factory):
     from edgefer.spec import embed_in_openvino
 
     folder = tmp_path_factory.mktemp("ov_batches")
-    tiny = export_tiny(folder)
+    tiny = shared_tiny(tmp_path_factory)
     paths = {"fp32": tiny.xml}
     fp16 = ov.convert_model(str(tiny.onnx))
     embed_in_openvino(fp16, tiny.spec.replace(precision="fp16"))
