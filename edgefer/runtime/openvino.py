@@ -69,7 +69,8 @@ class OpenVinoBackend(Backend):
         self._core, self._model, self._config = core, model, config
         self._cache: OrderedDict[tuple[int, str], _Static] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._streams = 2  # streams of a THROUGHPUT model on this device, learned from the first one compiled
+        # streams of a THROUGHPUT model on this device: a guess until the first one is compiled, then read from it
+        self._streams = 1 if config.get("INFERENCE_NUM_THREADS") == 1 else 2
         super().__init__(*args, **kwargs)
         self.fixed = not reshapable or self.spec.batch is not None
         if not self.fixed:
