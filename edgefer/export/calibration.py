@@ -21,11 +21,9 @@ from ..errors import ExportError
 from ..fileio import atomic_path, read_json, write_json
 from ..preprocess import prepare
 from ..spec import FER2013_LABELS, ModelSpec
+from .config import DEFAULT_FLOOR, DEFAULT_SIZE, STRATEGIES
 
 FORMAT = "edgefer-calibration/1"
-STRATEGIES = ("stratified", "balanced", "random")
-DEFAULT_SIZE = 512
-DEFAULT_FLOOR = 16
 NPZ_NAME = "calib.npz"
 MANIFEST_NAME = "manifest.json"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed zip entry time: the same content gives the same bytes

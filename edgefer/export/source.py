@@ -23,15 +23,16 @@ class Source:
     onnx_path: Path | None = None
 
 
-def open_source(path: str | Path, sidecar: str | Path | None = None) -> Source:
+def open_source(path: str | Path, sidecar: str | Path | None = None, *, option: str = "--model") -> Source:
     """Open ``path``: a checkpoint directory / ``model.json`` / ``best.safetensors``, or an ``.onnx`` file.
 
     For ONNX the spec comes from ``sidecar`` if given, else the model's ``edgefer.spec`` metadata, else the
     default sidecar ``<model>.onnx.json``; the model's input and output shapes are checked against it.
+    ``option``: how the command names the path in errors (an option or a positional argument).
     """
     path = Path(path)
     if not path.exists():
-        raise ModelError(f"--model {path}: no such file or directory")
+        raise ModelError(f"{option} {path}: no such file or directory")
     if path.suffix.lower() == ".onnx":
         return _open_onnx(path, sidecar)
     from ..models import checkpoint_paths, load_checkpoint
