@@ -174,6 +174,19 @@ class ExportConfig:
     def replace(self, **changes) -> ExportConfig:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def build(cls, target: str, precision: str = "fp32", **options) -> ExportConfig:
+        """A config from flat option names as the CLI spells them (``calib_size=64``, ``exporter="legacy"``,
+        ``max_drop=0.01``); ``engine``, ``build_engine`` and ``check_size`` pass through."""
+        groups: dict = {name: {} for name in _GROUP_FIELDS}
+        direct = {k: options.pop(k) for k in ("engine", "build_engine", "check_size") if k in options}
+        for name, value in options.items():
+            if name not in _FLAT:
+                raise ExportError(f"unknown export option {name!r} (known: {', '.join(sorted(_FLAT))})")
+            group, field_name = _FLAT[name]
+            groups[group][field_name] = tuple(value) if isinstance(value, list) else value
+        return cls(target, precision, **{g: _GROUP_FIELDS[g](**values) for g, values in groups.items()}, **direct)
+
     def validate(self) -> ExportConfig:
         from .steps import STEPS, supported, targets
 
@@ -213,9 +226,17 @@ class ExportConfig:
         """Refuse a config whose inputs are missing (calibration images for INT8, labels for the search)."""
         from .steps import supported
 
+        if self.precision != "int8" and calib is not None:
+            raise ExportError(f"--calib only applies to --int8; {supported()}")
         if self.precision == "int8" and data is None and calib is None:
             raise ExportError(f"--int8 needs calibration images: --data PATH (FER2013 CSV or image folders) or "
                               f"--calib BUNDLE (from edgefer calibrate); {supported()}")
         if self.search.enabled and data is None:
             raise ExportError("--max-drop needs labelled validation images: add --data PATH (the validation split "
                               "carved from its training data is what the macro-F1 drop is measured on)")
+
+
+_GROUP_FIELDS = {"onnx": OnnxOptions, "calib": CalibOptions, "quant": QuantOptions, "search": SearchOptions}
+# flat option name (the CLI's, without dashes) -> (group, field)
+_FLAT = {f.metadata["option"].split("/")[0][2:].replace("-", "_"): (group, f.name)
+         for group, cls in _GROUP_FIELDS.items() for f in dataclasses.fields(cls)}
