@@ -39,7 +39,7 @@ def bench_run(checkpoint, fer_csv, tmp_path_factory):
     """One real `edgefer bench` run: PyTorch reference, ORT FP32, the INT8 rows; the rest skipped/missing.
     A saved calibration bundle (--calib) feeds the INT8 exports and must not reach the FP32 ones."""
     out = tmp_path_factory.mktemp("bench")
-    calib = out / "calib"
+    calib = tmp_path_factory.mktemp("calib") / "bundle"
     made = CliRunner().invoke(main, ["calibrate", "--data", str(fer_csv), "--out", str(calib), "--calib-size", "64"])
     assert made.exit_code == 0, made.output
     result = CliRunner().invoke(main, [

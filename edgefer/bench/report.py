@@ -13,14 +13,19 @@ from .env import describe
 SYNTHETIC_NOTE = "SYNTHETIC data (procedurally drawn faces, not FER2013): accuracy numbers say nothing about FER2013"
 
 
-def write_reports(report: dict, out_dir: str | Path, plots: bool = True) -> dict:
-    """Write every report file into ``out_dir``; return {kind: path}. bench.json is written last, with this map."""
+def write_reports(report: dict, out_dir: str | Path, plots: bool = True,
+                  published_as: str | Path | None = None) -> dict:
+    """Write every report file into ``out_dir``; return {kind: path}. bench.json is written last, with this map.
+    ``published_as``: the directory ``out_dir`` will become (a staging directory is published later): the map
+    names the files there."""
     out_dir = Path(out_dir)
-    files = {"csv": str(write_text(out_dir / "bench.csv", to_csv(report))),
-             "markdown": str(out_dir / "bench.md")}
+    shown = Path(published_as) if published_as is not None else out_dir
+    write_text(out_dir / "bench.csv", to_csv(report))
+    files = {"csv": str(shown / "bench.csv"), "markdown": str(shown / "bench.md")}
     if plots:
-        files["plots"] = {name: str(p) for name, p in write_plots(report, out_dir).items()}
-    files["json"] = str(out_dir / "bench.json")
+        files["plots"] = {name: str(shown / Path(p).relative_to(out_dir))
+                          for name, p in write_plots(report, out_dir).items()}
+    files["json"] = str(shown / "bench.json")
     report["files"] = files
     write_text(out_dir / "bench.md", to_markdown(report))
     write_json(out_dir / "bench.json", report)
@@ -132,7 +137,7 @@ def to_markdown(report: dict) -> str:
     lines += ["", "Δ F1 pts: macro-F1 minus the reference's, in points; agree: top-1 agreement with the reference; "
               "b1: batch-1 model call (`.run` on prepared input); e2e: `.predict` on a 48x48 uint8 face incl. "
               "preprocessing; img/s: images per second at that batch size.", ""]
-    lines += ["## Goals (issue 6; stated for 112 px on 2 CPU cores)", "", "| goal | value | met |", "|---|---|---|"]
+    lines += ["## Goals (stated for 112 px on 2 CPU cores)", "", "| goal | value | met |", "|---|---|---|"]
     for g in report.get("goals", []):
         value = "not measured" if g["value"] is None else (
             f"{g['value']:.2%}" if g["unit"] == "fraction" else f"{g['value']:.2f} {g['unit']}")
@@ -194,7 +199,7 @@ def print_table(report: dict, console=None) -> None:
     for g in report.get("goals", []):
         if g["met"] is not None:
             verdict = "[green]met[/green]" if g["met"] else "[red]not met[/red]"
-            console.print(f"issue-6 goal (stated for 112 px, 2 cores) {verdict}: {g['goal']}")
+            console.print(f"goal (stated for 112 px, 2 cores) {verdict}: {g['goal']}")
 
 
 # ------------------------------------------------------------------------------------------------ plots

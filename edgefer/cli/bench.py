@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .options import exist_ok_option, verbosity_options
+
 GATE_EXIT = 3  # the benchmark ran but an INT8 row lost more macro-F1 than --fail-on-drop allows
 
 
@@ -44,8 +46,9 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--fail-on-drop", type=click.FloatRange(min=0), default=None,
               help=f"exit {GATE_EXIT} when an INT8 row loses more macro-F1 than this (fraction: 0.01 = 1 point)")
 @click.option("--no-plots", is_flag=True, help="skip the PNG plots")
-def bench(model, data, split, targets, batches, threads, iters, duration, warmup, limit, calib, calib_size,
-          parity_atol, out_dir, fail_on_drop, no_plots):
+@exist_ok_option
+@verbosity_options
+def bench(model, data, out_dir, calib_size, parity_atol, no_plots, exist_ok, **settings):
     """Benchmark every available backend x precision against the FP32 reference.
 
     Rows that cannot run here (missing runtime, no GPU) or that fail keep their place with the reason.
@@ -55,13 +58,13 @@ def bench(model, data, split, targets, batches, threads, iters, duration, warmup
 
     from ..bench import run_bench
     from ..bench.report import print_table
+    from ..fileio import check_output
 
+    check_output(out_dir, "dir", exist_ok)
     console = Console(stderr=True)
     export_options = {k: v for k, v in (("calib_size", calib_size), ("parity_atol", parity_atol)) if v is not None}
-    report = run_bench(model, data, out_dir=out_dir, split=split, targets=targets, batches=batches,
-                       threads=threads, iters=iters, duration=duration, warmup=warmup, limit=limit, calib=calib,
-                       fail_on_drop=fail_on_drop, export_options=export_options, plots=not no_plots,
-                       console=console)
+    report = run_bench(model, data, out_dir=out_dir, console=console, export_options=export_options,
+                       plots=not no_plots, **settings)
     print_table(report, Console())
     files = report["files"]
     click.echo(f"report: {files['markdown']}  (json: {files['json']}, csv: {files['csv']})")
