@@ -134,7 +134,7 @@ _SCRIPT = """
 import sys, warnings
 warnings.simplefilter("ignore")
 from edgefer.export import ExportConfig, export
-export(sys.argv[1], ExportConfig.build("onnx", exporter="legacy"), sys.argv[2], data=sys.argv[3])
+export(sys.argv[1], ExportConfig.build("openvino"), sys.argv[2], data=sys.argv[3])
 """
 
 
@@ -146,12 +146,15 @@ def _snapshot(folder: Path) -> dict:
 @needs_onnxruntime
 def test_sigkill_at_any_stage_leaves_the_old_or_the_new_export(small, tmp_path):
     work, csv, ckpt = small
+    source = tmp_path.parent / f"{tmp_path.name}-source"  # an FP32 ONNX: the subprocesses never import torch
+    run_export(ckpt, ExportConfig.build("onnx", exporter="legacy"), source)
+    ckpt = source / "model.onnx"
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEFER_PROGRESS": "0"}
     subprocess.run([sys.executable, "-c", _SCRIPT, str(ckpt), str(out), str(csv)], env=env, check=True,
                    capture_output=True)
     old = _snapshot(out)
-    assert "export.json" in old and "model.onnx" in old
+    assert {"export.json", "model.onnx", "model.xml", "model.bin"} <= set(old)
     for stage in ("onnx-saved", "before-publish"):
         proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, str(ckpt), str(out), str(csv)],
                                 env={**env, "EDGEFER_TEST_PAUSE_AT": stage}, stderr=subprocess.PIPE, text=True)

@@ -122,7 +122,6 @@ def _stage_fp32_onnx(source: Source, spec, config: ExportConfig, stage: Path, im
                 proto = onnx.simplify(proto)
         info["simplified"] = bool(options.simplify)
         onnx.save_onnx(proto, fp32_onnx, spec)
-        _hook("onnx-saved")
         atol = onnx.PARITY_ATOL if options.parity_atol is None else options.parity_atol
         with activity("check: PyTorch vs ONNX"):
             checks["pytorch_vs_onnx"] = onnx.parity(source.torch_model, fp32_onnx, images, spec, atol=atol)
@@ -132,6 +131,7 @@ def _stage_fp32_onnx(source: Source, spec, config: ExportConfig, stage: Path, im
         proto = onnx_lib.load(str(source.onnx_path))
         onnx.save_onnx(proto, fp32_onnx, spec)  # the user's model with the spec embedded
         info = {"exporter": "user-onnx", "source": source.path.name}
+    _hook("onnx-saved")
     timings["onnx_seconds"] = round(time.perf_counter() - clock, 3)
     return checks, info
 
