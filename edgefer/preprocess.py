@@ -109,8 +109,8 @@ def _to_planes(batch: np.ndarray, spec: ModelSpec, color: str) -> list[np.ndarra
     if gray_in:
         plane = (batch if batch.ndim == 3 else batch[..., 0]).astype(np.float32, copy=False)
         return [plane] * spec.channels
-    if spec.channels == 1:
-        return [batch.astype(np.float32, copy=False) @ _LUMA[color]]
+    if spec.color_order == "gray":  # a gray network, 1 channel or the gray plane replicated into 3
+        return [batch.astype(np.float32, copy=False) @ _LUMA[color]] * spec.channels
     order = [color.index(c) for c in spec.color_order]  # e.g. bgr input to an rgb network -> [2, 1, 0]
     return [batch[..., k].astype(np.float32, copy=False) for k in order]
 

@@ -48,10 +48,10 @@ class OpenVinoBackend(Backend):
             model = core.read_model(str(path))
         except RuntimeError as exc:
             raise ModelError(f"{path}: not a loadable OpenVINO model ({_reason(exc)})") from None
-        embedded = model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY]) else None
-        spec = resolve_spec(path, embedded, sidecar)
         if len(model.inputs) != 1:
             raise ModelError(f"{path}: expected one image input, found {len(model.inputs)}")
+        embedded = model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY]) else None
+        spec = resolve_spec(path, embedded, sidecar, _info(model.input(0)), _info(model.output(0)))
         batch = _dynamic_batch(ov, model)
         config = {"PERFORMANCE_HINT": "LATENCY"}
         hint = _precision_hint(path, precision, spec.precision)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..preprocess import prepare_batch, split_faces
 from ..spec import ModelSpec
 from .base import Backend, open_backend
@@ -20,9 +20,11 @@ class Prediction:
 
     labels: list[str]  # predicted label per face
     indices: np.ndarray  # (N,) int64 class index per face
-    probs: np.ndarray  # (N, K) float32 softmax probabilities
+    probs: np.ndarray  # (N, K) float32 probabilities, each row sums to 1 (see ``probabilities``)
     class_names: tuple[str, ...]  # the K labels, in output order
-    logits: np.ndarray | None = None  # (N, K) float32, when asked for with return_logits=True
+    # (N, K) float32 raw model outputs when asked for with return_logits=True: logits, or the probabilities /
+    # sigmoid scores of a model whose spec says output="probabilities" / "sigmoid"
+    logits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -86,6 +88,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+def probabilities(outputs: np.ndarray, kind: str, source: str = "model") -> np.ndarray:
+    """Row-wise probabilities (N, K) summing to 1 from a model's raw outputs of ``kind`` (``ModelSpec.output``):
+    softmax of logits; probabilities renormalised (clipped at 0, so rounding in fp16/INT8 models cannot leave a
+    row summing to 0.998); sigmoid scores (independent per class) clipped to 0..1 and divided by their sum,
+    so they read as a distribution over the classes (a row of zeros becomes uniform). Never a softmax over
+    probabilities. Non-finite outputs are a ModelError naming ``source``."""
+    outputs = np.asarray(outputs, np.float32)
+    if not np.isfinite(outputs).all():
+        rows = np.flatnonzero(~np.isfinite(outputs).all(axis=1)).tolist()
+        raise ModelError(f"{source}: the model returned NaN or infinite outputs for face(s) {rows[:10]}")
+    if kind == "logits":
+        return softmax(outputs)
+    p = np.clip(outputs, 0.0, 1.0 if kind == "sigmoid" else None)
+    total = p.sum(axis=1, keepdims=True)
+    empty = total[:, 0] <= 0
+    if empty.any():
+        p[empty], total[empty] = 1.0, p.shape[1]
+    return p / total
+
+
 class EmotionRecognizer:
     """A model file opened for inference, with its preprocessing spec.
 
@@ -130,7 +152,7 @@ class EmotionRecognizer:
         batch, _ = split_faces(faces)
         x = prepare_batch(batch, self.spec, color=color, out=self._buffer(len(batch)))
         logits = self.backend.run(x)
-        probs = softmax(logits)
+        probs = probabilities(logits, self.spec.output, str(self.backend.path))
         indices = probs.argmax(axis=1)
         labels = [self.labels[i] for i in indices]
         return Prediction(labels, indices, probs, self.spec.labels, logits if return_logits else None)
@@ -154,7 +176,8 @@ class EmotionRecognizer:
         return FramePrediction(faces=faces, prediction=pred)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Raw backend call: float32 logits (N, K) for prepared float32 NCHW input (see ``prepare``)."""
+        """Raw backend call: the model's float32 outputs (N, K) for prepared float32 NCHW input (see ``prepare``),
+        whatever the model's layout; ``probabilities(outputs, recognizer.spec.output)`` turns them into probs."""
         return self.backend.run(x)
 
     def close(self) -> None:
