@@ -10,8 +10,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import write_json
-from ..spec import FER2013_LABELS
-from .dataset import NUM_CLASSES, SPLIT_NAMES, FERDataset
+from .dataset import SPLIT_NAMES, FERDataset
 from .readers import SPLIT_ORDER, Loaded, Report, load
 
 MANIFEST_VERSION = 1
@@ -106,6 +105,11 @@ class Splits:
         """The splits present, in the order train, val, test, private_test."""
         return {name: self.get(name) for name in SPLIT_NAMES if self.get(name) is not None}
 
+    @property
+    def classes(self) -> tuple:
+        """The class names of the label indices (FER2013's 7, plus e.g. contempt when the data has it)."""
+        return self.train.classes
+
     def class_counts(self) -> np.ndarray:
         """Train-split class counts (the only counts weights are computed from)."""
         return self.train.class_counts()
@@ -151,7 +155,7 @@ def _manifest(splits: Splits, loaded: Loaded, val_fraction: float, seed: int, va
         "seed": seed,
         "val_fraction": val_fraction,
         "val_from": val_from,
-        "labels": list(FER2013_LABELS),
+        "labels": list(splits.classes),
         "class_weights": {
             "computed_from": "train",
             "inverse": _rounded(class_weights(counts, "inverse")),
@@ -159,7 +163,7 @@ def _manifest(splits: Splits, loaded: Loaded, val_fraction: float, seed: int, va
             "effective_beta": EFFECTIVE_BETA,
         },
         "splits": {
-            name: {"n": len(ds), "class_counts": ds.class_counts(NUM_CLASSES).tolist(),
+            name: {"n": len(ds), "class_counts": ds.class_counts(len(splits.classes)).tolist(),
                    "sha256": dataset_digest(ds).hexdigest(), "ids": ds.ids.tolist()}
             for name, ds in splits.datasets().items()
         },
