@@ -314,3 +314,73 @@ def test_broken_symlink_at_the_data_root_is_counted(tmp_path, faces):
     loaded = load(tmp_path, skip_bad=True)
     assert len(loaded["train"]) == 2 and [e["reason"] for e in loaded.report.skipped] == [
         "broken symlink (its target does not exist)"]
+
+
+# ------------------------------------------------------------------------ data as users have it
+
+
+def test_plain_class_folder_and_test_only_folder_are_evaluated_whole(tmp_path, faces):
+    from edgefer.data import evaluation_set
+
+    plain, test_only = tmp_path / "plain", tmp_path / "only_test"
+    for i in range(10):
+        save(plain / LABELS[faces.labels[i]] / f"{i}.png", faces.images[i])
+        save(test_only / "test" / LABELS[faces.labels[i]] / f"{i}.png", faces.images[i])
+    whole = evaluation_set(plain)
+    assert whole.name == "all" and len(whole) == 10 and sorted(whole.ids)[0] == sorted(
+        f"{LABELS[faces.labels[i]]}/{i}.png" for i in range(10))[0]
+    with pytest.raises(DataError, match=r"plain: no 'test' split \(the data has: train; use split 'all' to "):
+        evaluation_set(plain, "test")
+    test = evaluation_set(test_only)
+    assert test.name == "test" and len(test) == 10 and test.ids[0].startswith("test/")
+    assert evaluation_set(test_only, "all").ids.tolist() == test.ids.tolist()
+    with pytest.raises(DataError, match=r"only_test: no training data \(.*the data has: test\)"):
+        prepare_splits(test_only)
+    with pytest.raises(DataError, match=r"unknown split 'dev' \(use 'auto', 'all' or one of train"):
+        evaluation_set(plain, "dev")
+
+
+def test_evaluation_set_of_a_csv_prefers_the_test_split(fer_csv):
+    from edgefer.data import evaluation_set
+
+    assert evaluation_set(fer_csv).name == "test" and len(evaluation_set(fer_csv)) == 60
+    everything = evaluation_set(fer_csv, "all")
+    assert everything.name == "all" and len(everything) == 600 and len(set(everything.ids)) == 600
+    assert evaluation_set(fer_csv, "private_test").name == "private_test"
+
+
+def test_calibration_split_is_stratified_seeded_and_disjoint():
+    from edgefer.data import calibration_split
+
+    data = synthesize(300, seed=2)
+    keep, calib = calibration_split(data, 60, seed=1)
+    assert len(calib) == 60 and len(keep) == 240 and not set(keep) & set(calib)
+    assert sorted(np.concatenate([keep, calib]).tolist()) == list(range(300))
+    share = np.bincount(data.labels[calib], minlength=7) - 60 * data.class_counts() / 300
+    assert np.abs(share).max() < 1  # proportional per class
+    assert (np.bincount(data.labels[keep], minlength=7) > 0).all()  # every class still evaluated
+    again_keep, again_calib = calibration_split(data, 0.2, seed=1)
+    assert again_calib.tolist() == calib.tolist() and again_keep.tolist() == keep.tolist()
+    order = np.random.default_rng(0).permutation(300)  # read in another order: the same images are drawn
+    shuffled = data.subset(order)
+    assert sorted(shuffled.ids[calibration_split(shuffled, 60, seed=1)[1]]) == sorted(data.ids[calib])
+    assert calibration_split(data, 60, seed=2)[1].tolist() != calib.tolist()
+    tiny = data.subset(np.flatnonzero(data.labels == 1)[:2])  # two disgust images: one stays for evaluation
+    assert [len(part) for part in calibration_split(tiny, 1)] == [1, 1]
+    for bad, message in [(0, "from 1 to 299"), (300, "from 1 to 299"), (1.5, "between 0 and 1"), ("9", "'9'")]:
+        with pytest.raises(DataError, match=message):
+            calibration_split(data, bad)
+
+
+def test_contempt_folder_loads_as_an_eighth_class(tmp_path, faces):
+    for i in range(6):
+        save(tmp_path / ["happy", "sad", "Contempt"][i % 3] / f"{i}.png", faces.images[i])
+    loaded = load(tmp_path)
+    assert loaded.classes == LABELS + ("contempt",)
+    assert loaded["train"].stats()["class_counts"] == {**dict.fromkeys(LABELS, 0), "happy": 2, "sad": 2,
+                                                       "contempt": 2}
+    splits = prepare_splits(tmp_path, val_fraction=0.0)
+    assert splits.manifest["labels"][-1] == "contempt" and len(splits.class_weights()) == 8
+    result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path), "--json", "--val-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["splits"]["train"]["class_counts"]["contempt"] == 2

@@ -15,14 +15,23 @@ from .readers import (
     synthetic_marker,
     to_gray48,
 )
-from .splits import Splits, class_weights, fingerprint, inspect_report, prepare_splits, stratified_split
+from .splits import (
+    Splits,
+    calibration_split,
+    class_weights,
+    evaluation_set,
+    fingerprint,
+    inspect_report,
+    prepare_splits,
+    stratified_split,
+)
 from .synth import FER2013_PRIORS, class_quota, synthesize, write_fer_csv
 
 LABELS = FER2013_LABELS
 
 __all__ = [
     "CLASS_ALIASES", "FER2013_PRIORS", "IMAGE_SIZE", "KNOWN_LABELS", "LABELS", "NUM_CLASSES", "SPLIT_NAMES",
-    "FERDataset", "Loaded", "Report", "Splits", "canonical_label", "class_quota", "class_weights", "fingerprint",
+    "FERDataset", "Loaded", "Report", "Splits", "calibration_split", "canonical_label", "class_quota", "class_weights", "evaluation_set", "fingerprint",
     "inspect_report", "is_known_label", "is_synthetic", "label_index", "load", "prepare_splits", "read_fer_csv",
     "read_image_folders", "stratified_split", "synthesize", "synthetic_marker", "to_gray48", "write_fer_csv",
 ]
