@@ -94,7 +94,7 @@ class ModelSpec:
             spec = cls(**kwargs)
         except ModelError as exc:
             raise ModelError(str(exc).replace("model spec", source, 1)) from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: float(10**400)
             raise ModelError(f"{source}: {exc}") from None
         return spec
 
@@ -102,8 +102,8 @@ class ModelSpec:
     def from_json(cls, text: str, source: str = "model spec") -> ModelSpec:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{source}: not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit number, [[[[... nested deep
+            raise ModelError(f"{source}: not valid JSON ({str(exc)[:200]})") from None
         return cls.from_dict(data.get("spec", data) if isinstance(data, dict) else data, source)
 
 
@@ -121,7 +121,11 @@ def read_sidecar(model_path: str | Path, sidecar: str | Path | None = None) -> M
             f"{model_path}: no preprocessing metadata; expected a JSON sidecar at {path} "
             "(labels, input_size, channels, mean, std, color_order)"
         )
-    return ModelSpec.from_json(path.read_text(encoding="utf-8"), source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{path}: not a JSON text file (not UTF-8: {exc.reason})") from None
+    return ModelSpec.from_json(text, source=str(path))
 
 
 def embed_in_onnx(model_proto, spec: ModelSpec) -> None:
