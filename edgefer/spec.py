@@ -125,7 +125,7 @@ class ModelSpec:
             spec = cls(**kwargs)
         except ModelError as exc:
             raise ModelError(str(exc).replace("model spec", source, 1)) from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: float(10**400)
             raise ModelError(f"{source}: {exc}") from None
         return spec
 
@@ -133,8 +133,8 @@ class ModelSpec:
     def from_json(cls, text: str, source: str = "model spec") -> ModelSpec:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{source}: not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit number, [[[[... nested deep
+            raise ModelError(f"{source}: not valid JSON ({str(exc)[:200]})") from None
         return cls.from_dict(data.get("spec", data) if isinstance(data, dict) else data, source)
 
 

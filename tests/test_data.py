@@ -1,5 +1,6 @@
 """FER2013 data layer: CSV reader, splits and manifest, class weights, synthetic data, CLI."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -62,6 +63,47 @@ def test_synthesize_priors_usage_and_determinism():
     assert usage["Training"] / 700 == pytest.approx(0.8, abs=0.02)
     assert usage["PublicTest"] / 700 == pytest.approx(0.1, abs=0.02)
     assert a.synthetic and a.images.std() > 30  # not blank
+
+
+# sha256 of synthesize(200, seed=0): images, labels (int64 little-endian), Usage strings. The generator uses only
+# correctly rounded IEEE-754 operations, so these bytes are the same on every CPU (AMD, Intel with AVX-512/AMX,
+# ARM); a change here means the synthetic data changed: bump SYNTH_VERSION and regenerate
+# calibration/synthetic/manifest.json (calibration/README.md).
+SYNTH_200_SHA256 = "ff6e37c11a35cfa05218ed5a810845c9216b6dba2f552be6f8ed8b1a02fa3962"
+
+
+def _synth_digest(data) -> str:
+    digest = hashlib.sha256(data.images.tobytes())
+    digest.update(data.labels.astype("<i8").tobytes())
+    digest.update("\n".join(data.usage.tolist()).encode())
+    return digest.hexdigest()
+
+
+def test_synthesize_is_pinned_and_avoids_cpu_specific_math(monkeypatch):
+    """numpy's array sin/cos/exp/log/hypot/power take CPU-specific SIMD paths (last bits differ between an
+    AMD EPYC and an AVX-512 Xeon): the generator must not call them at all."""
+    def forbidden(name):
+        def call(*args, **kwargs):
+            raise AssertionError(f"np.{name} is CPU-dependent; synthesize must not use it")
+        return call
+
+    for name in ("sin", "cos", "tan", "exp", "expm1", "exp2", "log", "log1p", "log2", "hypot", "power",
+                 "float_power", "arctan2", "sinh", "cosh", "tanh", "cbrt"):
+        monkeypatch.setattr(np, name, forbidden(name))
+    assert _synth_digest(synthesize(200, seed=0)) == SYNTH_200_SHA256
+
+
+def test_exact_elementary_functions_match_numpy():
+    from edgefer.data.synth import _cos, _exp, _log, _normal, _sin
+
+    x = np.linspace(-20, 20, 4001)
+    assert np.abs(_sin(x) - np.sin(x)).max() < 1e-12 and np.abs(_cos(x) - np.cos(x)).max() < 1e-12
+    y = np.linspace(-40, 5, 2001)
+    assert np.abs(_exp(y) / np.exp(y) - 1).max() < 1e-13
+    z = np.exp(np.linspace(-690, 0, 2001))
+    assert np.abs(_log(z) - np.log(z)).max() < 1e-12
+    r = _normal(np.random.default_rng(0), 0.0, 1.0, 200_000)
+    assert abs(r.mean()) < 0.01 and abs(r.std() - 1) < 0.01 and 0.002 < (np.abs(r) > 3).mean() < 0.0034
 
 
 def test_class_weights_known_counts():
