@@ -111,6 +111,20 @@ def table_rows(report: dict, reasons_inline: bool = True) -> tuple[list[str], li
     return header, cells
 
 
+def _data_lines(data: dict) -> list[str]:
+    """Which images were used for what, and how the data's classes were matched onto the model's labels."""
+    lines = []
+    usage = data.get("images_used") or {}
+    if usage.get("calibration"):
+        lines.append(f"- INT8 calibration: {usage['calibration']}")
+    match = data.get("labels")
+    if match and match.get("scored_over") != "all classes":
+        lines.append(f"- Classes matched by name; scored over the {len(match['shared'])} shared classes "
+                     f"({', '.join(match['shared'])}); only in the data: {', '.join(match['data_only']) or 'none'}; "
+                     f"only in the model: {', '.join(match['model_only']) or 'none'}")
+    return lines
+
+
 def to_markdown(report: dict) -> str:
     env, settings, data = report["environment"], report["settings"], report["data"]
     lines = ["# edgefer bench", ""]
@@ -121,6 +135,7 @@ def to_markdown(report: dict) -> str:
         f"{report['model']['input_size']} px, {report['model']['channels']} channel(s))",
         f"- Data: `{data['path']}` split `{data['split']}`, {data['n']} images"
         + (" (SYNTHETIC)" if data["synthetic"] else ""),
+        *_data_lines(data),
         f"- Machine: {describe(env)}; {settings['threads']} threads",
         "- Libraries: " + ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v),
         f"- Timing: {_budget_text(settings)}",

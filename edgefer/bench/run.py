@@ -47,7 +47,7 @@ class BenchSettings:
     budget, an image limit, a calibration bundle for INT8 exports, the ``--fail-on-drop`` bound, flat export
     options (``ExportConfig.build`` names) and whether to draw plots."""
 
-    split: str = "test"
+    split: str = "auto"  # "auto": test when the data has one, else the whole labelled data; "all"; a split name
     targets: str | list[str] | None = None
     batches: tuple[int, ...] = (1, 32)
     threads: int | None = None
@@ -56,6 +56,7 @@ class BenchSettings:
     warmup: int = DEFAULT_WARMUP
     limit: int | None = None
     calib: str | Path | None = None
+    calib_data: str | Path | None = None
     fail_on_drop: float | None = None
     export_options: dict = field(default_factory=dict)
     plots: bool = True
@@ -95,9 +96,10 @@ def _run(model, data, s: BenchSettings, out_dir: Path, console) -> dict:
     threads = s.threads or _usable_cores()
     selected = select_rows(s.targets)
     source = open_source(model)
-    splits, dataset = _load_split(data, s.split, s.limit)
+    int8 = any(k.endswith("int8") for k in selected)
+    splits, dataset, calib, usage = _load_split(data, s, int8)
     environment = capture(threads)
-    producer = Producer(source, out_dir / "models", data=splits, calib=s.calib, threads=threads,
+    producer = Producer(source, out_dir / "models", data=splits, calib=calib, threads=threads,
                         export_options=s.export_options)
     budget = dict(iters=s.iters, duration=s.duration, warmup=s.warmup)
 
@@ -128,11 +130,13 @@ def _run(model, data, s: BenchSettings, out_dir: Path, console) -> dict:
         "model": {"path": str(model), "kind": source.kind, "sha256": source.sha256, "arch": source.spec.arch,
                   "input_size": source.spec.input_size, "channels": source.spec.channels,
                   "labels": list(source.spec.labels)},
-        "data": {"path": str(data), "split": s.split, "n": len(dataset), "limit": s.limit,
-                 "class_counts": dataset.class_counts(source.spec.num_classes).tolist(),
-                 "synthetic": bool(getattr(dataset, "synthetic", False))},
+        "data": {"path": str(data), "split": dataset.name, "n": len(dataset), "limit": s.limit,
+                 "classes": list(dataset.classes), "class_counts": dataset.class_counts().tolist(),
+                 "synthetic": bool(getattr(dataset, "synthetic", False)), "images_used": usage,
+                 "labels": _label_summary(results)},
         "settings": {"threads": threads, "batches": list(batches), "iters": s.iters, "duration_s": s.duration,
                      "warmup": s.warmup, "targets": selected, "calib": str(s.calib) if s.calib else None,
+                     "calib_data": str(s.calib_data) if s.calib_data else None,
                      "export_options": s.export_options or {}},
         "environment": environment,
         "reference": reference,
@@ -159,19 +163,59 @@ def _check_batches(batches) -> tuple[int, ...]:
     return values
 
 
-def _load_split(data, split: str, limit: int | None):
-    from ..data import prepare_splits
+def _load_split(data, s: BenchSettings, int8: bool):
+    """(splits for the exports or None, the evaluated data set, the calibration for INT8 exports, what each
+    image set was used for). Data with a training split: exports check on its validation split and calibrate from
+    its training split. A folder evaluated whole (class folders only, test/ only, ``--split all``): INT8 exports
+    calibrate from ``--calib``, ``--calib-data`` or a disjoint stratified part of it, which is then not scored."""
+    from ..data import calibration_split, evaluation_set, load, prepare_splits
+    from ..errors import DataError
+    from ..export.calibration import draw, from_labelled
+    from ..export.config import DEFAULT_FLOOR, DEFAULT_SIZE
 
-    splits = prepare_splits(data)
-    available = splits.datasets()
-    dataset = available.get(split)
-    if dataset is None or len(dataset) == 0:
-        raise InputError(f"--data {data}: no '{split}' split (available: {', '.join(available)})")
-    if limit is not None:
-        if limit < 1:
-            raise InputError(f"--limit: expected a positive number of images, got {limit}")
-        dataset = dataset.subset(np.arange(min(limit, len(dataset))))
-    return splits, dataset
+    if s.calib is not None and s.calib_data is not None:
+        raise InputError("give either --calib BUNDLE or --calib-data PATH, not both")
+    loaded = load(data)
+    try:
+        dataset = evaluation_set(loaded, s.split)
+    except DataError as exc:
+        raise InputError(f"--data {data}: {exc}".replace(f"{loaded.source}: ", "")) from None
+    if len(dataset) == 0:
+        raise InputError(f"--data {data}: the '{dataset.name}' split has no images")
+    size = int(s.export_options.get("calib_size") or DEFAULT_SIZE)
+    calib, usage = s.calib, {"evaluated": f"{dataset.name} split of --data"}
+    splits = None
+    if dataset.name != "all" and loaded.get("train") is not None:
+        try:
+            splits = prepare_splits(data)
+        except DataError:
+            splits = None
+    if calib is not None:
+        usage["calibration"] = f"--calib {calib}"
+    elif s.calib_data is not None and int8:
+        calib = from_labelled(s.calib_data, size, "stratified", 0, DEFAULT_FLOOR)
+        usage["calibration"] = f"--calib-data {s.calib_data} ({len(calib)} images, stratified, seed 0)"
+    elif splits is not None:
+        usage["calibration"] = "the training split of --data (export's draw); export checks: its validation split"
+    elif int8:
+        keep, part = calibration_split(dataset, min(size, len(dataset) // 2), seed=0)
+        calib = draw(dataset.subset(part), size, "stratified", 0, DEFAULT_FLOOR, labels=tuple(dataset.classes),
+                     synthetic=dataset.synthetic)
+        usage["calibration"] = (f"{len(part)} images carved from the evaluated data (stratified, seed 0), "
+                                f"disjoint from the {len(keep)} evaluated images")
+        usage["calibration_ids"] = calib.ids.tolist()
+        dataset = dataset.subset(keep)
+    if s.limit is not None:
+        if s.limit < 1:
+            raise InputError(f"--limit: expected a positive number of images, got {s.limit}")
+        dataset = dataset.subset(np.arange(min(s.limit, len(dataset))))
+    usage["evaluated_n"] = len(dataset)
+    return splits, dataset, calib, usage
+
+
+def _label_summary(results: list[dict]) -> dict | None:
+    """How the data's classes were matched onto the model's labels (the first measured row's match)."""
+    return next((r["labels"] for r in results if r.get("labels")), None)
 
 
 def _ok(results: list[dict], key: str) -> bool:
@@ -181,8 +225,8 @@ def _ok(results: list[dict], key: str) -> bool:
 def _row_stub(row: RowDef, status: str, reason: str | None) -> dict:
     return {"key": row.key, "label": row.label, "backend": row.backend, "precision": row.precision,
             "device": row.device, "status": status, "reason": reason, "inference_precision": None, "model_path": None,
-            "model_size_bytes": None, "export_s": None, "open_s": None, "accuracy": None, "vs_reference": None,
-            "latency": None, "memory": None}
+            "model_size_bytes": None, "export_s": None, "open_s": None, "accuracy": None, "labels": None,
+            "vs_reference": None, "latency": None, "memory": None}
 
 
 def _bench_row(row: RowDef, producer: Producer, source_kind: str, dataset, batches, budget):
@@ -214,11 +258,13 @@ def _bench_row(row: RowDef, producer: Producer, source_kind: str, dataset, batch
         if runner is not None:
             runner.close()
         gc.collect()
-    preds = logits.argmax(axis=1)
-    from ..metrics import classification_report
+    from ..export.check import match_labels
 
-    result["accuracy"] = classification_report(dataset.labels, preds, runner.spec.labels)
-    return result, preds
+    match = match_labels(dataset.classes, runner.spec.labels)  # by name, never by position
+    mask, _ = match.select(dataset.labels)
+    result["accuracy"] = match.report(dataset.labels, logits)
+    result["labels"] = match.to_json()
+    return result, match.predictions(logits)[mask]
 
 
 def evaluate(runner, dataset, batch: int = EVAL_BATCH) -> np.ndarray:

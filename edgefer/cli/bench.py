@@ -23,7 +23,9 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--model", "model", required=True, type=click.Path(exists=True),
               help="edgefer checkpoint (run dir, model.json or best.safetensors) or an ONNX classifier")
 @click.option("--data", required=True, type=click.Path(exists=True), help="FER2013 CSV or image folders")
-@click.option("--split", default="test", show_default=True, help="split to measure accuracy on (train/val/test/...)")
+@click.option("--split", default="auto", show_default=True,
+              help="images to measure accuracy on: auto (the test split, else the whole labelled data), all, or a "
+                   "split name (train/val/test/private_test)")
 @click.option("--targets", default="all", show_default=True,
               help="rows to run: comma-separated row keys or groups (all, torch, onnx, onnxruntime, openvino, "
                    "tensorrt, fp32, fp16, int8); the FP32 reference always runs")
@@ -37,6 +39,9 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="use only the first N images of the split")
 @click.option("--calib", type=click.Path(exists=True), default=None,
               help="calibration bundle for INT8 exports (default: drawn from --data's train split)")
+@click.option("--calib-data", type=click.Path(exists=True), default=None,
+              help="labelled data to draw the INT8 calibration set from (default: --data's train split, or a "
+                   "disjoint stratified part of a folder evaluated whole)")
 @click.option("--calib-size", type=click.IntRange(min=1), default=None,
               help="calibration images drawn for INT8 exports (edgefer export's default when not given)")
 @click.option("--parity-atol", type=click.FloatRange(min=0), default=None,

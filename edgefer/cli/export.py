@@ -139,13 +139,15 @@ def calibrate(data: Path, out: Path, exist_ok: bool, **values):
 @click.option("--data", type=_PATH, help="FER2013 CSV or image folders: validation images for the checks and "
               "the training split for calibration.")
 @click.option("--calib", type=_PATH, help="Reuse a calibration bundle from edgefer calibrate.")
+@click.option("--calib-data", type=_PATH, help="Draw the INT8 calibration set from this labelled data (any FER2013 "
+              "CSV or image folder, used whole) instead of --data's training split.")
 @_config_options(CalibOptions, QuantOptions, OnnxOptions, SearchOptions)
 @_engine_options
 @click.option("--build-engine/--no-build-engine", "build", default=None,
               help="Build the TensorRT engine here (default: when tensorrt is installed).")
 @exist_ok_option
 @verbosity_options
-def export(model, sidecar, target, fp16, int8, out, data, calib, build, exist_ok, **values):
+def export(model, sidecar, target, fp16, int8, out, data, calib, calib_data, build, exist_ok, **values):
     """Export to ONNX, OpenVINO or TensorRT-ready graphs, check them, and write export.json.
 
     \b
@@ -162,11 +164,18 @@ def export(model, sidecar, target, fp16, int8, out, data, calib, build, exist_ok
     config = ExportConfig(target, precision, onnx=OnnxOptions(**groups["onnx"]), calib=CalibOptions(**groups["calib"]),
                           quant=QuantOptions(**groups["quant"]), search=SearchOptions(**groups["search"]),
                           engine=engine, build_engine=build).validate()
-    config.check_inputs(data, calib)
+    if calib_data is not None and calib is not None:
+        raise ExportError("give either --calib BUNDLE or --calib-data PATH, not both")
+    config.check_inputs(data, calib if calib_data is None else calib_data)
     check_output(out, "dir", exist_ok)
     from ..export.pipeline import export as run_export
 
     with _echo_warnings():
+        if calib_data is not None:
+            from ..export.calibration import from_labelled
+
+            c = config.calib
+            calib = from_labelled(calib_data, c.size, c.strategy, c.seed, c.floor)
         result = run_export(model, config, out, data=data, calib=calib, sidecar=sidecar)
     click.echo(result.summary(out))
 

@@ -10,10 +10,12 @@ exported file. Latency (``latency_ms``) uses the runtime's defaults, i.e. what `
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..metrics import agreement, classification_report
 from ..preprocess import prepare
 from ..progress import progress
@@ -84,24 +86,85 @@ def compare(reference: np.ndarray, other: np.ndarray) -> dict:
     }
 
 
-def scores(model_logits: np.ndarray, labels, spec: ModelSpec) -> dict:
-    """Accuracy and macro-F1 (``edgefer.metrics``) of logits against true labels."""
-    report = classification_report(labels, model_logits.argmax(1), spec.labels)
+@dataclass(frozen=True)
+class LabelMatch:
+    """Data classes matched onto a model's labels BY NAME (``edgefer.labels.canonical_label``: "anger" is
+    "angry"), never by position. Scores are computed over the ``shared`` classes, in the data's class order:
+    images of other classes are left out and each prediction is the best of the shared classes' outputs."""
+
+    data_classes: tuple[str, ...]
+    model_labels: tuple[str, ...]
+    shared: tuple[str, ...]  # canonical names both have, in data order
+    data_index: tuple[int, ...]  # data label index of each shared class
+    model_index: tuple[int, ...]  # model output index of each shared class
+    data_only: tuple[str, ...]  # data classes the model lacks
+    model_only: tuple[str, ...]  # model labels the data lacks
+
+    @property
+    def identity(self) -> bool:
+        """The data classes are the model's labels in the same order (nothing to map or leave out)."""
+        return len(self.data_classes) == len(self.model_labels) == len(self.shared) and \
+            self.data_index == self.model_index == tuple(range(len(self.shared)))
+
+    def select(self, labels) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of the images whose class is shared, their labels as positions in ``shared``)."""
+        labels = np.asarray(labels)
+        position = np.full(max(len(self.data_classes), int(labels.max(initial=0)) + 1), -1, np.int64)
+        position[list(self.data_index)] = np.arange(len(self.shared))
+        mapped = position[labels]
+        return mapped >= 0, mapped[mapped >= 0]
+
+    def predictions(self, model_outputs: np.ndarray) -> np.ndarray:
+        """Top-1 predictions as positions in ``shared`` (argmax over the shared classes' outputs)."""
+        return np.asarray(model_outputs)[:, list(self.model_index)].argmax(1)
+
+    def report(self, labels, model_outputs: np.ndarray) -> dict:
+        """``edgefer.metrics.classification_report`` over the shared classes (per_class names, confusion order)."""
+        mask, truth = self.select(labels)
+        return classification_report(truth, self.predictions(model_outputs)[mask], list(self.shared))
+
+    def to_json(self) -> dict:
+        return {"matched_by": "name", "shared": list(self.shared), "data_only": list(self.data_only),
+                "model_only": list(self.model_only),
+                "scored_over": "shared classes" if not self.identity else "all classes"}
+
+
+def match_labels(data_classes, model_labels) -> LabelMatch:
+    """Match data class names onto model labels by canonical name; ``InputError`` when none is shared."""
+    from ..labels import canonical_label
+
+    data = [canonical_label(c) for c in data_classes]
+    model = [canonical_label(label) for label in model_labels]
+    shared = [c for c in dict.fromkeys(data) if c in model]
+    if not shared:
+        raise InputError(f"the data's classes ({', '.join(map(str, data_classes))}) and the model's labels "
+                         f"({', '.join(map(str, model_labels))}) have no class in common (matched by name)")
+    return LabelMatch(tuple(map(str, data_classes)), tuple(map(str, model_labels)), tuple(shared),
+                      tuple(data.index(c) for c in shared), tuple(model.index(c) for c in shared),
+                      tuple(str(d) for d, c in zip(data_classes, data) if c not in model),
+                      tuple(str(m) for m, c in zip(model_labels, model) if c not in data))
+
+
+def scores(model_logits: np.ndarray, labels, spec: ModelSpec, classes=None) -> dict:
+    """Accuracy and macro-F1 (``edgefer.metrics``) of model outputs against true labels; ``classes``: the data's
+    class names (default: the model's labels, i.e. the same order), matched by name (``match_labels``)."""
+    report = match_labels(spec.labels if classes is None else classes, spec.labels).report(labels, model_logits)
     return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
 
 
-def evaluate(model_path: str | Path, images: np.ndarray, labels, spec: ModelSpec) -> dict:
-    """Full classification report of a model file on labelled uint8 images."""
-    return classification_report(labels, logits(model_path, images, spec).argmax(1), spec.labels)
+def evaluate(model_path: str | Path, images: np.ndarray, labels, spec: ModelSpec, classes=None) -> dict:
+    """Full classification report of a model file on labelled uint8 images (classes matched by name)."""
+    match = match_labels(spec.labels if classes is None else classes, spec.labels)
+    return match.report(labels, logits(model_path, images, spec))
 
 
 def check_against(model_path: str | Path, reference: np.ndarray, images: np.ndarray, labels, spec: ModelSpec,
-                  reference_scores: dict | None = None) -> dict:
+                  reference_scores: dict | None = None, classes=None) -> dict:
     """Agreement of a model file with the FP32 reference logits, plus its accuracy/macro-F1 (and the drop)."""
     out = logits(model_path, images, spec)
     result = compare(reference, out)
     if labels is not None:
-        result.update(scores(out, labels, spec))
+        result.update(scores(out, labels, spec, classes))
         if reference_scores:
             result["macro_f1_drop"] = reference_scores["macro_f1"] - result["macro_f1"]
             result["accuracy_drop"] = reference_scores["accuracy"] - result["accuracy"]

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..fileio import sha256_file, staged_dir, write_json
 from ..progress import activity
-from .calibration import CalibrationSet, from_data
+from ..spec import FER2013_LABELS
+from .calibration import CalibrationSet, draw, from_data
 from .config import ExportConfig
 from .result import FILE_NAME, ExportResult, FileEntry, SourceInfo
 from .source import Source, open_source
@@ -46,22 +47,26 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
     timings: dict = {}
     start = clock = time.perf_counter()
     source = source if isinstance(source, Source) else open_source(source, sidecar)
-    splits = None
-    if data is not None:
-        from ..data import prepare_splits
-
-        splits = data if hasattr(data, "train") else prepare_splits(
-            data, val_fraction=config.calib.val_fraction, seed=config.calib.split_seed)
+    splits, whole = _open_data(data, config)
     if config.precision == "int8":
-        if calib is None:
-            c = config.calib
+        c = config.calib
+        if calib is None and splits is not None:
             calib = from_data(splits, c.size, c.strategy, c.seed, c.floor)
+        elif calib is None:  # a labelled folder without a training split: a disjoint stratified part calibrates
+            from ..data import calibration_split
+
+            keep, part = calibration_split(whole, min(c.size, len(whole) // 2), seed=c.seed)
+            calib = draw(whole.subset(part), c.size, c.strategy, c.seed, c.floor,
+                         labels=tuple(whole.classes), synthetic=whole.synthetic)
+            calib.manifest["carved_from"] = {"source": Path(str(whole.source)).name, "n": len(whole),
+                                             "seed": c.seed, "note": "disjoint from the check images"}
+            whole = whole.subset(keep)
         elif not isinstance(calib, CalibrationSet):
             calib = CalibrationSet.load(calib)
     else:
         calib = None
     timings["prepare_seconds"] = round(time.perf_counter() - clock, 3)
-    images, labels, check_set = _check_set(splits, calib, config.check_size)
+    images, labels, check_set, classes = _check_set(splits, whole, calib, config.check_size)
     spec = source.spec.replace(extra={**source.spec.extra, "source_sha256": source.sha256})
     out_dir = Path(out_dir)
     with staged_dir(out_dir) as stage:
@@ -71,10 +76,12 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
             from . import check
 
             reference = check.logits(fp32_onnx, images, spec, desc="check fp32 reference")
-        reference_scores = check.scores(reference, labels, spec) if labels is not None else None
+        reference_scores = check.scores(reference, labels, spec, classes) if labels is not None else None
         checks["reference"] = {"file": fp32_onnx.name, "runtime": "onnxruntime", **(reference_scores or {})}
+        if labels is not None and not (match := check.match_labels(classes, spec.labels)).identity:
+            checks["labels"] = match.to_json()  # scores over the classes data and model share, matched by name
         clock = time.perf_counter()
-        ctx = StepContext(stage, fp32_onnx, spec, config, calib, images, labels, reference, out_dir, timings)
+        ctx = StepContext(stage, fp32_onnx, spec, config, calib, images, labels, reference, out_dir, timings, classes)
         with activity(f"export: {config.target} {config.precision}"):
             output = STEPS[(config.target, config.precision)].run(ctx)
         timings["convert_seconds"] = round(time.perf_counter() - clock, 3)
@@ -83,11 +90,12 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
             with activity(f"check: {output.model.name}"):
                 checks["exported"] = {"file": output.model.name, **check.runtime_info(output.model),
                                       **check.check_against(output.model, reference, images, labels, spec,
-                                                            reference_scores)}
+                                                            reference_scores, classes)}
             timings["check_seconds"] = round(time.perf_counter() - clock, 3)
         if calib is not None:
             calib.save(stage / "calibration")
-        synthetic = bool((splits is not None and splits.synthetic) or (calib is not None and calib.synthetic))
+        synthetic = bool((splits is not None and splits.synthetic) or (calib is not None and calib.synthetic)
+                         or (whole is not None and whole.synthetic))
         result = ExportResult(
             target=config.target, precision=config.precision, model=output.model.name,
             checks={**checks, "set": check_set, "n": int(len(images))}, onnx_export=onnx_export,
@@ -96,8 +104,7 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
             synthetic=synthetic,
             calibration=None if calib is None else {
                 **{k: v for k, v in calib.manifest.items() if k != "ids"}, "bundle": "calibration/manifest.json"},
-            data=None if splits is None else {"source": Path(splits.source).name, "fingerprint": splits.fingerprint,
-                                              "synthetic": splits.synthetic},
+            data=_data_report(splits, data),
             conversion=output.conversion, quantization=output.quantization, int8_search=output.int8_search,
             tensorrt=output.tensorrt, created_utc=_now(), tools=_tool_versions(), machine=_machine())
         result.timings = {**timings, "total_seconds": round(time.perf_counter() - start, 3)}
@@ -136,14 +143,49 @@ def _stage_fp32_onnx(source: Source, spec, config: ExportConfig, stage: Path, im
     return checks, info
 
 
-def _check_set(splits, calib, check_size: int):
-    """Images for the export's checks: validation split, else the calibration set, else random pixels."""
+def _open_data(data, config: ExportConfig):
+    """(splits, None) for data with a training split (the checks use its validation split, INT8 draws from its
+    training split); (None, the whole labelled data set) for a folder without one (class folders evaluated
+    whole, or test/ only); (None, None) without data."""
+    if data is None:
+        return None, None
+    if hasattr(data, "train"):
+        return data, None
+    from ..data import evaluation_set, load, prepare_splits
+    from ..errors import DataError
+
+    loaded = load(data)
+    if loaded.get("train") is None:
+        return None, evaluation_set(loaded, "all")
+    try:
+        return prepare_splits(data, val_fraction=config.calib.val_fraction, seed=config.calib.split_seed), None
+    except DataError:
+        return None, evaluation_set(loaded, "all")
+
+
+def _check_set(splits, whole, calib, check_size: int):
+    """Images for the export's checks: validation split, else the whole labelled data set, else the calibration
+    set, else random pixels; (images, labels, set name, the data's class names)."""
+    if whole is not None:
+        return whole.images[:check_size], whole.labels[:check_size], whole.name, tuple(whole.classes)
     if splits is not None and len(splits.val):
-        return splits.val.images[:check_size], splits.val.labels[:check_size], "val"
+        val = splits.val
+        return val.images[:check_size], val.labels[:check_size], "val", tuple(getattr(val, "classes", ()) or
+                                                                               FER2013_LABELS)
     if calib is not None:
-        return calib.images[:check_size], calib.labels[:check_size], "calibration"
+        return (calib.images[:check_size], calib.labels[:check_size], "calibration",
+                tuple(calib.manifest.get("labels") or FER2013_LABELS))
     rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (64, 48, 48), dtype=np.uint8), None, "random-pixels"
+    return rng.integers(0, 256, (64, 48, 48), dtype=np.uint8), None, "random-pixels", ()
+
+
+def _data_report(splits, data) -> dict | None:
+    if splits is not None:
+        return {"source": Path(splits.source).name, "fingerprint": splits.fingerprint, "synthetic": splits.synthetic}
+    if data is None:
+        return None
+    return {"source": Path(str(data)).name, "split": "none (evaluated whole: checks on it, calibration as "
+            "'calibration' says)"}
 
 
 def _describe(stage: Path) -> list[FileEntry]:

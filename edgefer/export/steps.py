@@ -33,6 +33,7 @@ class StepContext:
     reference: object  # FP32 logits on images
     out_dir: Path
     timings: dict
+    classes: tuple = ()  # the check images' class names (matched onto the model's labels by name)
 
 
 @dataclass
@@ -157,7 +158,8 @@ def _int8(ctx: StepContext, name: str, quantize_bias: bool = False) -> StepOutpu
     if config.search.enabled:
         from . import search
 
-        inputs = search.SearchInputs(ctx.fp32_onnx, ctx.spec, ctx.calib, ctx.images, ctx.labels, ctx.reference)
+        inputs = search.SearchInputs(ctx.fp32_onnx, ctx.spec, ctx.calib, ctx.images, ctx.labels, ctx.reference,
+                                     ctx.classes or None)
         report = search.run(inputs, produced, config.search, config.quant, target=config.target,
                             quantize_bias=quantize_bias, report_path=ctx.out_dir / "int8_search.json")
         chosen = report["attempts"][report["chosen"]]

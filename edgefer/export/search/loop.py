@@ -23,7 +23,6 @@ import numpy as np
 
 from ...errors import ExportError
 from ...fileio import write_json
-from ...metrics import classification_report
 from ...preprocess import prepare
 from ...progress import progress
 from .. import check
@@ -45,6 +44,10 @@ class SearchInputs:
     images: np.ndarray
     labels: np.ndarray
     reference: np.ndarray | None = None
+    classes: tuple | None = None  # the check images' class names (default: the model's labels, same order)
+
+    def match(self):
+        return check.match_labels(self.spec.labels if self.classes is None else self.classes, self.spec.labels)
 
 
 def run(inputs: SearchInputs, out_path: str | Path, options: SearchOptions, quant: QuantOptions, *,
@@ -64,7 +67,7 @@ def run(inputs: SearchInputs, out_path: str | Path, options: SearchOptions, quan
     reference = inputs.reference
     if reference is None:
         reference = check.logits(inputs.fp32_onnx, images, spec, desc="int8 search: fp32 reference")
-    reference_report = classification_report(labels, reference.argmax(1), spec.labels)
+    reference_report = inputs.match().report(labels, reference)
     report = {
         "max_drop": float(options.max_drop), "drop_units": DROP_UNITS, "min_agreement": options.min_agreement,
         "metric": "macro_f1", "n": int(len(labels)), "quantizer": quantizer.name, "keep_fp": list(quant.keep_fp),
@@ -135,7 +138,7 @@ class _Search:
         excluded = info.get("fp32_layers", excluded)  # NNCF accuracy control decides its own
         spec, labels = self.inputs.spec, self.inputs.labels
         logits = check.logits(path, self.inputs.images, spec, desc=f"int8 search: attempt {index}")
-        scored = classification_report(labels, logits.argmax(1), spec.labels)
+        scored = self.inputs.match().report(labels, logits)
         drop = self.reference_report["macro_f1"] - scored["macro_f1"]
         compared = check.compare(self.reference, logits)
         min_agreement = self.options.min_agreement
