@@ -42,7 +42,7 @@ def _get(d, *keys):
 
 def flat_rows(report: dict) -> list[dict]:
     """One flat dict per row (the CSV columns)."""
-    labels = report["model"]["labels"]
+    labels = _classes(report)
     batches = report["settings"]["batches"]
     out = []
     for r in report["rows"]:
@@ -109,6 +109,12 @@ def table_rows(report: dict, reasons_inline: bool = True) -> tuple[list[str], li
             _f(f["model_size_mib"], ".1f"), _f(f["peak_rss_mib"], ".0f"),
         ])
     return header, cells
+
+
+def _classes(report: dict) -> list[str]:
+    """The classes the rows are scored over: those data and model share (matched by name), in data order."""
+    match = report["data"].get("labels")
+    return list(match["shared"]) if match else list(report["model"]["labels"])
 
 
 def _data_lines(data: dict) -> list[str]:
@@ -178,7 +184,7 @@ def _budget_text(settings: dict) -> str:
 
 
 def _per_class_markdown(report: dict) -> list[str]:
-    labels = report["model"]["labels"]
+    labels = _classes(report)
     ok = [r for r in report["rows"] if r["status"] == "ok"]
     if not ok:
         return []
@@ -276,7 +282,7 @@ def _pareto(plt, report, ok, tag):
 def _per_class(plt, report, ok, tag):
     import numpy as np
 
-    labels = report["model"]["labels"]
+    labels = _classes(report)
     fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(labels)), 4.5))
     width = 0.8 / len(ok)
     x = np.arange(len(labels))
@@ -300,7 +306,7 @@ def _confusions(plt, report, ok, tag):
     if ref is None:
         return None
     panels = [ref, *int8]
-    labels = report["model"]["labels"]
+    labels = _classes(report)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     for ax, r in zip(axes[0], panels):
         cm = np.asarray(r["accuracy"]["confusion_matrix"], float)
