@@ -129,3 +129,65 @@ def test_bench_scores_permuted_and_nhwc_models_like_the_original(models, fer_csv
     saved = json.loads((tmp_path / "permuted" / "bench.json").read_text())
     assert saved["data"]["labels"]["shared"] == list(tiny.spec.labels)
     assert saved["data"]["images_used"]["evaluated"] == "test split of --data"
+
+
+def _folder(root, layout: str, n: int = 90):
+    """Labelled faces as users keep them: class folders only ("classes") or test/<class>/ only ("test-only"),
+    class folders spelled the way other data sets do."""
+    Image = pytest.importorskip("PIL.Image", reason="Pillow (edgefer[data]) reads image folders")
+    from edgefer.data import synthesize
+    from edgefer.spec import FER2013_LABELS
+
+    faces = synthesize(n, seed=3)
+    base = root / "test" if layout == "test-only" else root
+    for i, (image, label) in enumerate(zip(faces.images, faces.labels)):
+        folder = base / SPELLED[FER2013_LABELS[int(label)]]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["classes", "test-only"])
+def test_bench_on_a_plain_folder_evaluates_it_whole_and_carves_calibration(models, layout, tmp_path):
+    from edgefer.bench import run_bench
+
+    tiny, paths = models
+    data = _folder(tmp_path / "faces", layout)
+    report = run_bench(paths["base"], data, out_dir=tmp_path / "bench", targets="onnx,ort-trt-int8", iters=2,
+                       warmup=0, batches=(1,), plots=False, export_options={"calib_size": 20})
+    rows = {r["key"]: r for r in report["rows"]}
+    assert rows["onnxruntime-fp32"]["status"] == "ok" and rows["ort-trt-int8"]["status"] == "ok", rows
+    used = report["data"]["images_used"]
+    assert report["data"]["split"] == ("all" if layout == "classes" else "test") and used["evaluated_n"] == report["data"]["n"] == 90 - 20
+    assert used["calibration"].startswith("20 images carved from the evaluated data (stratified, seed 0), "
+                                          "disjoint from the 70 evaluated images")
+    assert len(set(used["calibration_ids"])) == 20
+    assert rows["onnxruntime-fp32"]["accuracy"]["n"] == 70
+    markdown = (tmp_path / "bench" / "bench.md").read_text()
+    assert "- INT8 calibration: 20 images carved from the evaluated data" in markdown
+
+
+def test_export_on_a_test_only_folder_checks_on_it_and_calibrates_on_a_disjoint_part(models, tmp_path):
+    from click.testing import CliRunner
+
+    from edgefer.cli import main
+
+    tiny, paths = models
+    data = _folder(tmp_path / "faces", "test-only")
+    out = tmp_path / "trt"
+    result = CliRunner().invoke(main, ["export", "--model", str(paths["permuted"]), "--target", "tensorrt", "--int8",
+                                       "--data", str(data), "--calib-size", "30", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "export.json").read_text())
+    assert saved["checks"]["set"] == "all" and saved["checks"]["n"] == 60
+    assert saved["calibration"]["size"] == 30 and saved["calibration"]["carved_from"]["n"] == 90
+    assert saved["checks"]["labels"]["shared"] == list(tiny.spec.labels)
+    other = tmp_path / "calib-data"
+    result = CliRunner().invoke(main, ["export", "--model", str(paths["base"]), "--target", "openvino", "--int8",
+                                       "--calib-data", str(_folder(other, "classes")), "--calib-size", "16",
+                                       "--out", str(tmp_path / "ov")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "ov" / "export.json").read_text())
+    assert saved["calibration"]["size"] == 16 and saved["calibration"]["split"] == "all"
+    assert saved["checks"]["set"] == "calibration"
+    assert "Statistics collection" not in result.output  # NNCF's progress bars stay off without --verbose

@@ -199,8 +199,8 @@ def _load_split(data, s: BenchSettings, int8: bool):
         usage["calibration"] = "the training split of --data (export's draw); export checks: its validation split"
     elif int8:
         keep, part = calibration_split(dataset, min(size, len(dataset) // 2), seed=0)
-        calib = draw(dataset.subset(part), size, "stratified", 0, DEFAULT_FLOOR, labels=tuple(dataset.classes),
-                     synthetic=dataset.synthetic)
+        calib = draw(dataset.subset(part), size, "stratified", 0, 0, labels=tuple(dataset.classes),
+                     synthetic=dataset.synthetic)  # the part is stratified already: all of it
         usage["calibration"] = (f"{len(part)} images carved from the evaluated data (stratified, seed 0), "
                                 f"disjoint from the {len(keep)} evaluated images")
         usage["calibration_ids"] = calib.ids.tolist()

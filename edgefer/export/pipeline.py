@@ -56,7 +56,7 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
             from ..data import calibration_split
 
             keep, part = calibration_split(whole, min(c.size, len(whole) // 2), seed=c.seed)
-            calib = draw(whole.subset(part), c.size, c.strategy, c.seed, c.floor,
+            calib = draw(whole.subset(part), c.size, c.strategy, c.seed, 0,  # the part is stratified: all of it
                          labels=tuple(whole.classes), synthetic=whole.synthetic)
             calib.manifest["carved_from"] = {"source": Path(str(whole.source)).name, "n": len(whole),
                                              "seed": c.seed, "note": "disjoint from the check images"}
