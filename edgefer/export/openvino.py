@@ -1,7 +1,7 @@
 """OpenVINO IR (FP32 / FP16 weights) from ONNX, and INT8 IR with NNCF post-training quantization.
 
 ``quantize_openvino`` is one call per setting (preset, ignored scope, subset size, bias correction), so an
-accuracy gate can call it in a loop with ``check.evaluate``.
+INT8 search can call it in a loop with ``check.evaluate``.
 """
 
 from __future__ import annotations

@@ -68,6 +68,8 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
     timings["prepare_seconds"] = round(time.perf_counter() - clock, 3)
     images, labels, check_set, classes = _check_set(splits, whole, calib, config.check_size)
     spec = source.spec.replace(extra={**source.spec.extra, "source_sha256": source.sha256})
+    if source.kind == "checkpoint" and not config.onnx.dynamic_batch:
+        spec = spec.replace(batch=1)  # --static: the exported graph runs batches of exactly 1
     out_dir = Path(out_dir)
     with staged_dir(out_dir) as stage:
         checks, onnx_export = _stage_fp32_onnx(source, spec, config, stage, images, timings)

@@ -38,7 +38,7 @@ class NncfQuantizer:
         return {"preset": self.options.preset, "fast_bias_correction": self.options.fast_bias_correction}
 
     def fallback_recipes(self, base: dict) -> list[dict]:
-        """``nncf.quantize_with_accuracy_control`` with the best Stage-A preset, before the gate's own ranking."""
+        """``nncf.quantize_with_accuracy_control`` with the best Stage-A preset, before the search's own ranking."""
         return [{**base, "accuracy_control": True}] if self.validation is not None else []
 
     def quantize(self, recipe: dict, excluded: list[str], path: Path) -> dict:
