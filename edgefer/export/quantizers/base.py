@@ -56,13 +56,15 @@ def create(name: str, fp32_onnx, calib, spec, options, *, quantize_bias: bool = 
                                                           quantize_bias=quantize_bias, validation=validation)
 
 
-def relative_errors(fp32_run, int8_run, x: np.ndarray) -> dict:
-    """||int8 - fp32|| / ||fp32|| per tensor over all of ``x``, accumulated SENSITIVITY_CHUNK images at a time
-    (every intermediate tensor of a large model at once would not fit in memory)."""
+def relative_errors(fp32_run, int8_run, x: np.ndarray, chunk: int | None = None) -> dict:
+    """||int8 - fp32|| / ||fp32|| per tensor over all of ``x``, accumulated ``chunk`` (default SENSITIVITY_CHUNK;
+    a fixed-batch model's batch) images at a time (every intermediate tensor of a large model at once would not
+    fit in memory)."""
     squared_error: dict = {}
     squared_norm: dict = {}
-    for start in range(0, len(x), SENSITIVITY_CHUNK):
-        batch = x[start : start + SENSITIVITY_CHUNK]
+    chunk = chunk or SENSITIVITY_CHUNK
+    for start in range(0, len(x), chunk):
+        batch = x[start : start + chunk]
         reference, other = fp32_run(batch), int8_run(batch)
         for name, value in reference.items():
             if name not in other:  # a tensor the quantized graph no longer has

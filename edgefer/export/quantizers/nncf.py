@@ -61,7 +61,9 @@ class NncfQuantizer:
 
         images, labels, max_drop, iterations = self.validation
         model = read_model(self.fp32_onnx)
-        items = [(prepare(images[i : i + 1], self.spec, color="gray"), int(labels[i])) for i in range(len(images))]
+        nhwc = self.spec.layout == "nhwc"
+        items = [(_layout(prepare(images[i : i + 1], self.spec, color="gray"), nhwc), int(labels[i]))
+                 for i in range(len(images))]
 
         def validation_fn(compiled, data):
             data = list(data)
@@ -110,7 +112,11 @@ class NncfQuantizer:
         tensors = sorted({t for _, _, inputs, output in layers for t in (*inputs, output)})
         available, fp32_run = _openvino_probe(read_model(self.fp32_onnx), tensors)
         layers = [layer for layer in layers if layer[3] in available and all(t in available for t in layer[2])]
-        return rank(layers, relative_errors(fp32_run, _openvino_probe(int8, available)[1], x))
+        return rank(layers, relative_errors(fp32_run, _openvino_probe(int8, available)[1], x, chunk=self.spec.batch))
+
+
+def _layout(x: np.ndarray, nhwc: bool) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x
 
 
 def _unquantized_ops(model) -> list[str]:

@@ -95,7 +95,8 @@ class QdqQuantizer:
         wanted = {i8: f for i8, f in int8_to_fp32.items() if f in known}
         int8_run = _onnx_probe(int8, list(wanted))
         errors = relative_errors(_onnx_probe(fp32, sorted(set(wanted.values()))),
-                                  lambda batch: {wanted[k]: v for k, v in int8_run(batch).items()}, x)
+                                  lambda batch: {wanted[k]: v for k, v in int8_run(batch).items()}, x,
+                                 chunk=self.spec.batch)
         return rank(layers, errors)
 
 

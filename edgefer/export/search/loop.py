@@ -23,9 +23,9 @@ import numpy as np
 
 from ...errors import ExportError
 from ...fileio import write_json
-from ...preprocess import prepare
 from ...progress import progress
 from .. import check
+from ..calibration import Batches
 from ..config import DROP_UNITS, QuantOptions, SearchOptions
 from ..quantizers import create
 from ..quantizers.base import SENSITIVITY_MEASURE
@@ -158,7 +158,8 @@ class _Search:
         """Stage B: rank the quantized layers of the best Stage-A attempt, then keep the top k in FP32."""
         base = self.best()
         clock = time.perf_counter()
-        x = prepare(self.quantizer.calib.images[:sensitivity_images], self.inputs.spec, color="gray")
+        images = self.quantizer.calib.images[:sensitivity_images]  # in the model's layout and fixed batch
+        x = np.concatenate(list(Batches(images, self.inputs.spec, len(images))))
         ranking = self.quantizer.sensitivity(self.files[base.index], x)
         summary = {"measure": SENSITIVITY_MEASURE, "base_attempt": base.index, "images": int(len(x)),
                    "layers": len(ranking), "seconds": round(time.perf_counter() - clock, 3), "ranking": ranking[:20]}
