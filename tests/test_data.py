@@ -233,3 +233,26 @@ def test_rewriting_real_data_removes_synthetic_marker(tmp_path):
     assert load(path).synthetic
     data.synthetic = False
     assert not load(write_fer_csv(path, data)).synthetic
+
+
+def test_synth_options_are_validated(tmp_path):
+    from edgefer.data import synth_csv_path, validate_synth_options
+
+    with pytest.raises(DataError, match=r"^--seed must be a non-negative integer, got -1$"):
+        synthesize(5, seed=-1)
+    with pytest.raises(DataError, match=r"^--n must be a number of images, at least 1, got 0$"):
+        validate_synth_options(0, 0)
+    result = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path / "s.csv"), "--n", "5", "--seed", "-1"])
+    assert result.exit_code == 2 and result.output == "edgefer: error: --seed must be a non-negative integer, got -1\n"
+    assert synth_csv_path(tmp_path / "x.txt") == tmp_path / "x.txt"  # a file name, not a directory
+    assert synth_csv_path(tmp_path / "out") == tmp_path / "out" / "fer2013_synthetic.csv"
+    assert synth_csv_path(f"{tmp_path}/v1.0/") == tmp_path / "v1.0" / "fer2013_synthetic.csv"
+    (tmp_path / "existing.csv").mkdir()
+    assert synth_csv_path(tmp_path / "existing.csv") == tmp_path / "existing.csv" / "fer2013_synthetic.csv"
+    (tmp_path / "plain").write_text("x")
+    assert synth_csv_path(tmp_path / "plain") == tmp_path / "plain"
+    with pytest.raises(DataError, match=r"plain/a.csv: .*plain is a file, not a directory"):
+        synth_csv_path(tmp_path / "plain" / "a.csv")
+    (tmp_path / "d" / "fer2013_synthetic.csv").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"d/fer2013_synthetic.csv: is a directory, not a file"):
+        synth_csv_path(tmp_path / "d")
