@@ -256,3 +256,34 @@ def test_synth_options_are_validated(tmp_path):
     (tmp_path / "d" / "fer2013_synthetic.csv").mkdir(parents=True)
     with pytest.raises(DataError, match=r"d/fer2013_synthetic.csv: is a directory, not a file"):
         synth_csv_path(tmp_path / "d")
+
+
+def test_labels_match_by_name_and_scores_do_not_depend_on_output_order():
+    from edgefer.errors import ModelError
+    from edgefer.labels import match_labels
+    from edgefer.metrics import report_by_name
+    from edgefer.spec import FER2013_LABELS
+
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 300)
+    scores = rng.normal(0, 1, (300, 7))
+    scores[np.arange(300), y] += rng.normal(1.5, 1, 300)  # right on most images
+    base = report_by_name(y, scores, match_labels(FER2013_LABELS, FER2013_LABELS))
+    assert 0.5 < base["accuracy"] < 1 and base["excluded"] == 0 and base["classes_compared"] == list(FER2013_LABELS)
+    # a Keras-style model: another order and other spellings; outputs permuted with its labels
+    keras = ["neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"]
+    order = [FER2013_LABELS.index(canonical) for canonical in
+             ["neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"]]
+    permuted = report_by_name(y, scores[:, order], match_labels(FER2013_LABELS, keras))
+    for key in ("accuracy", "macro_f1", "confusion_matrix", "per_class"):
+        assert permuted[key] == base[key]
+    # an 8-class model with contempt and data without disgust: scored over the 6 + ... shared classes
+    match = match_labels(FER2013_LABELS, keras + ["contempt"])
+    assert match.model_only == ("contempt",) and match.data_only == () and not match.identical
+    partial = match_labels([c for c in FER2013_LABELS if c != "disgust"], keras)
+    assert partial.model_only == ("disgusted",) and "model labels the data lacks: disgusted" in partial.note()
+    with pytest.raises(ModelError, match=r"'happy' and 'Happiness' are the same class \(happy\)"):
+        match_labels(FER2013_LABELS, ["happy", "Happiness", "sad"])
+    with pytest.raises(ModelError, match=r"no class in common"):
+        match_labels(FER2013_LABELS, ["cat", "dog"])

@@ -440,9 +440,10 @@ def _walk_files(top: Path, report: Report) -> list:
 
 def _read_image(pil, path: Path, report: Report) -> np.ndarray | None:
     try:
-        with warnings.catch_warnings(), pil.open(path) as image:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's notes on odd metadata ("Corrupt EXIF data", "Skipping tag")
-            return to_gray48(image)
+            with pil.open(path) as image:
+                return to_gray48(image)
     except (pil.UnidentifiedImageError, pil.DecompressionBombError) as exc:
         report.bad(path, "", f"not a readable image ({type(exc).__name__})")
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises these for truncated/corrupt files
