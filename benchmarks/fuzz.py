@@ -223,6 +223,8 @@ def _entry(rng: random.Random, folder: Path, root: Path) -> None:
     name = random_name(rng, rng.choice([".png", ".jpg", "", ".txt", ".PNG"]))
     path = folder / name
     kind = rng.random()
+    if any(os.path.lexists(p) for p in (path, folder / ("." + name), folder / (name + "-link"))):
+        return  # the name is taken (names repeat); the tree is random enough without it
     if kind < 0.45:
         path.write_bytes(image_bytes(rng))
     elif kind < 0.6:
