@@ -396,8 +396,15 @@ def run_target(target: str, make_case, cases: int, seed: int, start: int = 0, pr
         try:
             make_case(rng, work)
             accepted += 1
-        except EdgeferError:
-            rejected += 1
+        except EdgeferError as exc:
+            try:
+                str(exc).encode("utf-8")  # the message must print (no lone surrogates from file names)
+                rejected += 1
+            except UnicodeEncodeError:
+                entry = escapes.setdefault(f"unprintable message: {escape_kind(exc)}", {
+                    "count": 0, "first_case": i, "message": ascii(str(exc))[:300],
+                    "traceback": "".join(traceback.format_exception(exc))[-4000:]})
+                entry["count"] += 1
         except (Exception, RecursionError) as exc:  # noqa: BLE001 - counting what escapes is the point
             kind = escape_kind(exc)
             entry = escapes.setdefault(kind, {"count": 0, "first_case": i, "message": str(exc)[:300],

@@ -223,7 +223,7 @@ def _count_lines(path: Path) -> int:
 
 def _csv_columns(path: Path, header: list | None) -> dict:
     if header is None:
-        raise DataError(f"{path}: empty file (expected a header 'emotion,pixels,Usage')")
+        raise DataError(f"{printable(path)}: empty file (expected a header 'emotion,pixels,Usage')")
     header = [printable(name) for name in header]
     names = [name.strip().lower() for name in header]
     columns: dict = {"header": [name.strip() for name in header]}
@@ -231,7 +231,7 @@ def _csv_columns(path: Path, header: list | None) -> dict:
         found = [i for i, name in enumerate(names) if name in aliases]
         columns[column] = found[0] if found else None
         if column != "usage" and not found:
-            raise DataError(f"{path}: missing column '{column}' (header line 1: {','.join(header)!r}; "
+            raise DataError(f"{printable(path)}: missing column '{column}' (header line 1: {','.join(header)!r}; "
                             "expected 'emotion,pixels' and optionally 'Usage')")
     return columns
 
@@ -308,15 +308,16 @@ def _folder_layout(root: Path) -> str:
         return "class-folders"
     if list(root.glob("*.csv")):
         return "csv"
-    names = ", ".join(sorted(p.name for p in subdirs)) or "none"
-    raise DataError(f"{root}: no FER2013 CSV, split folders (train/, test/) or class folders "
+    names = ", ".join(sorted(printable(p.name) for p in subdirs)) or "none"
+    raise DataError(f"{printable(root)}: no FER2013 CSV, split folders (train/, test/) or class folders "
                     f"({', '.join(FER2013_LABELS)}) found (sub-folders: {names})")
 
 
 def _single_csv(root: Path) -> Path:
     found = sorted(root.glob("*.csv"))
     if len(found) > 1:
-        raise DataError(f"{root}: holds {len(found)} CSV files ({', '.join(p.name for p in found)}); pass one of them")
+        raise DataError(f"{printable(root)}: holds {len(found)} CSV files ({', '.join(printable(p.name) for p in found)}); "
+                        "pass one of them")
     return found[0]
 
 
