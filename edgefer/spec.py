@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,11 +122,12 @@ def read_sidecar(model_path: str | Path, sidecar: str | Path | None = None) -> M
             f"{model_path}: no preprocessing metadata; expected a JSON sidecar at {path} "
             "(labels, input_size, channels, mean, std, color_order)"
         )
+    shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # a name that is not UTF-8 still prints
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ModelError(f"{path}: not a JSON text file (not UTF-8: {exc.reason})") from None
-    return ModelSpec.from_json(text, source=str(path))
+        raise ModelError(f"{shown}: not a JSON text file (not UTF-8: {exc.reason})") from None
+    return ModelSpec.from_json(text, source=shown)
 
 
 def embed_in_onnx(model_proto, spec: ModelSpec) -> None:
