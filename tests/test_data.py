@@ -233,3 +233,57 @@ def test_rewriting_real_data_removes_synthetic_marker(tmp_path):
     assert load(path).synthetic
     data.synthetic = False
     assert not load(write_fer_csv(path, data)).synthetic
+
+
+def test_synth_options_are_validated(tmp_path):
+    from edgefer.data import synth_csv_path, validate_synth_options
+
+    with pytest.raises(DataError, match=r"^--seed must be a non-negative integer, got -1$"):
+        synthesize(5, seed=-1)
+    with pytest.raises(DataError, match=r"^--n must be a number of images, at least 1, got 0$"):
+        validate_synth_options(0, 0)
+    result = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path / "s.csv"), "--n", "5", "--seed", "-1"])
+    assert result.exit_code == 2 and result.output == "edgefer: error: --seed must be a non-negative integer, got -1\n"
+    assert synth_csv_path(tmp_path / "x.txt") == tmp_path / "x.txt"  # a file name, not a directory
+    assert synth_csv_path(tmp_path / "out") == tmp_path / "out" / "fer2013_synthetic.csv"
+    assert synth_csv_path(f"{tmp_path}/v1.0/") == tmp_path / "v1.0" / "fer2013_synthetic.csv"
+    (tmp_path / "existing.csv").mkdir()
+    assert synth_csv_path(tmp_path / "existing.csv") == tmp_path / "existing.csv" / "fer2013_synthetic.csv"
+    (tmp_path / "plain").write_text("x")
+    assert synth_csv_path(tmp_path / "plain") == tmp_path / "plain"
+    with pytest.raises(DataError, match=r"plain/a.csv: .*plain is a file, not a directory"):
+        synth_csv_path(tmp_path / "plain" / "a.csv")
+    (tmp_path / "d" / "fer2013_synthetic.csv").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"d/fer2013_synthetic.csv: is a directory, not a file"):
+        synth_csv_path(tmp_path / "d")
+
+
+def test_labels_match_by_name_and_scores_do_not_depend_on_output_order():
+    from edgefer.errors import ModelError
+    from edgefer.labels import match_labels
+    from edgefer.metrics import report_by_name
+    from edgefer.spec import FER2013_LABELS
+
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 300)
+    scores = rng.normal(0, 1, (300, 7))
+    scores[np.arange(300), y] += rng.normal(1.5, 1, 300)  # right on most images
+    base = report_by_name(y, scores, match_labels(FER2013_LABELS, FER2013_LABELS))
+    assert 0.5 < base["accuracy"] < 1 and base["excluded"] == 0 and base["classes_compared"] == list(FER2013_LABELS)
+    # a Keras-style model: another order and other spellings; outputs permuted with its labels
+    keras = ["neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"]
+    order = [FER2013_LABELS.index(canonical) for canonical in
+             ["neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"]]
+    permuted = report_by_name(y, scores[:, order], match_labels(FER2013_LABELS, keras))
+    for key in ("accuracy", "macro_f1", "confusion_matrix", "per_class"):
+        assert permuted[key] == base[key]
+    # an 8-class model with contempt and data without disgust: scored over the 6 + ... shared classes
+    match = match_labels(FER2013_LABELS, keras + ["contempt"])
+    assert match.model_only == ("contempt",) and match.data_only == () and not match.identical
+    partial = match_labels([c for c in FER2013_LABELS if c != "disgust"], keras)
+    assert partial.model_only == ("disgusted",) and "model labels the data lacks: disgusted" in partial.note()
+    with pytest.raises(ModelError, match=r"'happy' and 'Happiness' are the same class \(happy\)"):
+        match_labels(FER2013_LABELS, ["happy", "Happiness", "sad"])
+    with pytest.raises(ModelError, match=r"no class in common"):
+        match_labels(FER2013_LABELS, ["cat", "dog"])

@@ -384,3 +384,17 @@ def test_contempt_folder_loads_as_an_eighth_class(tmp_path, faces):
     result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path), "--json", "--val-fraction", "0"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["splits"]["train"]["class_counts"]["contempt"] == 2
+
+
+def test_messages_about_non_utf8_names_print(tmp_path):
+    root = tmp_path / os.fsdecode(b"d\xe9j\xe0")
+    (root / os.fsdecode(b"ph\xf6tos")).mkdir(parents=True)
+    with pytest.raises(DataError, match=r"d\\xe9j\\xe0: no FER2013 CSV, .*\(sub-folders: ph\\xf6tos\)") as caught:
+        load(root)
+    str(caught.value).encode("utf-8")
+    (root / os.fsdecode(b"a\xff.csv")).write_text("")
+    (root / "b.csv").write_text("")
+    with pytest.raises(DataError, match=r"holds 2 CSV files \(a\\xff.csv, b.csv\)"):
+        load(root)
+    with pytest.raises(DataError, match=r"a\\xff.csv: empty file"):
+        load(root / os.fsdecode(b"a\xff.csv"))

@@ -25,13 +25,21 @@ from .splits import (
     prepare_splits,
     stratified_split,
 )
-from .synth import FER2013_PRIORS, class_quota, synthesize, write_fer_csv
+from .synth import (
+    FER2013_PRIORS,
+    class_quota,
+    synth_csv_path,
+    synthesize,
+    validate_synth_options,
+    write_fer_csv,
+)
 
 LABELS = FER2013_LABELS
 
 __all__ = [
     "CLASS_ALIASES", "FER2013_PRIORS", "IMAGE_SIZE", "KNOWN_LABELS", "LABELS", "NUM_CLASSES", "SPLIT_NAMES",
-    "FERDataset", "Loaded", "Report", "Splits", "calibration_split", "canonical_label", "class_quota", "class_weights", "evaluation_set", "fingerprint",
-    "inspect_report", "is_known_label", "is_synthetic", "label_index", "load", "prepare_splits", "read_fer_csv",
-    "read_image_folders", "stratified_split", "synthesize", "synthetic_marker", "to_gray48", "write_fer_csv",
+    "FERDataset", "Loaded", "Report", "Splits", "calibration_split", "canonical_label", "class_quota",
+    "class_weights", "evaluation_set", "fingerprint", "inspect_report", "is_known_label", "is_synthetic",
+    "label_index", "load", "prepare_splits", "read_fer_csv", "read_image_folders", "stratified_split",
+    "synth_csv_path", "synthesize", "synthetic_marker", "to_gray48", "validate_synth_options", "write_fer_csv",
 ]

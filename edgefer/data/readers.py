@@ -223,7 +223,7 @@ def _count_lines(path: Path) -> int:
 
 def _csv_columns(path: Path, header: list | None) -> dict:
     if header is None:
-        raise DataError(f"{path}: empty file (expected a header 'emotion,pixels,Usage')")
+        raise DataError(f"{printable(path)}: empty file (expected a header 'emotion,pixels,Usage')")
     header = [printable(name) for name in header]
     names = [name.strip().lower() for name in header]
     columns: dict = {"header": [name.strip() for name in header]}
@@ -231,7 +231,7 @@ def _csv_columns(path: Path, header: list | None) -> dict:
         found = [i for i, name in enumerate(names) if name in aliases]
         columns[column] = found[0] if found else None
         if column != "usage" and not found:
-            raise DataError(f"{path}: missing column '{column}' (header line 1: {','.join(header)!r}; "
+            raise DataError(f"{printable(path)}: missing column '{column}' (header line 1: {','.join(header)!r}; "
                             "expected 'emotion,pixels' and optionally 'Usage')")
     return columns
 
@@ -308,15 +308,16 @@ def _folder_layout(root: Path) -> str:
         return "class-folders"
     if list(root.glob("*.csv")):
         return "csv"
-    names = ", ".join(sorted(p.name for p in subdirs)) or "none"
-    raise DataError(f"{root}: no FER2013 CSV, split folders (train/, test/) or class folders "
+    names = ", ".join(sorted(printable(p.name) for p in subdirs)) or "none"
+    raise DataError(f"{printable(root)}: no FER2013 CSV, split folders (train/, test/) or class folders "
                     f"({', '.join(FER2013_LABELS)}) found (sub-folders: {names})")
 
 
 def _single_csv(root: Path) -> Path:
     found = sorted(root.glob("*.csv"))
     if len(found) > 1:
-        raise DataError(f"{root}: holds {len(found)} CSV files ({', '.join(p.name for p in found)}); pass one of them")
+        raise DataError(f"{printable(root)}: holds {len(found)} CSV files ({', '.join(printable(p.name) for p in found)}); "
+                        "pass one of them")
     return found[0]
 
 
@@ -440,9 +441,10 @@ def _walk_files(top: Path, report: Report) -> list:
 
 def _read_image(pil, path: Path, report: Report) -> np.ndarray | None:
     try:
-        with warnings.catch_warnings(), pil.open(path) as image:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's notes on odd metadata ("Corrupt EXIF data", "Skipping tag")
-            return to_gray48(image)
+            with pil.open(path) as image:
+                return to_gray48(image)
     except (pil.UnidentifiedImageError, pil.DecompressionBombError) as exc:
         report.bad(path, "", f"not a readable image ({type(exc).__name__})")
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises these for truncated/corrupt files

@@ -18,10 +18,12 @@ powers are the polynomials below, and normal deviates are Box-Muller from them.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from ..fileio import atomic_path, sha256_file, write_json
 from ..spec import FER2013_LABELS
 from .dataset import IMAGE_SIZE, FERDataset
@@ -31,6 +33,7 @@ SYNTH_VERSION = 2  # 2: CPU-independent arithmetic (version 1 depended on the CP
 # FER2013 class frequencies (all 35,887 images): angry, disgust, fear, happy, sad, surprise, neutral
 FER2013_PRIORS = np.array([0.138, 0.015, 0.143, 0.251, 0.169, 0.112, 0.172])
 USAGE_FRACTIONS = {"PublicTest": 0.1, "PrivateTest": 0.1}  # the rest is Training, as in FER2013
+SYNTH_CSV_NAME = "fer2013_synthetic.csv"  # the file name ``edgefer data synth --out DIR`` writes in DIR
 CHUNK = 256  # images rendered at once (fixed: the output does not depend on it)
 
 # Expression geometry per class, at full intensity (neutral = all zero / one):
@@ -124,8 +127,7 @@ def class_quota(n: int, priors=FER2013_PRIORS) -> np.ndarray:
 def synthesize(n: int, seed: int = 0) -> FERDataset:
     """``n`` synthetic faces as a ``FERDataset`` (``synthetic=True``) with FER2013 class priors and a
     per-class ~80/10/10 Training/PublicTest/PrivateTest ``usage``. Deterministic for a given (n, seed)."""
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+    validate_synth_options(n, seed)
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.repeat(np.arange(len(FER2013_LABELS)), class_quota(n)))
     usage = _usage(labels, rng)
@@ -137,6 +139,33 @@ def synthesize(n: int, seed: int = 0) -> FERDataset:
     ids = [f"synthetic:seed={seed}:{i}" for i in range(n)]
     return FERDataset(images, labels, ids, name="all", source=f"synthetic(n={n}, seed={seed})", synthetic=True,
                       usage=usage)
+
+
+def validate_synth_options(n, seed) -> None:
+    """``DataError`` unless ``n`` is an image count >= 1 and ``seed`` a non-negative integer (numpy seeds)."""
+    for name, value, low in (("--n", n, 1), ("--seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            what = "a number of images, at least 1" if name == "--n" else "a non-negative integer"
+            raise DataError(f"{name} must be {what}, got {value!r}")
+
+
+def synth_csv_path(out: str | Path, default_name: str = SYNTH_CSV_NAME) -> Path:
+    """Where ``edgefer data synth --out OUT`` writes its CSV: OUT itself when it names a file (it has a suffix,
+    ``x.csv`` or ``x.txt``, or is an existing file), else ``OUT/<default_name>`` (an existing directory, a name
+    ending in a slash, or a name without suffix). ``DataError`` when that place cannot hold a file: a path
+    below an existing file, or a directory where the file should be."""
+    text = os.fspath(out)
+    out = Path(out)
+    names_dir = text.endswith(("/", os.sep)) or out.is_dir() or (not out.suffix and not out.exists())
+    path = out / default_name if names_dir else out
+    if path.is_dir():
+        raise DataError(f"--out {path}: is a directory, not a file to write the CSV to")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"--out {path}: {parent} is a file, not a directory")
+            break
+    return path
 
 
 def _usage(labels: np.ndarray, rng) -> np.ndarray:
