@@ -64,17 +64,6 @@ def test_openvino_fp32_really_runs_f32(tiny):
         EmotionRecognizer.open(tiny.onnx, precision="f16")
 
 
-def test_openvino_batch_one_runs_a_static_model_with_the_same_results(tiny, images):
-    rec = EmotionRecognizer.open(tiny.xml, threads=1)
-    assert rec.backend._batch_one is None  # compiled lazily: opening stays fast
-    batch = rec.predict(images, color="gray", return_logits=True).logits
-    one = rec.predict(images[3], color="gray", return_logits=True).logits
-    static = rec.backend._batch_one
-    assert static is not None and list(static.input(0).get_shape()) == [1, 1, SIZE, SIZE]
-    assert static.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
-    assert np.abs(one[0] - batch[3]).max() < 1e-4
-
-
 def test_input_forms_agree(tiny, images):
     rec = EmotionRecognizer.open(tiny.onnx)
     batch = rec.predict(images, color="gray")
@@ -110,7 +99,7 @@ def test_batches_split_and_pad(tiny, images):
 
 def test_thread_safety(model_path, images):
     rec = EmotionRecognizer.open(model_path, threads=1)
-    work = [images[: 1 + i % len(images)] for i in range(24)]
+    work = [images[: 1 + i % len(images), ..., None] for i in range(24)]
     serial = [rec.predict(w, color="gray", return_logits=True).logits for w in work]
     results: dict[int, np.ndarray] = {}
 
@@ -488,6 +477,6 @@ def test_float16_io_model(tmp_path):
     embed_in_onnx(proto, spec)
     onnx.save(proto, str(tmp_path / "half.onnx"))
     images = np.random.default_rng(4).integers(0, 256, (3, 20, 20), dtype=np.uint8)
-    pred = EmotionRecognizer.open(tmp_path / "half.onnx").predict(images, color="gray", return_logits=True)
+    pred = EmotionRecognizer.open(tmp_path / "half.onnx").predict(images[..., None], color="gray", return_logits=True)
     ref = prepare(images, spec, color="gray").astype(np.float16).reshape(3, -1).astype(np.float32) @ weights
     assert pred.logits.dtype == np.float32 and np.allclose(pred.logits, ref, rtol=1e-2, atol=5e-2)

@@ -62,7 +62,7 @@ def test_foreign_model_predicts_like_the_original(tiny, images, reference, tmp_p
             bgr = np.repeat(images[..., None], 3, axis=-1)
             assert np.abs(rec.predict(bgr).probs - reference.probs).max() < 2e-5
         for n in (1, 3, 5):  # every batch size, also on fixed-batch models
-            assert np.abs(rec.predict(images[:n], color="gray").probs - reference.probs[:n]).max() < 2e-5
+            assert np.abs(rec.predict(images[:n, ..., None], color="gray").probs - reference.probs[:n]).max() < 2e-5
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

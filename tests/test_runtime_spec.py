@@ -73,3 +73,15 @@ def test_sidecar_messages(tmp_path):
     sidecar_path(model).write_text(json.dumps({**ModelSpec().to_dict(), "labels": "happy"}))
     with pytest.raises(ModelError, match=r"m.onnx.json: field 'labels' must be a list of strings, got 'happy'"):
         read_sidecar(model)
+
+
+def test_docs_sidecar_examples_load():
+    """Every JSON sidecar in docs/runtime.md's "Bring your own model" section is a valid spec."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs/runtime.md").read_text(encoding="utf-8")
+    section = text.split("## Bring your own model", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```json\n")[1:]]
+    specs = [ModelSpec.from_json(b, source=f"docs example {i}") for i, b in enumerate(blocks)]
+    assert [(s.layout, s.output, s.batch, s.channels) for s in specs] == [
+        ("nhwc", "probabilities", None, 1), (None, "logits", None, 3), ("nhwc", "probabilities", 1, 3)]

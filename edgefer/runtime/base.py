@@ -12,6 +12,8 @@ opened.
 from __future__ import annotations
 
 import importlib
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,8 +64,13 @@ def open_backend(
     threads: int | None = None,
     precision: str | None = None,
     sidecar: str | Path | None = None,
+    spec: ModelSpec | None = None,
 ) -> Backend:
-    """Open ``path`` with the backend named or implied by its suffix (see ``Backend.open``)."""
+    """Open ``path`` with the backend named or implied by its suffix (see ``Backend.open``).
+
+    ``spec`` (a ModelSpec) replaces the model's metadata and any sidecar: for code that checks a model file it
+    has just written (export checks, calibration) with the spec it holds in memory.
+    """
     name = backend_name(path, backend)
     path = Path(path)
     if not path.is_file():
@@ -72,7 +79,9 @@ def open_backend(
         raise ModelError(f"threads must be a positive integer, got {threads!r}")
     module, cls = BACKENDS[name].split(":")
     backend_cls = getattr(importlib.import_module(module), cls)
-    return backend_cls.open(path, device=device, threads=threads, precision=precision, sidecar=sidecar)
+    if spec is not None and not isinstance(spec, ModelSpec):
+        raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+    return backend_cls.open(path, device=device, threads=threads, precision=precision, sidecar=sidecar, spec=spec)
 
 
 def resolve_spec(path: Path, embedded: str | None, sidecar: str | Path | None,
@@ -127,6 +136,8 @@ class Backend:
         self.input_info, self.output_info = input_info, output_info
         self.min_batch, self.max_batch = min_batch, max_batch
         self.closed = False
+        self.async_workers = 2  # threads behind ``submit`` for backends without their own async API
+        self._executor, self._executor_lock = None, threading.Lock()
         self.sample_shape = (spec.channels, spec.input_size, spec.input_size)  # what ``run`` takes: NCHW
         self._check_io()  # also resolves self.spec.layout and a fixed spec.batch
 
@@ -136,8 +147,9 @@ class Backend:
         return self.spec.layout
 
     @classmethod
-    def open(cls, path: Path, *, device=None, threads=None, precision=None, sidecar=None) -> Backend:
-        """Load ``path`` for ``device`` with ``threads`` CPU threads; ``sidecar`` overrides embedded metadata."""
+    def open(cls, path: Path, *, device=None, threads=None, precision=None, sidecar=None, spec=None) -> Backend:
+        """Load ``path`` for ``device`` with ``threads`` CPU threads; ``sidecar`` overrides embedded metadata,
+        ``spec`` overrides both."""
         raise NotImplementedError
 
     def inputs(self) -> list[TensorInfo]:
@@ -149,6 +161,18 @@ class Backend:
     def run(self, x: np.ndarray) -> np.ndarray:
         """The model's float32 outputs (N, K) for a prepared float32 NCHW batch (N, C, S, S), N of any size
         (transposed here for an NHWC model; split and padded to the batch sizes the model accepts)."""
+        x = self._model_input(x)
+        return self._joined([self._infer_padded(chunk) for chunk in self._chunks(x)], len(x))
+
+    def submit(self, x: np.ndarray) -> Future:
+        """Start ``run(x)`` and return at once: a ``concurrent.futures.Future`` of the outputs. A bad ``x`` raises
+        here; errors of the inference itself surface through the future. ``x`` must not change until it is done."""
+        x = self._model_input(x)
+        n = len(x)
+        return gather([self._start(chunk) for chunk in self._chunks(x)], lambda parts: self._joined(parts, n))
+
+    def _model_input(self, x) -> np.ndarray:
+        """Check a prepared NCHW batch and return it in the model's layout."""
         if self.closed:
             raise ModelError(f"{self.path}: this model was closed")
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1:] != self.sample_shape or len(x) == 0:
@@ -157,23 +181,42 @@ class Backend:
                              f", got {shape}")
         if x.dtype != np.float32:
             raise InputError(f"{self.path.name}: expected float32 input (see edgefer.preprocess.prepare), got {x.dtype}")
-        n = len(x)
         if self.spec.layout == "nhwc":
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        return x
+
+    def _chunks(self, x: np.ndarray) -> list[np.ndarray]:
+        """``x`` as batches of at most ``max_batch`` (the last one may be below ``min_batch``: padded later)."""
+        n = len(x)
         if self.min_batch <= n and (self.max_batch is None or n <= self.max_batch):
-            logits = self._infer(x)
-        else:
-            step = self.max_batch or n
-            logits = np.concatenate([self._infer_padded(x[i : i + step]) for i in range(0, n, step)])
-        if logits.shape != (n, self.spec.num_classes):
-            raise ModelError(f"{self.path}: output shape {logits.shape}, expected ({n}, {self.spec.num_classes}) "
+            return [x]
+        step = self.max_batch or n
+        return [x[i : i + step] for i in range(0, n, step)]
+
+    def _joined(self, parts: list[np.ndarray], n: int) -> np.ndarray:
+        outputs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if outputs.shape != (n, self.spec.num_classes):
+            raise ModelError(f"{self.path}: output shape {outputs.shape}, expected ({n}, {self.spec.num_classes}) "
                              f"for the {self.spec.num_classes} labels in the spec")
-        return logits.astype(np.float32, copy=False)
+        return outputs.astype(np.float32, copy=False)
+
+    def _start(self, chunk: np.ndarray) -> Future:
+        """Run one chunk without waiting. Default: on this backend's worker threads (``async_workers``)."""
+        with self._executor_lock:
+            if self.closed:
+                raise ModelError(f"{self.path}: this model was closed")
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.async_workers, thread_name_prefix=f"edgefer-{self.name}")
+            return self._executor.submit(self._infer_padded, chunk)
 
     def close(self) -> None:
         """Release the runtime's resources (once); the backend cannot run afterwards."""
         if not self.closed:
             self.closed = True
+            with self._executor_lock:
+                executor, self._executor = self._executor, None
+            if executor is not None:
+                executor.shutdown(wait=True)
             self._release()
 
     def _release(self) -> None:
@@ -229,6 +272,32 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path.name} device={self.device} precision={self.precision}>"
+
+
+def gather(parts: list[Future], combine) -> Future:
+    """One future for several: ``combine([results in order])`` when all are done, or the first exception."""
+    if len(parts) == 1 and combine is None:
+        return parts[0]
+    done, lock, remaining = Future(), threading.Lock(), [len(parts)]
+
+    def finished(part: Future) -> None:
+        if part.exception() is not None:
+            with lock:
+                if not done.done():
+                    done.set_exception(part.exception())
+            return
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0 and not done.done()
+        if last:
+            try:
+                done.set_result(combine([p.result() for p in parts]))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+                done.set_exception(exc)
+
+    for part in parts:
+        part.add_done_callback(finished)
+    return done
 
 
 def _fmt(shape) -> str:
