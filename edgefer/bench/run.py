@@ -258,13 +258,12 @@ def _bench_row(row: RowDef, producer: Producer, source_kind: str, dataset, batch
         if runner is not None:
             runner.close()
         gc.collect()
-    from ..export.check import match_labels
+    from ..export import check
 
-    match = match_labels(dataset.classes, runner.spec.labels)  # by name, never by position
-    mask, _ = match.select(dataset.labels)
-    result["accuracy"] = match.report(dataset.labels, logits)
-    result["labels"] = match.to_json()
-    return result, match.predictions(logits)[mask]
+    match = check.match_labels(dataset.classes, runner.spec.labels)  # by name, never by position
+    result["accuracy"] = check.report_by_name(match, dataset.labels, logits)
+    result["labels"] = check.describe_match(match)
+    return result, check.shared_predictions(match, logits)[check.shared_rows(match, dataset.labels)]
 
 
 def evaluate(runner, dataset, batch: int = EVAL_BATCH) -> np.ndarray:

@@ -10,13 +10,11 @@ exported file. Latency (``latency_ms``) uses the runtime's defaults, i.e. what `
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..metrics import agreement, classification_report
+from ..metrics import agreement
 from ..preprocess import prepare
 from ..progress import progress
 from ..spec import ModelSpec
@@ -86,76 +84,56 @@ def compare(reference: np.ndarray, other: np.ndarray) -> dict:
     }
 
 
-@dataclass(frozen=True)
-class LabelMatch:
-    """Data classes matched onto a model's labels BY NAME (``edgefer.labels.canonical_label``: "anger" is
-    "angry"), never by position. Scores are computed over the ``shared`` classes, in the data's class order:
-    images of other classes are left out and each prediction is the best of the shared classes' outputs."""
+def match_labels(data_classes, model_labels):
+    """Data classes matched onto a model's labels BY NAME, never by position (``edgefer.labels.match_labels``:
+    "anger" is "angry"); scores are computed over the shared classes (``edgefer.metrics.report_by_name``)."""
+    from ..labels import match_labels as match_by_name
 
-    data_classes: tuple[str, ...]
-    model_labels: tuple[str, ...]
-    shared: tuple[str, ...]  # canonical names both have, in data order
-    data_index: tuple[int, ...]  # data label index of each shared class
-    model_index: tuple[int, ...]  # model output index of each shared class
-    data_only: tuple[str, ...]  # data classes the model lacks
-    model_only: tuple[str, ...]  # model labels the data lacks
-
-    @property
-    def identity(self) -> bool:
-        """The data classes are the model's labels in the same order (nothing to map or leave out)."""
-        return len(self.data_classes) == len(self.model_labels) == len(self.shared) and \
-            self.data_index == self.model_index == tuple(range(len(self.shared)))
-
-    def select(self, labels) -> tuple[np.ndarray, np.ndarray]:
-        """(mask of the images whose class is shared, their labels as positions in ``shared``)."""
-        labels = np.asarray(labels)
-        position = np.full(max(len(self.data_classes), int(labels.max(initial=0)) + 1), -1, np.int64)
-        position[list(self.data_index)] = np.arange(len(self.shared))
-        mapped = position[labels]
-        return mapped >= 0, mapped[mapped >= 0]
-
-    def predictions(self, model_outputs: np.ndarray) -> np.ndarray:
-        """Top-1 predictions as positions in ``shared`` (argmax over the shared classes' outputs)."""
-        return np.asarray(model_outputs)[:, list(self.model_index)].argmax(1)
-
-    def report(self, labels, model_outputs: np.ndarray) -> dict:
-        """``edgefer.metrics.classification_report`` over the shared classes (per_class names, confusion order)."""
-        mask, truth = self.select(labels)
-        return classification_report(truth, self.predictions(model_outputs)[mask], list(self.shared))
-
-    def to_json(self) -> dict:
-        return {"matched_by": "name", "shared": list(self.shared), "data_only": list(self.data_only),
-                "model_only": list(self.model_only),
-                "scored_over": "shared classes" if not self.identity else "all classes"}
+    return match_by_name(data_classes, model_labels)
 
 
-def match_labels(data_classes, model_labels) -> LabelMatch:
-    """Match data class names onto model labels by canonical name; ``InputError`` when none is shared."""
-    from ..labels import canonical_label
+def is_identity(match) -> bool:
+    """The data classes are the model's labels in the same order (nothing mapped or left out)."""
+    n = len(match.shared)
+    return len(match.data_classes) == len(match.model_labels) == n and \
+        tuple(match.data_columns) == tuple(match.model_columns) == tuple(range(n))
 
-    data = [canonical_label(c) for c in data_classes]
-    model = [canonical_label(label) for label in model_labels]
-    shared = [c for c in dict.fromkeys(data) if c in model]
-    if not shared:
-        raise InputError(f"the data's classes ({', '.join(map(str, data_classes))}) and the model's labels "
-                         f"({', '.join(map(str, model_labels))}) have no class in common (matched by name)")
-    return LabelMatch(tuple(map(str, data_classes)), tuple(map(str, model_labels)), tuple(shared),
-                      tuple(data.index(c) for c in shared), tuple(model.index(c) for c in shared),
-                      tuple(str(d) for d, c in zip(data_classes, data) if c not in model),
-                      tuple(str(m) for m, c in zip(model_labels, model) if c not in data))
+
+def shared_rows(match, labels) -> np.ndarray:
+    """Mask of the images whose class the model has."""
+    return np.isin(np.asarray(labels), list(match.data_columns))
+
+
+def shared_predictions(match, model_outputs: np.ndarray) -> np.ndarray:
+    """Top-1 predictions as positions in ``match.shared`` (the best of the shared classes' outputs)."""
+    return np.asarray(model_outputs)[:, list(match.model_columns)].argmax(1)
+
+
+def report_by_name(match, labels, model_outputs: np.ndarray) -> dict:
+    """``edgefer.metrics.report_by_name``: the classification report over the shared classes."""
+    from ..metrics import report_by_name as report
+
+    return report(labels, model_outputs, match)
+
+
+def describe_match(match) -> dict:
+    return {"matched_by": "name", "shared": list(match.shared), "data_only": list(match.data_only),
+            "model_only": list(match.model_only),
+            "scored_over": "all classes" if is_identity(match) else "shared classes"}
 
 
 def scores(model_logits: np.ndarray, labels, spec: ModelSpec, classes=None) -> dict:
     """Accuracy and macro-F1 (``edgefer.metrics``) of model outputs against true labels; ``classes``: the data's
     class names (default: the model's labels, i.e. the same order), matched by name (``match_labels``)."""
-    report = match_labels(spec.labels if classes is None else classes, spec.labels).report(labels, model_logits)
+    match = match_labels(spec.labels if classes is None else classes, spec.labels)
+    report = report_by_name(match, labels, model_logits)
     return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
 
 
 def evaluate(model_path: str | Path, images: np.ndarray, labels, spec: ModelSpec, classes=None) -> dict:
     """Full classification report of a model file on labelled uint8 images (classes matched by name)."""
     match = match_labels(spec.labels if classes is None else classes, spec.labels)
-    return match.report(labels, logits(model_path, images, spec))
+    return report_by_name(match, labels, logits(model_path, images, spec))
 
 
 def check_against(model_path: str | Path, reference: np.ndarray, images: np.ndarray, labels, spec: ModelSpec,

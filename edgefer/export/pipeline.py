@@ -80,8 +80,8 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
             reference = check.logits(fp32_onnx, images, spec, desc="check fp32 reference")
         reference_scores = check.scores(reference, labels, spec, classes) if labels is not None else None
         checks["reference"] = {"file": fp32_onnx.name, "runtime": "onnxruntime", **(reference_scores or {})}
-        if labels is not None and not (match := check.match_labels(classes, spec.labels)).identity:
-            checks["labels"] = match.to_json()  # scores over the classes data and model share, matched by name
+        if labels is not None and not check.is_identity(match := check.match_labels(classes, spec.labels)):
+            checks["labels"] = check.describe_match(match)  # scores over the classes data and model share, matched by name
         clock = time.perf_counter()
         ctx = StepContext(stage, fp32_onnx, spec, config, calib, images, labels, reference, out_dir, timings, classes)
         with activity(f"export: {config.target} {config.precision}"):

@@ -67,7 +67,7 @@ def run(inputs: SearchInputs, out_path: str | Path, options: SearchOptions, quan
     reference = inputs.reference
     if reference is None:
         reference = check.logits(inputs.fp32_onnx, images, spec, desc="int8 search: fp32 reference")
-    reference_report = inputs.match().report(labels, reference)
+    reference_report = check.report_by_name(inputs.match(), labels, reference)
     report = {
         "max_drop": float(options.max_drop), "drop_units": DROP_UNITS, "min_agreement": options.min_agreement,
         "metric": "macro_f1", "n": int(len(labels)), "quantizer": quantizer.name, "keep_fp": list(quant.keep_fp),
@@ -138,7 +138,7 @@ class _Search:
         excluded = info.get("fp32_layers", excluded)  # NNCF accuracy control decides its own
         spec, labels = self.inputs.spec, self.inputs.labels
         logits = check.logits(path, self.inputs.images, spec, desc=f"int8 search: attempt {index}")
-        scored = self.inputs.match().report(labels, logits)
+        scored = check.report_by_name(self.inputs.match(), labels, logits)
         drop = self.reference_report["macro_f1"] - scored["macro_f1"]
         compared = check.compare(self.reference, logits)
         min_agreement = self.options.min_agreement
