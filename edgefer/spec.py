@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,7 +126,7 @@ class ModelSpec:
             spec = cls(**kwargs)
         except ModelError as exc:
             raise ModelError(str(exc).replace("model spec", source, 1)) from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: float(10**400)
             raise ModelError(f"{source}: {exc}") from None
         return spec
 
@@ -133,8 +134,8 @@ class ModelSpec:
     def from_json(cls, text: str, source: str = "model spec") -> ModelSpec:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{source}: not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit number, [[[[... nested deep
+            raise ModelError(f"{source}: not valid JSON ({str(exc)[:200]})") from None
         return cls.from_dict(data.get("spec", data) if isinstance(data, dict) else data, source)
 
 
@@ -188,11 +189,12 @@ def read_sidecar(model_path: str | Path, sidecar: str | Path | None = None) -> M
                 'JSON: {"labels": [...], "input_size": N, "channels": 1 or 3, "mean": [...], "std": [...]} '
                 '(optional: "color_order", "layout", "output", "batch"; see docs/runtime.md, "Bring your own model")'
             )
+    shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # a name that is not UTF-8 still prints
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: cannot read the sidecar ({type(exc).__name__}: {exc})") from None
-    return ModelSpec.from_json(text, source=str(path))
+        raise ModelError(f"{shown}: cannot read the sidecar ({type(exc).__name__}: {exc})") from None
+    return ModelSpec.from_json(text, source=shown)
 
 
 def embed_in_onnx(model_proto, spec: ModelSpec) -> None:
