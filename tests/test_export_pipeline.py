@@ -225,8 +225,7 @@ def test_no_function_takes_more_than_12_parameters_and_one_inference_path():
         if "runtime" not in path.relative_to(ROOT).parts and ("InferenceSession(" in text or "compile_model(" in text):
             second_path.append(str(path.relative_to(ROOT)))
     assert second_path == []
-    pending = {"edgefer/cli/predict.py:predict (13)"}  # the predict CLI's options are being regrouped elsewhere
-    assert set(too_many) <= pending, too_many
+    assert too_many == []
 
 
 def test_export_and_bench_packages_only_reexport():
