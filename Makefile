@@ -35,7 +35,7 @@ lint: install
 
 demo: install
 	rm -rf $(DEMO)/run $(DEMO)/calib $(DEMO)/export $(DEMO)/bench
-	$(EDGEFER) data synth --out $(DEMO_DATA) --n $(DEMO_N) --seed 0
+	$(EDGEFER) data synth --out $(DEMO_DATA) --n $(DEMO_N) --seed 0 --exist-ok
 	$(EDGEFER) data inspect $(DEMO_DATA)
 	$(EDGEFER) train --data $(DEMO_DATA) --out $(DEMO)/run --arch $(DEMO_ARCH) --img-size $(DEMO_SIZE) \
 	    --epochs 3 --max-steps $(DEMO_STEPS) --batch-size 32

@@ -112,7 +112,7 @@ def study_grid(args, splits, fp32_onnx: Path, spec, test_images, test_labels, fp
 def gate_runs(args, run: Path, data: Path, spec, test_images, test_labels, fp32_logits) -> dict:
     """The accuracy gate per target; the chosen model also scored on the held-out test images."""
     from edgefer.errors import ExportError
-    from edgefer.export import check, export
+    from edgefer.export import ExportConfig, check, export
     from edgefer.metrics import classification_report
 
     results = {}
@@ -122,8 +122,9 @@ def gate_runs(args, run: Path, data: Path, spec, test_images, test_labels, fp32_
         out = args.out / f"gated-{key}"
         clock = time.perf_counter()
         try:
-            result = export(run, target, "int8", out, data=data, max_drop=args.max_drop, min_agreement=agreement,
-                            gate_budget=args.gate_budget)
+            config = ExportConfig.build(target, "int8", max_drop=args.max_drop, min_agreement=agreement,
+                                        search_attempts=args.gate_budget)
+            result = export(run, config, out, data=data).to_json()
             search, model = result["int8_search"], out / result["model"]
         except ExportError as exc:
             print(f"gate {key}: {exc}", flush=True)
@@ -229,7 +230,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("EDGEFER_PROGRESS", "0")
     from edgefer.data import prepare_splits
-    from edgefer.export import check, export
+    from edgefer.export import ExportConfig, check, export
     from edgefer.fileio import write_json, write_text
     from edgefer.metrics import classification_report
     from edgefer.spec import ModelSpec
@@ -240,7 +241,7 @@ def main(argv=None) -> int:
     run, train_seconds = ensure_run(args, data)
     fp32_dir = args.out / "fp32"
     if not (fp32_dir / "export.json").is_file():
-        export(run, "onnx", "fp32", fp32_dir, data=data)
+        export(run, ExportConfig.build("onnx", "fp32"), fp32_dir, data=data)
     spec = ModelSpec.from_dict(json.loads((fp32_dir / "export.json").read_text())["spec"])
     splits = prepare_splits(data)
     test = [s for s in (splits.test, splits.private_test) if s is not None]

@@ -33,34 +33,63 @@ def resize_matrix(src: int, dst: int) -> np.ndarray:
     return matrix
 
 
-def split_faces(faces) -> tuple[list[np.ndarray] | np.ndarray, bool]:
+def split_faces(faces, channels_first_check: bool = False) -> tuple[list[np.ndarray] | np.ndarray, bool]:
     """Normalise the accepted shapes to a batch; return (batch, was_single).
 
     Accepted: one image (H, W) or (H, W, C) with C in 1 or 3; a batch (N, H, W) or (N, H, W, C);
-    or a list/tuple of images of any sizes. A 3-D array whose last axis is 4 (BGRA/RGBA) and is
-    smaller than the others is refused rather than read as a batch of 4-pixel-wide gray images.
+    or a list/tuple of images of any sizes. Pixels are uint8, or float in 0..255. Refused with an InputError
+    rather than guessed: a 3-d array whose last axis is 2 or 4 (an image with 2 channels or alpha, not a batch
+    of 2- or 4-pixel-wide images), ragged nested lists, non-numeric dtypes, NaN/inf and float values outside
+    0..255. With ``channels_first_check`` (the recognizer's user-facing calls) also a (3, H, W) array: a
+    channels-first image, or 3 gray faces? (pass those as a list or as (3, H, W, 1)); ``prepare`` reads it as
+    a batch of 3 gray images, as dataset slices are.
     """
     if isinstance(faces, (list, tuple)):
         if not faces:
             raise InputError("empty list of faces")
-        return [_check_image(np.asarray(f), f"faces[{i}]") for i, f in enumerate(faces)], False
-    arr = np.asarray(faces)
+        return [_check_image(_as_array(f, f"faces[{i}]"), f"faces[{i}]") for i, f in enumerate(faces)], False
+    arr = _as_array(faces, "image")
     if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] > 3):
         return _check_image(arr, "image")[None], True
-    if arr.ndim == 3 and arr.shape[-1] == 4 and min(arr.shape[:2]) > 4:
-        raise InputError(f"image: 4 channels (BGRA/RGBA?), shape {arr.shape}; drop the alpha channel (img[..., :3])")
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4) and min(arr.shape[:2]) > arr.shape[-1]:
+        what = "BGRA/RGBA?" if arr.shape[-1] == 4 else "gray + alpha?"
+        fix = "img[..., :3]" if arr.shape[-1] == 4 else "img[..., 0]"
+        raise InputError(f"image: {arr.shape[-1]} channels ({what}), shape {arr.shape}; "
+                         f"expected 1 or 3 channels: drop the alpha channel ({fix})")
+    if channels_first_check and arr.ndim == 3 and arr.shape[0] == 3 and min(arr.shape[1:]) > 3:
+        raise InputError(f"shape {arr.shape} is ambiguous: a channels-first (C, H, W) image or 3 gray faces? "
+                         "Pass an image as (H, W, 3) (img.transpose(1, 2, 0)), or 3 faces as a list or (3, H, W, 1)")
     if arr.ndim in (3, 4):
         if arr.shape[0] == 0:
             raise InputError(f"empty batch: shape {arr.shape}")
         _check_image(arr[0], "faces[0]")
-        _check_values(arr, "batch")
+        try:
+            _check_values(arr, "batch")
+        except InputError:  # name the first face at fault
+            for i in range(len(arr)):
+                _check_values(arr[i], f"faces[{i}]")
+            raise
         return arr, False
     raise InputError(f"expected an image (H, W[, C]) or a batch (N, H, W[, C]); got shape {arr.shape}")
 
 
+def _as_array(value, what: str) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InputError(f"{what}: not an image array ({type(value).__name__}: {str(exc).splitlines()[0]})") from None
+    if arr.dtype == object:
+        kind = "a ragged or mixed nested list?" if isinstance(value, (list, tuple)) else f"got a {type(value).__name__}"
+        raise InputError(f"{what}: not an image array ({kind})")
+    return arr
+
+
 def _check_image(img: np.ndarray, what: str) -> np.ndarray:
     if img.ndim == 3 and img.shape[-1] not in (1, 3):
-        raise InputError(f"{what}: {img.shape[-1]} channels; expected 1 (gray) or 3 (BGR/RGB), shape {img.shape}")
+        hint = " (channels first? use img.transpose(1, 2, 0))" if img.shape[0] in (1, 3) else ""
+        raise InputError(f"{what}: {img.shape[-1]} channels; expected 1 (gray) or 3 (BGR/RGB), shape {img.shape}{hint}")
     if img.ndim not in (2, 3):
         raise InputError(f"{what}: expected (H, W) or (H, W, C), got shape {img.shape}")
     if img.shape[0] == 0 or img.shape[1] == 0:
@@ -74,8 +103,14 @@ def _check_values(arr: np.ndarray, what: str) -> None:
         return
     if arr.dtype.kind != "f":
         raise InputError(f"{what}: dtype {arr.dtype} not supported; pass uint8 (0..255) or float (0..255)")
+    if arr.size == 0:
+        return
     if not np.isfinite(arr).all():
         raise InputError(f"{what}: contains NaN or infinite values")
+    low, high = float(arr.min()), float(arr.max())
+    if low < 0 or high > 255:
+        raise InputError(f"{what}: float pixel values must lie in 0..255, got {low:g}..{high:g} "
+                         "(scale 0..1 images by 255; the model's own input scale comes from its spec)")
 
 
 def prepare(faces, spec: ModelSpec, color: str = "bgr", out: np.ndarray | None = None) -> np.ndarray:
@@ -109,8 +144,8 @@ def _to_planes(batch: np.ndarray, spec: ModelSpec, color: str) -> list[np.ndarra
     if gray_in:
         plane = (batch if batch.ndim == 3 else batch[..., 0]).astype(np.float32, copy=False)
         return [plane] * spec.channels
-    if spec.channels == 1:
-        return [batch.astype(np.float32, copy=False) @ _LUMA[color]]
+    if spec.color_order == "gray":  # a gray network, 1 channel or the gray plane replicated into 3
+        return [batch.astype(np.float32, copy=False) @ _LUMA[color]] * spec.channels
     order = [color.index(c) for c in spec.color_order]  # e.g. bgr input to an rgb network -> [2, 1, 0]
     return [batch[..., k].astype(np.float32, copy=False) for k in order]
 

@@ -1,20 +1,35 @@
 """Embedding edgefer in a camera application: read frames, find faces, overlay the emotion.
 
-    python examples/camera_app.py --model fer.onnx                 # camera 0, window (press q to quit)
-    python examples/camera_app.py --model fer.xml --source clip.mp4 --headless --max-frames 100
+    python examples/camera_app.py --model export/ov-int8/model.int8.xml                     # camera 0
+    python examples/camera_app.py --model export/ov-int8/model.int8.xml --source clip.mp4 --out annotated.mp4 \\
+        --jsonl faces.jsonl --max-frames 100
+    python examples/camera_app.py --model export/ov-int8/model.int8.xml --show              # a window
 
-Needs only numpy, OpenCV 4.x (``pip install 'edgefer[camera]'``) and the runtime of the model
-(onnxruntime, openvino or tensorrt) — no torch. --headless prints one line per frame instead of a window.
+Needs only numpy, OpenCV 4.x (``pip install 'edgefer[camera]'``) and the runtime of the model (onnxruntime,
+openvino or tensorrt) — no torch. By default it writes an annotated video (``--out``, default annotated.mp4),
+and prints one line per frame (or writes JSON lines with ``--jsonl``); stop a camera with Ctrl-C. ``--show``
+opens a window instead, which needs an OpenCV build with a GUI: ``edgefer[camera]`` installs
+opencv-python-headless, which has none (``pip install opencv-python`` replaces it with one that has).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import cv2
 
 from edgefer.runtime import EmotionRecognizer
+
+
+def opencv_has_gui() -> bool:
+    """Whether this OpenCV build can open windows (``GUI: NONE`` in its build information when it cannot)."""
+    for line in cv2.getBuildInformation().splitlines():
+        name, _, value = line.strip().partition(":")
+        if name == "GUI":
+            return value.strip().upper() not in ("", "NONE", "NO")
+    return False
 
 
 def annotate(frame, result) -> None:
@@ -27,39 +42,66 @@ def annotate(frame, result) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Facial emotion recognition on a camera or video.")
+    parser = argparse.ArgumentParser(description="Facial emotion recognition on a camera or video: writes an "
+                                     "annotated video and per-frame results, or shows a window (--show).")
     parser.add_argument("--model", required=True, help="exported model: .onnx, .xml or .engine")
     parser.add_argument("--source", default="0", help="camera index or video file (default: camera 0)")
+    parser.add_argument("--out", default="annotated.mp4", help="annotated video to write (default: annotated.mp4;"
+                        " '' for none)")
+    parser.add_argument("--jsonl", default=None, help="write one JSON object per frame here instead of printing")
+    parser.add_argument("--show", action="store_true", help="show a window (q quits); needs OpenCV with a GUI")
+    parser.add_argument("--headless", action="store_true", help=argparse.SUPPRESS)  # the default; older scripts
     parser.add_argument("--threads", type=int, default=None, help="CPU inference threads")
-    parser.add_argument("--headless", action="store_true", help="print results instead of opening a window")
-    parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     args = parser.parse_args(argv)
+    if args.show and not opencv_has_gui():
+        parser.error("--show: this OpenCV build has no GUI (opencv-python-headless, as edgefer[camera] installs); "
+                     "pip install opencv-python for windows, or leave out --show to write --out/--jsonl")
 
     recognizer = EmotionRecognizer.open(args.model, threads=args.threads)  # labels + preprocessing from the model
     capture = cv2.VideoCapture(int(args.source) if args.source.isdigit() else args.source)
     if not capture.isOpened():
         parser.error(f"cannot open {args.source}")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    writer = None
+    log = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None
     frames, started = 0, time.perf_counter()
     try:
         while args.max_frames is None or frames < args.max_frames:
             ok, frame = capture.read()
             if not ok:
                 break
-            result = recognizer.predict_frame(frame)  # [] when there is no face in the frame
+            result = recognizer.predict_frame(frame)  # .faces == [] when there is no face in the frame
             frames += 1
-            if args.headless:
-                print(frames, [(face.label, round(face.score, 2), face.box) for face in result.faces])
-                continue
+            faces = [(face.label, round(face.score, 2), face.box) for face in result.faces]
+            if log:
+                log.write(json.dumps({"frame": frames, "faces": result.to_dicts()}) + "\n")
+            elif not args.show:
+                print(frames, faces, flush=True)
             annotate(frame, result)
-            cv2.imshow("edgefer", frame)
-            if cv2.waitKey(1) & 0xFF == ord("q"):
-                break
+            if args.out and not args.show:
+                if writer is None:
+                    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if args.out.lower().endswith(".avi") else "mp4v"))
+                    writer = cv2.VideoWriter(args.out, fourcc, fps, (frame.shape[1], frame.shape[0]))
+                writer.write(frame)
+            if args.show:
+                cv2.imshow("edgefer", frame)
+                if cv2.waitKey(1) & 0xFF == ord("q"):
+                    break
+    except KeyboardInterrupt:  # Ctrl-C stops a camera; the video and JSON lines so far are kept
+        pass
     finally:
         capture.release()
+        if writer is not None:
+            writer.release()
+        if log:
+            log.close()
         recognizer.close()
-        if not args.headless:
+        if args.show:
             cv2.destroyAllWindows()
-    print(f"{frames} frames, {frames / max(time.perf_counter() - started, 1e-9):.1f} fps")
+    wrote = [path for path in (args.out if writer is not None else None, args.jsonl) if path]
+    print(f"{frames} frames, {frames / max(time.perf_counter() - started, 1e-9):.1f} fps"
+          + (f"; wrote {', '.join(wrote)}" if wrote else ""))
     return 0
 
 

@@ -46,6 +46,17 @@ class Exported:
         return target
 
 
+_SHARED: dict[str, Exported] = {}
+
+
+def shared_tiny(tmp_path_factory) -> Exported:
+    """One ``export_tiny`` per test process, shared by the runtime test modules (read-only: write variants and
+    copies into your own tmp_path)."""
+    if "tiny" not in _SHARED:
+        _SHARED["tiny"] = export_tiny(tmp_path_factory.mktemp("shared_tiny"))
+    return _SHARED["tiny"]
+
+
 def export_tiny(folder: Path) -> Exported:
     import onnx
     import openvino as ov
@@ -92,3 +103,74 @@ def cartoon_face(size: int = 150, frame: tuple[int, int] = (240, 320)) -> tuple[
     cv2.ellipse(img, (cx, cy + int(size * 0.27)), (int(size * 0.14), int(size * 0.04)), 0, 0, 360, 60, -1)
     img = cv2.GaussianBlur(img, (0, 0), size / 60)
     return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR), (cx - size // 2, cy - size // 2, size, size)
+
+
+# The input scales a foreign model may expect, as the (mean, std) its sidecar states for 1 channel:
+# the network sees (pixel / 255 - mean) / std.
+SCALES = {"0..255": (0.0, 1 / 255), "0..1": (0.0, 1.0), "-1..1": (0.5, 0.5)}
+
+
+def foreign_variant(tiny: Exported, folder: Path, name: str, *, layout: str = "nchw", gray3: bool = False,
+                    batch: int | None = None, output: str = "logits", perm: list[int] | None = None,
+                    scale: str | None = None, sidecar_fields: dict | None = None) -> tuple[Path, object]:
+    """``tiny``'s ONNX model reshaped as models from other tools come: an NHWC input (an ONNX Transpose in
+    front), a gray network taking 3 replicated channels (ReduceMean over them), a fixed batch, softmax or
+    sigmoid outputs, permuted classes (a Gather on the outputs, labels permuted to match), another input
+    scale (Mul + Add in front). No edgefer metadata; the sidecar ``<name>.json`` gets the matching spec
+    (without "layout" unless ``sidecar_fields`` states it). Returns (model path, spec written)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load(str(tiny.onnx))
+    del proto.metadata_props[:]
+    graph = proto.graph
+    core_in, core_out = graph.input[0].name, graph.output[0].name
+    for node in graph.node:
+        node.input[:] = ["core_in" if n == core_in else n for n in node.input]
+        node.output[:] = ["core_out" if n == core_out else n for n in node.output]
+    channels = 3 if gray3 else 1
+    pre, post, cur = [], [], "x"
+    if layout == "nhwc":
+        pre.append(helper.make_node("Transpose", [cur], ["x_nchw"], perm=[0, 3, 1, 2]))
+        cur = "x_nchw"
+    if gray3:
+        pre.append(helper.make_node("ReduceMean", [cur], ["x_gray"], axes=[1], keepdims=1))
+        cur = "x_gray"
+    spec = tiny.spec
+    mean, std = spec.mean[0], spec.std[0]
+    if scale:
+        mean, std = SCALES[scale]
+        a, b = std / spec.std[0], (mean - spec.mean[0]) / spec.std[0]
+        graph.initializer.extend([numpy_helper.from_array(np.array(a, np.float32), "scale_a"),
+                                  numpy_helper.from_array(np.array(b, np.float32), "scale_b")])
+        pre += [helper.make_node("Mul", [cur, "scale_a"], ["x_mul"]), helper.make_node("Add", ["x_mul", "scale_b"], [cur := "x_add"])]
+    pre.append(helper.make_node("Identity", [cur], ["core_in"]))
+    cur, labels = "core_out", list(spec.labels)
+    if perm is not None:
+        graph.initializer.append(numpy_helper.from_array(np.array(perm, np.int64), "perm"))
+        post.append(helper.make_node("Gather", [cur, "perm"], [cur := "permuted"], axis=1))
+        labels = [labels[i] for i in perm]
+    if output != "logits":
+        op = {"probabilities": "Softmax", "sigmoid": "Sigmoid"}[output]
+        post.append(helper.make_node(op, [cur], [cur := "scores"], **({"axis": 1} if op == "Softmax" else {})))
+    post.append(helper.make_node("Identity", [cur], ["out"]))
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(pre + nodes + post)
+    n = batch if batch is not None else "batch"
+    shape = [n, SIZE, SIZE, channels] if layout == "nhwc" else [n, channels, SIZE, SIZE]
+    del graph.input[0]
+    graph.input.insert(0, helper.make_tensor_value_info("x", TensorProto.FLOAT, shape))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("out", TensorProto.FLOAT, [n, len(labels)]))
+    del graph.value_info[:]
+    onnx.checker.check_model(proto)
+    path = folder / f"{name}.onnx"
+    onnx.save(proto, str(path))
+    written = spec.replace(labels=labels, channels=channels, mean=(mean,) * channels, std=(std,) * channels,
+                           color_order="gray", output=output, **(sidecar_fields or {}))
+    data = written.to_dict()
+    if "layout" not in (sidecar_fields or {}):
+        del data["layout"]  # as a user writes it: the runtime reads the layout from the input shape
+    (folder / f"{name}.onnx.json").write_text(__import__("json").dumps(data))
+    return path, written

@@ -21,7 +21,8 @@ from edgefer.errors import ModelError
 from tests.backends import needs_onnxruntime, needs_openvino, needs_torch
 
 ROW_FIELDS = {"key", "label", "backend", "precision", "device", "status", "reason", "inference_precision",
-              "model_path", "model_size_bytes", "export_s", "open_s", "accuracy", "vs_reference", "latency", "memory"}
+              "model_path", "model_size_bytes", "export_s", "open_s", "accuracy", "labels", "vs_reference", "latency",
+              "memory"}
 TIMING_FIELDS = {"batch", "runs", "warmup", "total_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
                  "max_ms", "throughput_ips"}
 
@@ -39,7 +40,7 @@ def bench_run(checkpoint, fer_csv, tmp_path_factory):
     """One real `edgefer bench` run: PyTorch reference, ORT FP32, the INT8 rows; the rest skipped/missing.
     A saved calibration bundle (--calib) feeds the INT8 exports and must not reach the FP32 ones."""
     out = tmp_path_factory.mktemp("bench")
-    calib = out / "calib"
+    calib = tmp_path_factory.mktemp("calib") / "bundle"
     made = CliRunner().invoke(main, ["calibrate", "--data", str(fer_csv), "--out", str(calib), "--calib-size", "64"])
     assert made.exit_code == 0, made.output
     result = CliRunner().invoke(main, [
@@ -195,7 +196,7 @@ def test_cli_unknown_split_is_one_line_error(checkpoint, fer_csv, tmp_path):
     result = CliRunner().invoke(main, ["bench", "--model", str(checkpoint), "--data", str(fer_csv), "--split", "dev",
                                        "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "no 'dev' split (available: train, val, test, private_test)" in result.output
+    assert "unknown split 'dev' (use 'auto', 'all' or one of" in result.output
 
 
 def test_measure_budgets_and_statistics():

@@ -24,7 +24,7 @@ def test_spec_roundtrip_and_validation(tmp_path):
     with pytest.raises(ModelError, match="side.json: missing field"):
         ModelSpec.from_dict({"labels": ["a", "b"]}, source="side.json")
     with pytest.raises(ModelError, match="color_order"):
-        ModelSpec(channels=3, mean=(0.5,) * 3, std=(0.5,) * 3, color_order="gray")
+        ModelSpec(channels=1, color_order="rgb")
     model = tmp_path / "m.engine"
     with pytest.raises(ModelError, match="m.engine.json"):
         read_sidecar(model)

@@ -1,5 +1,6 @@
 """FER2013 data layer: CSV reader, splits and manifest, class weights, synthetic data, CLI."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -62,6 +63,47 @@ def test_synthesize_priors_usage_and_determinism():
     assert usage["Training"] / 700 == pytest.approx(0.8, abs=0.02)
     assert usage["PublicTest"] / 700 == pytest.approx(0.1, abs=0.02)
     assert a.synthetic and a.images.std() > 30  # not blank
+
+
+# sha256 of synthesize(200, seed=0): images, labels (int64 little-endian), Usage strings. The generator uses only
+# correctly rounded IEEE-754 operations, so these bytes are the same on every CPU (AMD, Intel with AVX-512/AMX,
+# ARM); a change here means the synthetic data changed: bump SYNTH_VERSION and regenerate
+# calibration/synthetic/manifest.json (calibration/README.md).
+SYNTH_200_SHA256 = "ff6e37c11a35cfa05218ed5a810845c9216b6dba2f552be6f8ed8b1a02fa3962"
+
+
+def _synth_digest(data) -> str:
+    digest = hashlib.sha256(data.images.tobytes())
+    digest.update(data.labels.astype("<i8").tobytes())
+    digest.update("\n".join(data.usage.tolist()).encode())
+    return digest.hexdigest()
+
+
+def test_synthesize_is_pinned_and_avoids_cpu_specific_math(monkeypatch):
+    """numpy's array sin/cos/exp/log/hypot/power take CPU-specific SIMD paths (last bits differ between an
+    AMD EPYC and an AVX-512 Xeon): the generator must not call them at all."""
+    def forbidden(name):
+        def call(*args, **kwargs):
+            raise AssertionError(f"np.{name} is CPU-dependent; synthesize must not use it")
+        return call
+
+    for name in ("sin", "cos", "tan", "exp", "expm1", "exp2", "log", "log1p", "log2", "hypot", "power",
+                 "float_power", "arctan2", "sinh", "cosh", "tanh", "cbrt"):
+        monkeypatch.setattr(np, name, forbidden(name))
+    assert _synth_digest(synthesize(200, seed=0)) == SYNTH_200_SHA256
+
+
+def test_exact_elementary_functions_match_numpy():
+    from edgefer.data.synth import _cos, _exp, _log, _normal, _sin
+
+    x = np.linspace(-20, 20, 4001)
+    assert np.abs(_sin(x) - np.sin(x)).max() < 1e-12 and np.abs(_cos(x) - np.cos(x)).max() < 1e-12
+    y = np.linspace(-40, 5, 2001)
+    assert np.abs(_exp(y) / np.exp(y) - 1).max() < 1e-13
+    z = np.exp(np.linspace(-690, 0, 2001))
+    assert np.abs(_log(z) - np.log(z)).max() < 1e-12
+    r = _normal(np.random.default_rng(0), 0.0, 1.0, 200_000)
+    assert abs(r.mean()) < 0.01 and abs(r.std() - 1) < 0.01 and 0.002 < (np.abs(r) > 3).mean() < 0.0034
 
 
 def test_class_weights_known_counts():
@@ -191,3 +233,57 @@ def test_rewriting_real_data_removes_synthetic_marker(tmp_path):
     assert load(path).synthetic
     data.synthetic = False
     assert not load(write_fer_csv(path, data)).synthetic
+
+
+def test_synth_options_are_validated(tmp_path):
+    from edgefer.data import synth_csv_path, validate_synth_options
+
+    with pytest.raises(DataError, match=r"^--seed must be a non-negative integer, got -1$"):
+        synthesize(5, seed=-1)
+    with pytest.raises(DataError, match=r"^--n must be a number of images, at least 1, got 0$"):
+        validate_synth_options(0, 0)
+    result = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path / "s.csv"), "--n", "5", "--seed", "-1"])
+    assert result.exit_code == 2 and result.output == "edgefer: error: --seed must be a non-negative integer, got -1\n"
+    assert synth_csv_path(tmp_path / "x.txt") == tmp_path / "x.txt"  # a file name, not a directory
+    assert synth_csv_path(tmp_path / "out") == tmp_path / "out" / "fer2013_synthetic.csv"
+    assert synth_csv_path(f"{tmp_path}/v1.0/") == tmp_path / "v1.0" / "fer2013_synthetic.csv"
+    (tmp_path / "existing.csv").mkdir()
+    assert synth_csv_path(tmp_path / "existing.csv") == tmp_path / "existing.csv" / "fer2013_synthetic.csv"
+    (tmp_path / "plain").write_text("x")
+    assert synth_csv_path(tmp_path / "plain") == tmp_path / "plain"
+    with pytest.raises(DataError, match=r"plain/a.csv: .*plain is a file, not a directory"):
+        synth_csv_path(tmp_path / "plain" / "a.csv")
+    (tmp_path / "d" / "fer2013_synthetic.csv").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"d/fer2013_synthetic.csv: is a directory, not a file"):
+        synth_csv_path(tmp_path / "d")
+
+
+def test_labels_match_by_name_and_scores_do_not_depend_on_output_order():
+    from edgefer.errors import ModelError
+    from edgefer.labels import match_labels
+    from edgefer.metrics import report_by_name
+    from edgefer.spec import FER2013_LABELS
+
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 300)
+    scores = rng.normal(0, 1, (300, 7))
+    scores[np.arange(300), y] += rng.normal(1.5, 1, 300)  # right on most images
+    base = report_by_name(y, scores, match_labels(FER2013_LABELS, FER2013_LABELS))
+    assert 0.5 < base["accuracy"] < 1 and base["excluded"] == 0 and base["classes_compared"] == list(FER2013_LABELS)
+    # a Keras-style model: another order and other spellings; outputs permuted with its labels
+    keras = ["neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"]
+    order = [FER2013_LABELS.index(canonical) for canonical in
+             ["neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"]]
+    permuted = report_by_name(y, scores[:, order], match_labels(FER2013_LABELS, keras))
+    for key in ("accuracy", "macro_f1", "confusion_matrix", "per_class"):
+        assert permuted[key] == base[key]
+    # an 8-class model with contempt and data without disgust: scored over the 6 + ... shared classes
+    match = match_labels(FER2013_LABELS, keras + ["contempt"])
+    assert match.model_only == ("contempt",) and match.data_only == () and not match.identical
+    partial = match_labels([c for c in FER2013_LABELS if c != "disgust"], keras)
+    assert partial.model_only == ("disgusted",) and "model labels the data lacks: disgusted" in partial.note()
+    with pytest.raises(ModelError, match=r"'happy' and 'Happiness' are the same class \(happy\)"):
+        match_labels(FER2013_LABELS, ["happy", "Happiness", "sad"])
+    with pytest.raises(ModelError, match=r"no class in common"):
+        match_labels(FER2013_LABELS, ["cat", "dog"])

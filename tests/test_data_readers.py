@@ -1,6 +1,7 @@
 """Image-folder readers, class-name aliases, image conversion, and every bad-input case (API and CLI)."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,16 @@ import pytest
 from click.testing import CliRunner
 
 from edgefer.cli import main
-from edgefer.data import LABELS, canonical_label, load, prepare_splits, synthesize, to_gray48
+from edgefer.data import (
+    LABELS,
+    canonical_label,
+    is_known_label,
+    label_index,
+    load,
+    prepare_splits,
+    synthesize,
+    to_gray48,
+)
 from edgefer.errors import DataError
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow (edgefer[data]) reads image folders")
@@ -79,12 +89,15 @@ def test_to_gray48_conversions():
     assert np.all(to_gray48(deep) == 40000 >> 8)
 
 
-@pytest.mark.parametrize("name, index", [
-    ("angry", 0), ("Anger", 0), ("disgusted", 1), ("Fearful", 2), ("happiness", 3), ("3_happy", 3),
-    ("sadness", 4), ("Surprised", 5), ("neutrality", 6), ("6", 6), ("contempt", None), ("7", None),
+@pytest.mark.parametrize("name, canonical, index", [
+    ("angry", "angry", 0), ("Anger", "angry", 0), ("disgusted", "disgust", 1), ("Fearful", "fear", 2),
+    ("happiness", "happy", 3), ("3_happy", "happy", 3), ("sadness", "sad", 4), ("Surprised", "surprise", 5),
+    ("neutrality", "neutral", 6), ("6", "neutral", 6), ("contempt", "contempt", 7), ("Contemptuous", "contempt", 7),
+    ("7", "7", None), ("Calm ", "calm", None),
 ])
-def test_canonical_label(name, index):
-    assert canonical_label(name) == index
+def test_canonical_label(name, canonical, index):
+    assert canonical_label(name) == canonical and label_index(name) == index
+    assert is_known_label(name) == (index is not None)
 
 
 def test_val_folder_is_used_as_validation(tmp_path, faces):
@@ -98,7 +111,7 @@ def test_val_folder_is_used_as_validation(tmp_path, faces):
 
 def csv_file(tmp_path, text, name="fer.csv"):
     path = tmp_path / name
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -121,6 +134,11 @@ CSV_CASES = {
                     r"fer.csv row 2 \(line 3\): expected 3 fields \(emotion,pixels,Usage\), got 2"),
     "usage_value": (f"emotion,pixels,Usage\n{GOOD}3,{ROW},Validation\n",
                     r"fer.csv row 2 \(line 3\): Usage 'Validation' is not Training, PublicTest or PrivateTest"),
+    # a spreadsheet's non-breaking space separates like a space; a number too large for int64 is out of range
+    "nbsp_huge_pixel": (f"emotion,pixels,Usage\n{GOOD}3,99999999999999999999\u00a0{ROW[2:]},Training\n",
+                        r"fer.csv row 2 \(line 3\): pixel 1 value 99999999999999999999 is outside 0..255"),
+    "huge_label": (f"emotion,pixels,Usage\n{GOOD}{'9' * 5000},{ROW},Training\n",
+                   r"fer.csv row 2 \(line 3\): emotion '99999999999999999999\.\.\.' is outside 0..6"),
 }
 
 
@@ -183,8 +201,16 @@ FOLDER_CASES = {
     "truncated_image": (lambda root: (root / "happy" / "cut.png").write_bytes(
         (root / "happy" / "0.png").read_bytes()[:60]), r"happy/cut.png: not a readable image"),
     "empty_class_folder": (lambda root: (root / "sad").mkdir(), r"sad: empty class folder"),
-    "unknown_class_name": (lambda root: save(root / "contempt" / "x.png", np.zeros((48, 48), np.uint8)),
-                           r"contempt: unknown class name 'contempt' \(1 files"),
+    "unknown_class_name": (lambda root: save(root / "bored" / "x.png", np.zeros((48, 48), np.uint8)),
+                           r"bored: unknown class name 'bored' \(1 files"),
+    "broken_symlink": (lambda root: (root / "happy" / "gone.png").symlink_to(root / "nowhere.png"),
+                       r"happy/gone.png: broken symlink \(its target does not exist\)"),
+    "looping_symlink": (lambda root: (root / "happy" / "self.png").symlink_to(root / "happy" / "self.png"),
+                        r"happy/self.png: symlink loop"),
+    "folder_symlink_loop": (lambda root: (root / "happy" / "again").symlink_to(root / "happy"),
+                            r"happy/again: symlink loop \(leads back to a folder already read\)"),
+    "non_utf8_name": (lambda root: (root / "angry" / os.fsdecode(b"caf\xe9.txt")).write_text("not an image"),
+                      r"angry/caf\\xe9.txt: not a readable image"),
 }
 
 
@@ -249,3 +275,126 @@ def test_pixel_parser_round_trips_any_whitespace():
         assert np.array_equal(_parse_pixels(" " + text), values)
 
     check()
+
+
+def test_cr_only_line_ends(tmp_path):
+    """Old Mac / some exporters end lines with a lone CR: rows and line numbers are read as with LF."""
+    data = synthesize(3, seed=0)
+    lines = ["emotion,pixels,Usage"] + [f"{label},{' '.join(map(str, image.ravel()))},Training"
+                                        for image, label in zip(data.images, data.labels)]
+    path = tmp_path / "fer.csv"
+    path.write_bytes("\r".join(lines).encode())  # no line end after the last row either
+    loaded = load(path)
+    assert np.array_equal(loaded["train"].images, data.images) and loaded["train"].ids[2] == "fer.csv:row=3"
+    path.write_bytes(("\r".join(lines[:2] + ["9" + lines[2][1:]] + lines[3:]) + "\r").encode())
+    with pytest.raises(DataError, match=r"fer.csv row 2 \(line 3\): emotion 9 is outside 0..6"):
+        load(path)
+
+
+def test_file_names_that_are_not_utf8_become_printable_ids(tmp_path, faces):
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not valid UTF-8
+    save(tmp_path / "happy" / name, faces.images[0])
+    save(tmp_path / "angry" / "b.png", faces.images[1])
+    loaded = load(tmp_path)
+    assert sorted(loaded["train"].ids.tolist()) == ["angry/b.png", "happy/caf\\xe9.png"]
+    json.dumps(loaded["train"].ids.tolist(), ensure_ascii=False).encode("utf-8")  # printable: no lone surrogates
+    result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    csv_path = tmp_path.parent / os.fsdecode(b"donn\xe9es.csv")
+    csv_path.write_text(f"emotion,pixels\n3,{ROW}\n")
+    assert load(csv_path)["train"].ids.tolist() == ["donn\\xe9es.csv:row=1"]
+
+
+def test_broken_symlink_at_the_data_root_is_counted(tmp_path, faces):
+    for i in range(2):
+        save(tmp_path / "happy" / f"{i}.png", faces.images[i])
+    (tmp_path / "sad").symlink_to(tmp_path / "moved-away")
+    with pytest.raises(DataError, match=r"/sad: broken symlink \(its target does not exist\)"):
+        load(tmp_path)
+    loaded = load(tmp_path, skip_bad=True)
+    assert len(loaded["train"]) == 2 and [e["reason"] for e in loaded.report.skipped] == [
+        "broken symlink (its target does not exist)"]
+
+
+# ------------------------------------------------------------------------ data as users have it
+
+
+def test_plain_class_folder_and_test_only_folder_are_evaluated_whole(tmp_path, faces):
+    from edgefer.data import evaluation_set
+
+    plain, test_only = tmp_path / "plain", tmp_path / "only_test"
+    for i in range(10):
+        save(plain / LABELS[faces.labels[i]] / f"{i}.png", faces.images[i])
+        save(test_only / "test" / LABELS[faces.labels[i]] / f"{i}.png", faces.images[i])
+    whole = evaluation_set(plain)
+    assert whole.name == "all" and len(whole) == 10 and sorted(whole.ids)[0] == sorted(
+        f"{LABELS[faces.labels[i]]}/{i}.png" for i in range(10))[0]
+    with pytest.raises(DataError, match=r"plain: no 'test' split \(the data has: train; use split 'all' to "):
+        evaluation_set(plain, "test")
+    test = evaluation_set(test_only)
+    assert test.name == "test" and len(test) == 10 and test.ids[0].startswith("test/")
+    assert evaluation_set(test_only, "all").ids.tolist() == test.ids.tolist()
+    with pytest.raises(DataError, match=r"only_test: no training data \(.*the data has: test\)"):
+        prepare_splits(test_only)
+    with pytest.raises(DataError, match=r"unknown split 'dev' \(use 'auto', 'all' or one of train"):
+        evaluation_set(plain, "dev")
+
+
+def test_evaluation_set_of_a_csv_prefers_the_test_split(fer_csv):
+    from edgefer.data import evaluation_set
+
+    assert evaluation_set(fer_csv).name == "test" and len(evaluation_set(fer_csv)) == 60
+    everything = evaluation_set(fer_csv, "all")
+    assert everything.name == "all" and len(everything) == 600 and len(set(everything.ids)) == 600
+    assert evaluation_set(fer_csv, "private_test").name == "private_test"
+
+
+def test_calibration_split_is_stratified_seeded_and_disjoint():
+    from edgefer.data import calibration_split
+
+    data = synthesize(300, seed=2)
+    keep, calib = calibration_split(data, 60, seed=1)
+    assert len(calib) == 60 and len(keep) == 240 and not set(keep) & set(calib)
+    assert sorted(np.concatenate([keep, calib]).tolist()) == list(range(300))
+    share = np.bincount(data.labels[calib], minlength=7) - 60 * data.class_counts() / 300
+    assert np.abs(share).max() < 1  # proportional per class
+    assert (np.bincount(data.labels[keep], minlength=7) > 0).all()  # every class still evaluated
+    again_keep, again_calib = calibration_split(data, 0.2, seed=1)
+    assert again_calib.tolist() == calib.tolist() and again_keep.tolist() == keep.tolist()
+    order = np.random.default_rng(0).permutation(300)  # read in another order: the same images are drawn
+    shuffled = data.subset(order)
+    assert sorted(shuffled.ids[calibration_split(shuffled, 60, seed=1)[1]]) == sorted(data.ids[calib])
+    assert calibration_split(data, 60, seed=2)[1].tolist() != calib.tolist()
+    tiny = data.subset(np.flatnonzero(data.labels == 1)[:2])  # two disgust images: one stays for evaluation
+    assert [len(part) for part in calibration_split(tiny, 1)] == [1, 1]
+    for bad, message in [(0, "from 1 to 299"), (300, "from 1 to 299"), (1.5, "between 0 and 1"), ("9", "'9'")]:
+        with pytest.raises(DataError, match=message):
+            calibration_split(data, bad)
+
+
+def test_contempt_folder_loads_as_an_eighth_class(tmp_path, faces):
+    for i in range(6):
+        save(tmp_path / ["happy", "sad", "Contempt"][i % 3] / f"{i}.png", faces.images[i])
+    loaded = load(tmp_path)
+    assert loaded.classes == LABELS + ("contempt",)
+    assert loaded["train"].stats()["class_counts"] == {**dict.fromkeys(LABELS, 0), "happy": 2, "sad": 2,
+                                                       "contempt": 2}
+    splits = prepare_splits(tmp_path, val_fraction=0.0)
+    assert splits.manifest["labels"][-1] == "contempt" and len(splits.class_weights()) == 8
+    result = CliRunner().invoke(main, ["data", "inspect", str(tmp_path), "--json", "--val-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["splits"]["train"]["class_counts"]["contempt"] == 2
+
+
+def test_messages_about_non_utf8_names_print(tmp_path):
+    root = tmp_path / os.fsdecode(b"d\xe9j\xe0")
+    (root / os.fsdecode(b"ph\xf6tos")).mkdir(parents=True)
+    with pytest.raises(DataError, match=r"d\\xe9j\\xe0: no FER2013 CSV, .*\(sub-folders: ph\\xf6tos\)") as caught:
+        load(root)
+    str(caught.value).encode("utf-8")
+    (root / os.fsdecode(b"a\xff.csv")).write_text("")
+    (root / "b.csv").write_text("")
+    with pytest.raises(DataError, match=r"holds 2 CSV files \(a\\xff.csv, b.csv\)"):
+        load(root)
+    with pytest.raises(DataError, match=r"a\\xff.csv: empty file"):
+        load(root / os.fsdecode(b"a\xff.csv"))

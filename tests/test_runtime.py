@@ -17,14 +17,14 @@ from edgefer.runtime import EmotionRecognizer, FramePrediction, open_backend
 from edgefer.runtime.base import backend_name
 from edgefer.spec import FER2013_LABELS, sidecar_path
 from tests.backends import needs_cv2, needs_onnxruntime, needs_openvino, needs_torch
-from tests.runtime_models import SIZE, cartoon_face, export_tiny
+from tests.runtime_models import SIZE, cartoon_face, shared_tiny
 
 pytestmark = [needs_torch, needs_onnxruntime, needs_openvino]
 
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
-    return export_tiny(tmp_path_factory.mktemp("runtime_models"))
+    return shared_tiny(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -54,22 +54,14 @@ def test_openvino_fp32_really_runs_f32(tiny):
     assert rec.backend.compiled_model.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
     assert rec.backend.compiled_model.get_property("INFERENCE_NUM_THREADS") == 1
     assert rec.backend.precision == "f32"
-    assert EmotionRecognizer.open(tiny.xml, precision="bf16").backend.precision == "bf16"
+    import openvino as ov
+
+    bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")  # else OpenVINO falls back to f32
+    assert EmotionRecognizer.open(tiny.xml, precision="bf16").backend.precision == ("bf16" if bf16 else "f32")
     with pytest.raises(ModelError, match="precision must be one of f32, bf16, f16"):
         EmotionRecognizer.open(tiny.xml, precision="int4")
     with pytest.raises(ModelError, match="precision='f16' is an OpenVINO option"):
         EmotionRecognizer.open(tiny.onnx, precision="f16")
-
-
-def test_openvino_batch_one_runs_a_static_model_with_the_same_results(tiny, images):
-    rec = EmotionRecognizer.open(tiny.xml, threads=1)
-    assert rec.backend._batch_one is None  # compiled lazily: opening stays fast
-    batch = rec.predict(images, color="gray", return_logits=True).logits
-    one = rec.predict(images[3], color="gray", return_logits=True).logits
-    static = rec.backend._batch_one
-    assert static is not None and list(static.input(0).get_shape()) == [1, 1, SIZE, SIZE]
-    assert static.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
-    assert np.abs(one[0] - batch[3]).max() < 1e-4
 
 
 def test_input_forms_agree(tiny, images):
@@ -107,7 +99,7 @@ def test_batches_split_and_pad(tiny, images):
 
 def test_thread_safety(model_path, images):
     rec = EmotionRecognizer.open(model_path, threads=1)
-    work = [images[: 1 + i % len(images)] for i in range(24)]
+    work = [images[: 1 + i % len(images), ..., None] for i in range(24)]
     serial = [rec.predict(w, color="gray", return_logits=True).logits for w in work]
     results: dict[int, np.ndarray] = {}
 
@@ -429,7 +421,7 @@ def _docs_example(doc: str) -> str:
 
 
 @needs_cv2
-@pytest.mark.parametrize("doc", ["README.md", "docs/runtime.md"])
+@pytest.mark.parametrize("doc", ["docs/runtime.md"])  # README.md: tests/test_readme.py
 def test_docs_example_runs_as_written(doc, tiny, images, tmp_path, monkeypatch, capsys):
     import cv2
 
@@ -444,24 +436,6 @@ def test_docs_example_runs_as_written(doc, tiny, images, tmp_path, monkeypatch, 
     expected = EmotionRecognizer.open(tiny.onnx).predict(images[0], color="gray")
     assert printed[0].startswith(f"{expected.labels[0]} [('{expected.labels[0]}', ")
     assert len(printed) == 2 and printed[1].split(")")[1].split()[0] in FER2013_LABELS  # one face found in the photo
-
-
-@needs_cv2
-def test_camera_app_example_on_a_video(tiny, tmp_path):
-    import subprocess
-
-    import cv2
-
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    for i in range(3):
-        writer.write(np.full((48, 64, 3), 60 * i, np.uint8))
-    writer.release()
-    script = Path(__file__).parents[1] / "examples" / "camera_app.py"
-    done = subprocess.run([sys.executable, str(script), "--model", str(tiny.xml), "--source", str(video),
-                           "--headless", "--max-frames", "2"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.splitlines()[:2] == ["1 []", "2 []"] and "2 frames" in done.stdout
 
 
 def test_float16_io_model(tmp_path):
@@ -485,6 +459,6 @@ def test_float16_io_model(tmp_path):
     embed_in_onnx(proto, spec)
     onnx.save(proto, str(tmp_path / "half.onnx"))
     images = np.random.default_rng(4).integers(0, 256, (3, 20, 20), dtype=np.uint8)
-    pred = EmotionRecognizer.open(tmp_path / "half.onnx").predict(images, color="gray", return_logits=True)
+    pred = EmotionRecognizer.open(tmp_path / "half.onnx").predict(images[..., None], color="gray", return_logits=True)
     ref = prepare(images, spec, color="gray").astype(np.float16).reshape(3, -1).astype(np.float32) @ weights
     assert pred.logits.dtype == np.float32 and np.allclose(pred.logits, ref, rtol=1e-2, atol=5e-2)

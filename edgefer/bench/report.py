@@ -13,14 +13,19 @@ from .env import describe
 SYNTHETIC_NOTE = "SYNTHETIC data (procedurally drawn faces, not FER2013): accuracy numbers say nothing about FER2013"
 
 
-def write_reports(report: dict, out_dir: str | Path, plots: bool = True) -> dict:
-    """Write every report file into ``out_dir``; return {kind: path}. bench.json is written last, with this map."""
+def write_reports(report: dict, out_dir: str | Path, plots: bool = True,
+                  published_as: str | Path | None = None) -> dict:
+    """Write every report file into ``out_dir``; return {kind: path}. bench.json is written last, with this map.
+    ``published_as``: the directory ``out_dir`` will become (a staging directory is published later): the map
+    names the files there."""
     out_dir = Path(out_dir)
-    files = {"csv": str(write_text(out_dir / "bench.csv", to_csv(report))),
-             "markdown": str(out_dir / "bench.md")}
+    shown = Path(published_as) if published_as is not None else out_dir
+    write_text(out_dir / "bench.csv", to_csv(report))
+    files = {"csv": str(shown / "bench.csv"), "markdown": str(shown / "bench.md")}
     if plots:
-        files["plots"] = {name: str(p) for name, p in write_plots(report, out_dir).items()}
-    files["json"] = str(out_dir / "bench.json")
+        files["plots"] = {name: str(shown / Path(p).relative_to(out_dir))
+                          for name, p in write_plots(report, out_dir).items()}
+    files["json"] = str(shown / "bench.json")
     report["files"] = files
     write_text(out_dir / "bench.md", to_markdown(report))
     write_json(out_dir / "bench.json", report)
@@ -37,7 +42,7 @@ def _get(d, *keys):
 
 def flat_rows(report: dict) -> list[dict]:
     """One flat dict per row (the CSV columns)."""
-    labels = report["model"]["labels"]
+    labels = _classes(report)
     batches = report["settings"]["batches"]
     out = []
     for r in report["rows"]:
@@ -106,6 +111,26 @@ def table_rows(report: dict, reasons_inline: bool = True) -> tuple[list[str], li
     return header, cells
 
 
+def _classes(report: dict) -> list[str]:
+    """The classes the rows are scored over: those data and model share (matched by name), in data order."""
+    match = report["data"].get("labels")
+    return list(match["shared"]) if match else list(report["model"]["labels"])
+
+
+def _data_lines(data: dict) -> list[str]:
+    """Which images were used for what, and how the data's classes were matched onto the model's labels."""
+    lines = []
+    usage = data.get("images_used") or {}
+    if usage.get("calibration"):
+        lines.append(f"- INT8 calibration: {usage['calibration']}")
+    match = data.get("labels")
+    if match and match.get("scored_over") != "all classes":
+        lines.append(f"- Classes matched by name; scored over the {len(match['shared'])} shared classes "
+                     f"({', '.join(match['shared'])}); only in the data: {', '.join(match['data_only']) or 'none'}; "
+                     f"only in the model: {', '.join(match['model_only']) or 'none'}")
+    return lines
+
+
 def to_markdown(report: dict) -> str:
     env, settings, data = report["environment"], report["settings"], report["data"]
     lines = ["# edgefer bench", ""]
@@ -116,6 +141,7 @@ def to_markdown(report: dict) -> str:
         f"{report['model']['input_size']} px, {report['model']['channels']} channel(s))",
         f"- Data: `{data['path']}` split `{data['split']}`, {data['n']} images"
         + (" (SYNTHETIC)" if data["synthetic"] else ""),
+        *_data_lines(data),
         f"- Machine: {describe(env)}; {settings['threads']} threads",
         "- Libraries: " + ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v),
         f"- Timing: {_budget_text(settings)}",
@@ -132,7 +158,7 @@ def to_markdown(report: dict) -> str:
     lines += ["", "Δ F1 pts: macro-F1 minus the reference's, in points; agree: top-1 agreement with the reference; "
               "b1: batch-1 model call (`.run` on prepared input); e2e: `.predict` on a 48x48 uint8 face incl. "
               "preprocessing; img/s: images per second at that batch size.", ""]
-    lines += ["## Goals (issue 6; stated for 112 px on 2 CPU cores)", "", "| goal | value | met |", "|---|---|---|"]
+    lines += ["## Goals (stated for 112 px on 2 CPU cores)", "", "| goal | value | met |", "|---|---|---|"]
     for g in report.get("goals", []):
         value = "not measured" if g["value"] is None else (
             f"{g['value']:.2%}" if g["unit"] == "fraction" else f"{g['value']:.2f} {g['unit']}")
@@ -158,7 +184,7 @@ def _budget_text(settings: dict) -> str:
 
 
 def _per_class_markdown(report: dict) -> list[str]:
-    labels = report["model"]["labels"]
+    labels = _classes(report)
     ok = [r for r in report["rows"] if r["status"] == "ok"]
     if not ok:
         return []
@@ -194,7 +220,7 @@ def print_table(report: dict, console=None) -> None:
     for g in report.get("goals", []):
         if g["met"] is not None:
             verdict = "[green]met[/green]" if g["met"] else "[red]not met[/red]"
-            console.print(f"issue-6 goal (stated for 112 px, 2 cores) {verdict}: {g['goal']}")
+            console.print(f"goal (stated for 112 px, 2 cores) {verdict}: {g['goal']}")
 
 
 # ------------------------------------------------------------------------------------------------ plots
@@ -256,7 +282,7 @@ def _pareto(plt, report, ok, tag):
 def _per_class(plt, report, ok, tag):
     import numpy as np
 
-    labels = report["model"]["labels"]
+    labels = _classes(report)
     fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(labels)), 4.5))
     width = 0.8 / len(ok)
     x = np.arange(len(labels))
@@ -280,7 +306,7 @@ def _confusions(plt, report, ok, tag):
     if ref is None:
         return None
     panels = [ref, *int8]
-    labels = report["model"]["labels"]
+    labels = _classes(report)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     for ax, r in zip(axes[0], panels):
         cm = np.asarray(r["accuracy"]["confusion_matrix"], float)

@@ -59,7 +59,6 @@ ROW_KEYS = tuple(r.key for r in ROWS)
 # OpenVINO INFERENCE_PRECISION_HINT per row precision: FP32 is forced to f32 (the CPU plugin would run it in
 # bf16 where the CPU has it); FP16/INT8 models keep the runtime's default (bf16/f32 for non-quantized ops).
 OPENVINO_INFERENCE_PRECISION = {"fp32": "f32"}
-FP32_ONNX = "model.onnx"  # the FP32 ONNX every edgefer.export run writes beside its product
 # --targets accepts row keys or these groups
 GROUPS = {
     "all": ROW_KEYS,
@@ -116,15 +115,16 @@ def artifact_size(path: str | Path) -> int:
     return path.stat().st_size + sum(p.stat().st_size for p in companions if p.is_file() and p != path)
 
 
-def pick_artifact(result: dict, row: RowDef, out_dir: Path) -> Path:
-    """The file in an export result (``export.json`` content) that ``row`` runs."""
+def pick_artifact(result, row: RowDef, out_dir: Path) -> Path:
+    """The file of an ``ExportResult`` that ``row`` runs."""
     if row.backend != "tensorrt":
-        return out_dir / result["model"]
-    step = result.get("tensorrt") or {}
-    if not step.get("built"):
-        raise _Missing(f"no engine built here ({step.get('reason', 'no TensorRT')}); build it on the target with "
-                       f"`{step.get('build_engine_command', 'edgefer build-engine MODEL.onnx')}`")
-    return out_dir / step["engine"]
+        return out_dir / result.model
+    step = result.tensorrt
+    if result.engine() is None:
+        reason = step.reason if step is not None else "no TensorRT"
+        command = step.build_engine_command if step is not None else "edgefer build-engine MODEL.onnx"
+        raise _Missing(f"no engine built here ({reason}); build it on the target with `{command}`")
+    return out_dir / result.engine()
 
 
 class _Missing(EdgeferError):
@@ -165,7 +165,7 @@ class Producer:
                  export_options: dict | None = None):
         self.source, self.work_dir, self.data, self.calib = source, Path(work_dir), data, calib
         self.threads, self.export_options = threads, dict(export_options or {})
-        self._exports: dict[tuple[str, str], tuple[dict | None, BaseException | None, float]] = {}
+        self._exports: dict[tuple[str, str], tuple[object, BaseException | None, float]] = {}
         self._fp32_onnx: Path | None = None
 
     def produce(self, row: RowDef) -> tuple[Path, float]:
@@ -179,15 +179,16 @@ class Producer:
         if key not in self._exports:
             import time
 
-            from ..export import export
+            from ..export.config import ExportConfig
+            from ..export.pipeline import export
 
             t0 = time.perf_counter()
             try:
                 calib = self.calib if row.precision == "int8" else None
-                result = export(self._fp32_onnx or self.source, row.target, row.precision, out_dir, data=self.data,
-                                calib=calib, **self.export_options)
-                if self._fp32_onnx is None and (out_dir / FP32_ONNX).is_file():
-                    self._fp32_onnx = out_dir / FP32_ONNX  # later exports start from it: no second torch export
+                config = ExportConfig.build(row.target, row.precision, **self.export_options)
+                result = export(self._fp32_onnx or self.source, config, out_dir, data=self.data, calib=calib)
+                if self._fp32_onnx is None:  # later exports start from it: no second torch export
+                    self._fp32_onnx = out_dir / result.reference_model
                 self._exports[key] = (result, None, time.perf_counter() - t0)
             except Exception as exc:  # noqa: BLE001 - remembered so a shared export fails each row it serves
                 self._exports[key] = (None, exc, time.perf_counter() - t0)

@@ -20,12 +20,36 @@ COMMANDS = {
     "build-engine": "edgefer.cli.export:build_engine",
     "predict": "edgefer.cli.predict:predict",
     "bench": "edgefer.cli.bench:bench",
+    "info": "edgefer.cli.info:info",
     "qat": "edgefer.cli.qat:qat",
 }
 
 
+class OneLineError(click.ClickException):
+    """An error the CLI shows as one line ``edgefer: error: ...`` on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        from .options import printable
+
+        click.echo(f"edgefer: error: {printable(self.format_message())}", err=True)
+
+
+def one_line(exc: click.ClickException) -> click.ClickException:
+    """A click error (unknown option, bad choice, missing argument, bad value, unreadable file) as one line
+    naming the command it belongs to. A group called without a subcommand still shows its help."""
+    if isinstance(exc, (OneLineError, getattr(click.exceptions, "NoArgsIsHelpError", OneLineError))):
+        return exc
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path.split(" ", 1)[1] if ctx and " " in ctx.command_path else ""
+    return OneLineError(f"{path}: {exc.format_message()}" if path else exc.format_message())
+
+
 class LazyGroup(click.Group):
-    """A click group that imports a subcommand's module on first use and turns user errors into one line."""
+    """A click group that imports a subcommand's module on first use and turns user errors (EdgeferError and
+    click's usage errors, of the group and of every subcommand) into one line ``edgefer: error: ...``, exit 2.
+    ``--help`` and ``--version`` work as usual."""
 
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -36,13 +60,20 @@ class LazyGroup(click.Group):
         module, attr = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:  # an unknown or bad option of the group itself
+            raise one_line(exc) from None
+
     def invoke(self, ctx):
         logs.set_verbosity(logs.NORMAL)  # each command starts normal; its -q/-v options change that
         try:
             return super().invoke(ctx)
+        except click.ClickException as exc:  # parsing a subcommand's (or sub-group's) arguments, or a command's
+            raise one_line(exc) from None  # own click.FileError / BadParameter
         except EdgeferError as exc:
-            click.echo(f"edgefer: error: {exc}", err=True)
-            ctx.exit(2)
+            raise OneLineError(str(exc)) from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

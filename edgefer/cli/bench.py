@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .options import exist_ok_option, verbosity_options
+
 GATE_EXIT = 3  # the benchmark ran but an INT8 row lost more macro-F1 than --fail-on-drop allows
 
 
@@ -21,7 +23,9 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--model", "model", required=True, type=click.Path(exists=True),
               help="edgefer checkpoint (run dir, model.json or best.safetensors) or an ONNX classifier")
 @click.option("--data", required=True, type=click.Path(exists=True), help="FER2013 CSV or image folders")
-@click.option("--split", default="test", show_default=True, help="split to measure accuracy on (train/val/test/...)")
+@click.option("--split", default="auto", show_default=True,
+              help="images to measure accuracy on: auto (the test split, else the whole labelled data), all, or a "
+                   "split name (train/val/test/private_test)")
 @click.option("--targets", default="all", show_default=True,
               help="rows to run: comma-separated row keys or groups (all, torch, onnx, onnxruntime, openvino, "
                    "tensorrt, fp32, fp16, int8); the FP32 reference always runs")
@@ -35,6 +39,9 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="use only the first N images of the split")
 @click.option("--calib", type=click.Path(exists=True), default=None,
               help="calibration bundle for INT8 exports (default: drawn from --data's train split)")
+@click.option("--calib-data", type=click.Path(exists=True), default=None,
+              help="labelled data to draw the INT8 calibration set from (default: --data's train split, or a "
+                   "disjoint stratified part of a folder evaluated whole)")
 @click.option("--calib-size", type=click.IntRange(min=1), default=None,
               help="calibration images drawn for INT8 exports (edgefer export's default when not given)")
 @click.option("--parity-atol", type=click.FloatRange(min=0), default=None,
@@ -44,8 +51,9 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--fail-on-drop", type=click.FloatRange(min=0), default=None,
               help=f"exit {GATE_EXIT} when an INT8 row loses more macro-F1 than this (fraction: 0.01 = 1 point)")
 @click.option("--no-plots", is_flag=True, help="skip the PNG plots")
-def bench(model, data, split, targets, batches, threads, iters, duration, warmup, limit, calib, calib_size,
-          parity_atol, out_dir, fail_on_drop, no_plots):
+@exist_ok_option
+@verbosity_options
+def bench(model, data, out_dir, calib_size, parity_atol, no_plots, exist_ok, **settings):
     """Benchmark every available backend x precision against the FP32 reference.
 
     Rows that cannot run here (missing runtime, no GPU) or that fail keep their place with the reason.
@@ -55,13 +63,13 @@ def bench(model, data, split, targets, batches, threads, iters, duration, warmup
 
     from ..bench import run_bench
     from ..bench.report import print_table
+    from ..fileio import check_output
 
+    check_output(out_dir, "dir", exist_ok)
     console = Console(stderr=True)
     export_options = {k: v for k, v in (("calib_size", calib_size), ("parity_atol", parity_atol)) if v is not None}
-    report = run_bench(model, data, out_dir=out_dir, split=split, targets=targets, batches=batches,
-                       threads=threads, iters=iters, duration=duration, warmup=warmup, limit=limit, calib=calib,
-                       fail_on_drop=fail_on_drop, export_options=export_options, plots=not no_plots,
-                       console=console)
+    report = run_bench(model, data, out_dir=out_dir, console=console, export_options=export_options,
+                       plots=not no_plots, **settings)
     print_table(report, Console())
     files = report["files"]
     click.echo(f"report: {files['markdown']}  (json: {files['json']}, csv: {files['csv']})")

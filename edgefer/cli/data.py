@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from .options import exist_ok_option, printable, printable_strings, verbosity_options
+
 SYNTH_CSV_NAME = "fer2013_synthetic.csv"
 
 
@@ -16,21 +18,31 @@ def data():
     """FER2013 data: make synthetic data, inspect a data set."""
 
 
+def synth_csv_path(out: Path) -> Path:
+    """The CSV that ``synth --out OUT`` writes: OUT itself when it has a suffix (``x.csv``, ``x.txt``) and is
+    not an existing directory, else ``OUT/fer2013_synthetic.csv``."""
+    return out / SYNTH_CSV_NAME if out.is_dir() or not out.suffix else out
+
+
 @data.command()
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
-              help=f"FILE.csv, or a directory (gets {SYNTH_CSV_NAME}).")
+              help=f"FILE (any name with a suffix, e.g. faces.csv), or a directory (gets {SYNTH_CSV_NAME}).")
 @click.option("--n", "n", default=3000, show_default=True, type=click.IntRange(min=1), help="Number of images.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same bytes).")
-def synth(out: Path, n: int, seed: int):
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**32 - 1),
+              help="Random seed, 0 to 2**32-1 (same seed, same bytes).")
+@exist_ok_option
+@verbosity_options
+def synth(out: Path, n: int, seed: int, exist_ok: bool):
     """Write N procedural SYNTHETIC faces as a FER2013 CSV (emotion,pixels,Usage) plus a
     <csv>.synthetic.json marker, so every report made from it says "synthetic"."""
     from ..data import synthesize, write_fer_csv
+    from ..fileio import check_output
 
-    path = out if out.suffix.lower() == ".csv" else out / SYNTH_CSV_NAME
+    path = check_output(synth_csv_path(out), "file", exist_ok, "--out")
     dataset = synthesize(n, seed)
     write_fer_csv(path, dataset, provenance={"n": n, "seed": seed})
     usage = Counter(dataset.usage.tolist())
-    click.echo(f"wrote {path} ({n} synthetic images, seed {seed}; "
+    click.echo(f"wrote {printable(path)} ({n} synthetic images, seed {seed}; "
                + ", ".join(f"{name} {usage[name]}" for name in ("Training", "PublicTest", "PrivateTest")) + ")")
 
 
@@ -42,15 +54,21 @@ def synth(out: Path, n: int, seed: int):
               help="Validation share carved from the training data (stratified).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the train/val split.")
 @click.option("--manifest", type=click.Path(path_type=Path), help="Also write the split manifest (JSON) here.")
-def inspect(path: Path, as_json: bool, skip_bad: bool, val_fraction: float, seed: int, manifest: Path | None):
+@exist_ok_option
+@verbosity_options
+def inspect(path: Path, as_json: bool, skip_bad: bool, val_fraction: float, seed: int, manifest: Path | None,
+            exist_ok: bool):
     """Per-split per-class counts, train class weights, image stats and bad rows of a FER2013 CSV or
     image-folder data set (splits as training uses them: train/val carved with --val-fraction/--seed)."""
     from ..data import inspect_report, prepare_splits
+    from ..fileio import check_output
 
+    if manifest:
+        check_output(manifest, "file", exist_ok, "--manifest")
     splits = prepare_splits(path, val_fraction=val_fraction, seed=seed, skip_bad=skip_bad)
     if manifest:
         splits.save_manifest(manifest)
-    report = inspect_report(splits)
+    report = printable_strings(inspect_report(splits))  # file names that are not UTF-8 shown with \\xNN
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))
     else:

@@ -24,3 +24,28 @@ def verbosity_options(command):
 def exist_ok_option(command):
     """Add ``--exist-ok``: replace existing outputs instead of refusing to."""
     return click.option("--exist-ok", is_flag=True, help="Replace existing outputs (default: refuse).")(command)
+
+
+def printable(text) -> str:
+    """``text`` (a str, or a file name as str/bytes/Path) as text that can always be printed and written as
+    UTF-8: bytes of a file name that are not valid UTF-8 (which Python keeps as surrogate escapes) appear as
+    ``\\xNN``."""
+    import os
+
+    if not isinstance(text, str):
+        text = os.fsdecode(text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def printable_strings(obj):
+    """``obj`` (JSON-like: dicts, lists, strings, numbers) with every string made ``printable``."""
+    if isinstance(obj, str):
+        return printable(obj)
+    if isinstance(obj, dict):
+        return {printable_strings(k): printable_strings(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [printable_strings(v) for v in obj]
+    return obj

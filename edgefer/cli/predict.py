@@ -1,81 +1,173 @@
 """``edgefer predict``: emotions for an image, a folder of images, a video file or a camera, as JSON lines.
 
-Only click is imported at module level; the runtime, cv2 (video, camera, image decoding and face
-detection) and Pillow (image decoding when cv2 is missing) are imported when the command runs.
+Only click (and the runtime's small backend table) is imported at module level; the runtime, cv2 (video,
+camera, image decoding and face detection) and Pillow (image decoding when cv2 is missing) are imported when
+the command runs. Image files are read as bytes and decoded in memory, so any file name works (OpenCV is never
+handed a file name it cannot encode).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import click
 
+from ..runtime.base import ALIASES, BACKENDS
+from ..runtime.openvino import PRECISIONS
+from .options import exist_ok_option, printable, verbosity_options
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """How ``edgefer predict`` opens the model and reads its source (every field is an option)."""
+
+    backend: str | None = None
+    device: str | None = None
+    threads: int | None = None
+    precision: str | None = None
+    sidecar: str | None = None
+    detect: bool = True
+    max_frames: int | None = None
+    batch_size: int = 32
+    logits: bool = False
+
+
+# (option declaration, help, extra click kwargs); the dataclass field is the option's long name.
+_OPTIONS = [
+    ("--backend", "Override the backend chosen from the model's suffix.",
+     dict(type=click.Choice(sorted([*BACKENDS, *ALIASES])))),
+    ("--device", "cpu/cuda (ONNX Runtime), CPU/GPU (OpenVINO), cuda:N (TensorRT).", {}),
+    ("--threads", "CPU inference threads.", dict(type=click.IntRange(min=1))),
+    ("--precision", "OpenVINO inference precision (an fp32 model runs in f32 unless told otherwise).",
+     dict(type=click.Choice(sorted(PRECISIONS)))),
+    ("--sidecar", "JSON spec for a model without embedded metadata (default: <model>.json).",
+     dict(type=click.Path(dir_okay=False, exists=True))),
+    ("--detect/--no-detect", "Find faces first (OpenCV Haar cascade); --no-detect for images that are already "
+     "face crops.", {}),
+    ("--max-frames", "Stop after this many images/frames.", dict(type=click.IntRange(min=1))),
+    ("--batch-size", "Face crops per inference call with --no-detect on a folder.", dict(type=click.IntRange(min=1))),
+    ("--logits", "Include raw logits in the output.", dict(is_flag=True)),
+]
+
+
+def _config_options(command):
+    defaults = PredictConfig()
+    names = {f.name for f in fields(PredictConfig)}
+    for declaration, help_text, extra in reversed(_OPTIONS):
+        name = declaration.split("/")[0][2:].replace("-", "_")
+        assert name in names, name
+        default = getattr(defaults, name)
+        kwargs = {"default": default, "show_default": default not in (None, False), **extra}
+        command = click.option(declaration, name, help=help_text, **kwargs)(command)
+    return command
 
 
 @click.command()
 @click.argument("source")
 @click.option("--model", "-m", "model_path", required=True, type=click.Path(dir_okay=False),
               help="Exported model: .onnx, .xml (OpenVINO IR) or .engine/.plan (TensorRT).")
-@click.option("--backend", type=click.Choice(["onnxruntime", "openvino", "tensorrt"]), default=None,
-              help="Override the backend chosen from the model's suffix.")
-@click.option("--device", default=None, help="cpu/cuda (ONNX Runtime), CPU/GPU (OpenVINO), cuda:N (TensorRT).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU inference threads.")
-@click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), default=None,
-              help="OpenVINO inference precision (an fp32 model runs in f32 unless told otherwise).")
-@click.option("--sidecar", type=click.Path(dir_okay=False), default=None,
-              help="JSON spec for a model without embedded metadata (default: <model>.json).")
 @click.option("--jsonl", "jsonl_path", type=click.Path(dir_okay=False), default=None,
               help="Write JSON lines to this file instead of stdout.")
 @click.option("--annotate", "annotate_path", type=click.Path(dir_okay=False), default=None,
               help="Write an annotated video (.mp4/.avi) with boxes and labels (video and camera sources).")
-@click.option("--detect/--no-detect", default=True, show_default=True,
-              help="Find faces first (OpenCV Haar cascade); --no-detect for images that are already face crops.")
-@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many images/frames.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Face crops per inference call with --no-detect on a folder.")
-@click.option("--logits", is_flag=True, help="Include raw logits in the output.")
-def predict(source, model_path, backend, device, threads, precision, sidecar, jsonl_path, annotate_path, detect,
-            max_frames, batch_size, logits):
+@_config_options
+@exist_ok_option
+@verbosity_options
+def predict(source, model_path, jsonl_path, annotate_path, exist_ok, **values):
     """Predict emotions for SOURCE: an image, a folder of images, a video file or a camera index (0, 1, ...).
 
     Prints one JSON object per image or frame: with --detect, {"source", ["frame",] "faces": [{"box": [x, y, w,
     h], "label", "score", "probs"}]} ("faces": [] when none is found); with --no-detect, the whole image is the
     face: {"source", ["frame",] "label", "score", "probs"}. Unreadable images give {"source", "error"}.
+    "source" is the file name as given; bytes that are not UTF-8 appear as \\xNN. Ctrl-C (or SIGTERM) stops
+    and keeps what was written: the JSON lines so far and a playable --annotate video.
     """
+    from .. import logs
     from ..errors import InputError
+    from ..fileio import check_output
     from ..runtime import EmotionRecognizer
 
+    config = PredictConfig(**values)
     kind = source_kind(source)
     if annotate_path and kind not in ("video", "camera"):
-        raise InputError(f"--annotate needs a video file or camera source; {source} is an {kind}")
-    recognizer = EmotionRecognizer.open(model_path, backend, device=device, threads=threads, precision=precision,
-                                        sidecar=sidecar)
-    if detect:
+        raise InputError(f"--annotate needs a video file or camera source; {printable(source)} is an {kind}")
+    for option, path in (("--jsonl", jsonl_path), ("--annotate", annotate_path)):
+        if path:
+            check_output(path, "file", exist_ok, option)
+    recognizer = EmotionRecognizer.open(model_path, config.backend, device=config.device, threads=config.threads,
+                                        precision=config.precision, sidecar=config.sidecar)
+    if config.detect:
         from ..runtime.faces import default_detector
 
         recognizer.detector = default_detector()  # fail now, not at the first frame, when OpenCV is missing
-    counts = {"records": 0, "errors": 0}
-    with _jsonl_sink(jsonl_path) as emit:
+    counts = Counts()
+    with _jsonl_sink(jsonl_path) as emit, _sigterm_interrupts():
 
         def write(record):
-            counts["records"] += 1
-            counts["errors"] += "error" in record
+            counts.add(record)
             emit(record)
 
         try:
             if kind in ("video", "camera"):
-                _predict_video(recognizer, source, kind, detect, max_frames, annotate_path, logits, write)
+                counts.interrupted = _predict_video(recognizer, source, kind, config, annotate_path, write)
             else:
                 paths = [Path(source)] if kind == "image" else list_images(Path(source))
-                _predict_images(recognizer, paths[:max_frames], detect, batch_size, logits, write)
+                _predict_images(recognizer, paths[:config.max_frames], config, write)
         except KeyboardInterrupt:  # a camera runs until interrupted; keep what was written
-            click.echo("edgefer: interrupted", err=True)
-    where = f" -> {jsonl_path}" if jsonl_path else ""
-    click.echo(f"edgefer: {counts['records']} record(s), {counts['errors']} unreadable{where}", err=True)
+            counts.interrupted = True
+    if counts.interrupted:
+        click.echo("edgefer: interrupted; kept what was written", err=True)
+    logs.info(counts.summary(jsonl_path, config.detect, "frames" if kind in ("video", "camera") else "images"))
+
+
+@dataclass
+class Counts:
+    """What ``predict`` wrote: records, unreadable inputs, and inputs in which detection found no face."""
+
+    records: int = 0
+    errors: int = 0
+    no_face: int = 0
+    interrupted: bool = False
+
+    def add(self, record: dict) -> None:
+        self.records += 1
+        self.errors += "error" in record
+        self.no_face += record.get("faces") == []
+
+    def summary(self, jsonl_path, detect: bool, unit: str) -> str:
+        where = f" -> {printable(jsonl_path)}" if jsonl_path else ""
+        line = f"edgefer: {self.records} record(s), {self.errors} unreadable{where}"
+        readable = self.records - self.errors
+        if detect and self.no_face:
+            line += f"; no face found in {self.no_face}/{readable} {unit}"
+            if self.no_face == readable:
+                line += "; for face crops use --no-detect"
+        return line
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Within the block, SIGTERM stops the work like Ctrl-C (KeyboardInterrupt), so outputs are kept whole."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def source_kind(source: str) -> str:
@@ -88,44 +180,59 @@ def source_kind(source: str) -> str:
     if path.is_dir():
         return "folder"
     if not path.is_file():
-        raise InputError(f"{source}: no such image, folder, video file or camera index")
+        raise InputError(f"{printable(source)}: no such image, folder, video file or camera index")
     return "video" if path.suffix.lower() in VIDEO_SUFFIXES else "image"
 
 
 def list_images(folder: Path) -> list[Path]:
     from ..errors import InputError
 
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    # broken and looping symbolic links stay in: each becomes an error line, counted as unreadable
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                   and (p.is_file() or (p.is_symlink() and not p.is_dir())))
     if not paths:
-        raise InputError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InputError(f"{printable(folder)}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return paths
 
 
 def read_image(path: Path):
-    """(uint8 array, colour order) or (None, reason). cv2 when installed, else Pillow."""
+    """(uint8 array, colour order) or (None, reason). The file is read here and decoded in memory (cv2 when
+    installed, else Pillow), so its name never reaches OpenCV."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        if Path(path).is_symlink() and not Path(path).exists():
+            return None, "a symbolic link to a missing file (or a link loop)"
+        return None, f"cannot read this file ({exc.strerror or exc})"
     try:
         import cv2
     except ImportError:
-        return _read_with_pillow(path)
-    image = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR)  # 8-bit; gray stays 2-d, colour is BGR, alpha dropped
+        return _read_with_pillow(data)
+    import numpy as np
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR) if data else None
+    # 8-bit; gray stays 2-d, colour is BGR, alpha dropped
     return (image, "bgr") if image is not None else (None, "OpenCV cannot decode this file")
 
 
-def _read_with_pillow(path: Path):
+def _read_with_pillow(data: bytes):
+    import io
+
     import numpy as np
 
     from ..errors import require
 
     Image = require("PIL.Image", "camera", "reading images without OpenCV")
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             gray = img.mode in ("1", "L", "I", "I;16", "F")
             return np.asarray(img.convert("L" if gray else "RGB")), "rgb"
     except (OSError, SyntaxError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
         return None, f"Pillow cannot decode this file ({exc})"
 
 
-def _predict_images(recognizer, paths, detect, batch_size, logits, write):
+def _predict_images(recognizer, paths, config: PredictConfig, write):
     from ..progress import progress
 
     pending = []  # (path, image or None, colour or error) waiting for a batch with --no-detect, in input order
@@ -134,57 +241,90 @@ def _predict_images(recognizer, paths, detect, batch_size, logits, write):
         rows = {}
         for color in {c for _, img, c in pending if img is not None}:
             group = [i for i, (_, img, c) in enumerate(pending) if img is not None and c == color]
-            pred = recognizer.predict([pending[i][1] for i in group], color=color, return_logits=logits)
+            pred = recognizer.predict([pending[i][1] for i in group], color=color, return_logits=config.logits)
             rows.update(zip(group, pred.to_dicts()))
         for i, (path, _, error) in enumerate(pending):
-            write({"source": str(path), **rows[i]} if i in rows else {"source": str(path), "error": error})
+            source = printable(path)
+            write({"source": source, **rows[i]} if i in rows else {"source": source, "error": error})
         pending.clear()
 
-    for path in progress(paths, total=len(paths), desc="predict"):
-        image, color = read_image(path)
-        if image is not None and detect:
-            result = recognizer.predict_frame(image, color=color, return_logits=logits)
-            write({"source": str(path), "faces": _faces(result, logits)})
-        elif image is None and detect:
-            write({"source": str(path), "error": color})
-        else:
-            pending.append((path, image, color))
-            if len(pending) >= batch_size:
-                flush()
+    try:
+        for path in progress(paths, total=len(paths), desc="predict"):
+            image, color = read_image(path)
+            if image is not None and config.detect:
+                result = recognizer.predict_frame(image, color=color, return_logits=config.logits)
+                write({"source": printable(path), "faces": _faces(result, config.logits)})
+            elif image is None and config.detect:
+                write({"source": printable(path), "error": color})
+            else:
+                pending.append((path, image, color))
+                if len(pending) >= config.batch_size:
+                    flush()
+    except KeyboardInterrupt:
+        flush()  # the images read so far get their lines
+        raise
     flush()
 
 
-def _predict_video(recognizer, source, kind, detect, max_frames, annotate_path, logits, write):
+def _predict_video(recognizer, source, kind, config: PredictConfig, annotate_path, write) -> bool:
+    """Predict every frame; True when interrupted (Ctrl-C / SIGTERM), after closing the outputs whole."""
     from ..errors import InputError, require
     from ..progress import progress
 
     cv2 = require("cv2", "camera", "reading video and cameras")
-    capture = cv2.VideoCapture(int(source) if kind == "camera" else source)
-    if not capture.isOpened():
-        raise InputError(f"{source}: cannot open this {kind} with OpenCV")
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else None
-    total = min(total, max_frames) if total and max_frames else (total or max_frames)
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    max_frames = config.max_frames
     with contextlib.ExitStack() as stack:
+        capture = cv2.VideoCapture(int(source) if kind == "camera" else stack.enter_context(_opencv_name(source)))
         stack.callback(capture.release)
+        if not capture.isOpened():
+            raise InputError(f"{printable(source)}: cannot open this {kind} with OpenCV")
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else None
+        total = min(total, max_frames) if total and max_frames else (total or max_frames)
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        name = printable(source)
         writer = None
-        for index in progress(range(max_frames) if max_frames else _forever(), total=total, desc="predict"):
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if detect:
-                result = recognizer.predict_frame(frame, return_logits=logits)
-                record = {"source": source, "frame": index, "faces": _faces(result, logits)}
-                boxes = [(f.box, f"{f.label} {f.score:.2f}") for f in result.faces]
-            else:
-                row = recognizer.predict(frame, return_logits=logits).to_dicts()[0]
-                record = {"source": source, "frame": index, **row}
-                boxes = [(None, f"{row['label']} {row['score']:.2f}")]
-            write(record)
-            if annotate_path:
-                if writer is None:
-                    writer = stack.enter_context(_video_writer(cv2, Path(annotate_path), fps, frame.shape))
-                writer.write(draw_labels(cv2, frame, boxes))
+        try:
+            for index in progress(range(max_frames) if max_frames else _forever(), total=total, desc="predict"):
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                if config.detect:
+                    result = recognizer.predict_frame(frame, return_logits=config.logits)
+                    record = {"source": name, "frame": index, "faces": _faces(result, config.logits)}
+                    boxes = [(f.box, f"{f.label} {f.score:.2f}") for f in result.faces]
+                else:
+                    row = recognizer.predict(frame, return_logits=config.logits).to_dicts()[0]
+                    record = {"source": name, "frame": index, **row}
+                    boxes = [(None, f"{row['label']} {row['score']:.2f}")]
+                if annotate_path:
+                    if writer is None:
+                        writer = stack.enter_context(_video_writer(cv2, Path(annotate_path), fps, frame.shape))
+                    writer.write(draw_labels(cv2, frame, boxes))
+                write(record)
+        except KeyboardInterrupt:  # leave the loop normally: the video writer is released and its file published
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _opencv_name(source: str):
+    """A name for ``source`` that OpenCV can take: the name itself when it is valid UTF-8, else a symbolic link
+    with a plain name in a temporary directory (OpenCV crashed on names that are not UTF-8)."""
+    import shutil
+    import tempfile
+
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError:
+        folder = tempfile.mkdtemp(prefix="edgefer-predict-")
+        try:
+            link = os.path.join(folder, "source" + Path(source).suffix.encode("ascii", "ignore").decode())
+            os.symlink(os.path.abspath(source), link)
+            yield link
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    else:
+        yield source
 
 
 def _forever():
@@ -215,17 +355,20 @@ def draw_labels(cv2, frame, boxes):
 
 @contextlib.contextmanager
 def _video_writer(cv2, path: Path, fps: float, shape):
-    """An OpenCV VideoWriter whose file appears at ``path`` only when complete (atomic rename)."""
+    """An OpenCV VideoWriter whose file appears at ``path`` only when complete (atomic rename). OpenCV writes
+    to a plain ASCII staging name beside it, so any output name works."""
     from ..errors import InputError
     from ..fileio import atomic_path
 
     fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+    suffix = path.suffix.encode("ascii", "ignore").decode()  # OpenCV picks the container from the suffix
     with atomic_path(path) as tmp:
-        staging = tmp.with_name(tmp.stem + path.suffix)  # OpenCV picks the container from the suffix
+        staging = tmp.with_name(f".edgefer-annotate-{os.getpid()}-{id(tmp):x}{suffix}")
         writer = cv2.VideoWriter(str(staging), fourcc, fps, (shape[1], shape[0]))
         try:
             if not writer.isOpened():
-                raise InputError(f"--annotate {path}: OpenCV cannot write this video format (use .mp4 or .avi)")
+                raise InputError(f"--annotate {printable(path)}: OpenCV cannot write this video format "
+                                 "(use .mp4 or .avi)")
             yield writer
             writer.release()
             staging.replace(tmp)
@@ -236,7 +379,8 @@ def _video_writer(cv2, path: Path, fps: float, shape):
 
 @contextlib.contextmanager
 def _jsonl_sink(path: str | None):
-    """A function writing one JSON object per line to ``path`` (atomically, on success) or stdout."""
+    """A function writing one JSON object per line to ``path`` (atomically, when the command ends, also when
+    it is interrupted) or to stdout (flushed line by line)."""
     if path is None:
         yield lambda record: click.echo(json.dumps(record))
         return

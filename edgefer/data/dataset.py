@@ -20,6 +20,8 @@ class FERDataset:
     ``images`` is uint8 (N, 48, 48), C-contiguous; ``labels`` int64 (N,) indexing ``FER2013_LABELS``;
     ``ids`` (N,) str, stable human-readable source ids (``fer2013.csv:row=17`` or ``train/angry/x.png``).
     ``usage`` holds the FER2013 Usage string per row when the data carries one (synthetic data does).
+    ``classes`` names the label indices: FER2013's 7 classes, extended (``edgefer.labels.KNOWN_LABELS``) when
+    the data has more, e.g. a ``contempt`` folder is label 7.
     """
 
     images: np.ndarray
@@ -29,6 +31,7 @@ class FERDataset:
     source: str = ""
     synthetic: bool = False
     usage: np.ndarray | None = field(default=None, repr=False)
+    classes: tuple = FER2013_LABELS
 
     def __post_init__(self):
         self.images = np.ascontiguousarray(self.images, dtype=np.uint8)
@@ -38,6 +41,9 @@ class FERDataset:
         if self.images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or self.labels.shape != (n,) or self.ids.shape != (n,):
             raise ValueError(f"inconsistent shapes: images {self.images.shape}, labels {self.labels.shape}, "
                              f"ids {self.ids.shape}")
+        self.classes = tuple(self.classes)
+        if n and int(self.labels.max(initial=0)) >= len(self.classes):
+            raise ValueError(f"label {int(self.labels.max())} has no class name (classes: {self.classes})")
         if self.usage is not None:
             self.usage = np.asarray(self.usage, dtype=str)
 
@@ -52,11 +58,12 @@ class FERDataset:
         indices = np.asarray(indices, dtype=np.int64)
         return FERDataset(self.images[indices], self.labels[indices], self.ids[indices],
                           name=self.name if name is None else name, source=self.source, synthetic=self.synthetic,
-                          usage=None if self.usage is None else self.usage[indices])
+                          usage=None if self.usage is None else self.usage[indices], classes=self.classes)
 
-    def class_counts(self, num_classes: int = NUM_CLASSES) -> np.ndarray:
-        """Images per class, int64 (num_classes,)."""
-        return np.bincount(self.labels, minlength=num_classes).astype(np.int64)
+    def class_counts(self, num_classes: int | None = None) -> np.ndarray:
+        """Images per class, int64 (num_classes,), by default one entry per name in ``classes``."""
+        return np.bincount(self.labels, minlength=len(self.classes) if num_classes is None else num_classes
+                           ).astype(np.int64)
 
     def stats(self) -> dict:
         """N, per-class counts and the mean/std pixel intensity (0..255)."""
@@ -67,5 +74,5 @@ class FERDataset:
         mean = float(hist @ values / total)
         std = float(np.sqrt(hist @ (values - mean) ** 2 / total))
         counts = self.class_counts()
-        return {"n": len(self), "class_counts": dict(zip(FER2013_LABELS, counts.tolist())),
+        return {"n": len(self), "class_counts": dict(zip(self.classes, counts.tolist())),
                 "mean": round(mean, 3), "std": round(std, 3)}

@@ -9,7 +9,10 @@ skipped and recorded in the ``Report``: nothing is dropped silently. Pillow is i
 from __future__ import annotations
 
 import csv
+import errno
+import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, require
+from ..labels import CLASS_ALIASES, KNOWN_LABELS, canonical_label, label_index  # noqa: F401 - re-exported
 from ..progress import progress
 from ..spec import FER2013_LABELS
 from .dataset import IMAGE_SIZE, NUM_CLASSES, FERDataset
@@ -33,32 +37,25 @@ FOLDER_SPLITS = {
 }
 SPLIT_ORDER = ("train", "val", "test", "private_test")
 
-# Spellings of the 7 FER2013 classes met in other data sets (keys: lower case, letters only).
-CLASS_ALIASES = {
-    "angry": ("angry", "anger", "angered", "mad", "furious", "rage"),
-    "disgust": ("disgust", "disgusted", "disgusting", "disgustful"),
-    "fear": ("fear", "fearful", "fearfulness", "afraid", "scared", "fright", "frightened"),
-    "happy": ("happy", "happiness", "happyness", "joy", "joyful", "smile", "smiling", "glad"),
-    "sad": ("sad", "sadness", "sorrow", "unhappy"),
-    "surprise": ("surprise", "surprised", "surprising", "suprise", "suprised", "surprize", "amazed",
-                 "astonished"),
-    "neutral": ("neutral", "neutrality", "neutralness"),
-}
-_ALIAS_TO_INDEX = {alias: FER2013_LABELS.index(label) for label, aliases in CLASS_ALIASES.items() for alias in aliases}
-
 CSV_COLUMNS = {"emotion": ("emotion", "label"), "pixels": ("pixels",), "usage": ("usage",)}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip", ".gz", ".7z", ".rar")
 SYNTHETIC_SIDECAR_SUFFIX = ".synthetic.json"
 SYNTHETIC_DIR_MARKER = "synthetic.json"
 
 
-def canonical_label(name: str) -> int | None:
-    """FER2013 class index for a class name in any common spelling ("Anger", "3_happy", "surprised", "4"),
-    or None when the name is not one of the 7 classes. A bare number is taken as the FER2013 index."""
-    key = re.sub(r"[^a-z0-9]", "", name.lower())
-    if key.isdigit():
-        return int(key) if int(key) < NUM_CLASSES else None
-    return _ALIAS_TO_INDEX.get(re.sub(r"^[0-9]+", "", key))
+def printable(text) -> str:
+    """``text`` (a str or path) safe to print and write as JSON: bytes of a file name that are not valid UTF-8
+    (kept by Python as lone surrogates) become ``\\xNN`` escapes, e.g. ``caf\\xe9.png``."""
+    text = os.fspath(text) if isinstance(text, os.PathLike) else str(text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that are not escaped bytes (e.g. from JSON)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _short(text: str, limit: int = 20) -> str:
+    """``repr`` of at most ``limit`` characters of a field, for messages (a field can be 100 kB long)."""
+    return repr(printable(text[:limit]) + ("..." if len(text) > limit else ""))
 
 
 def synthetic_marker(path: str | Path) -> Path:
@@ -81,10 +78,11 @@ class Report:
     skipped: list = field(default_factory=list)  # {"file", "where", "reason"}
 
     def bad(self, file: str | Path, where: str, reason: str) -> None:
-        location = f"{file} {where}" if where else str(file)
+        file, reason = printable(file), printable(reason)
+        location = f"{file} {where}" if where else file
         if self.strict:
             raise DataError(f"{location}: {reason} (use --skip-bad / skip_bad=True to skip bad input)")
-        self.skipped.append({"file": str(file), "where": where, "reason": reason})
+        self.skipped.append({"file": file, "where": where, "reason": reason})
 
     def __len__(self) -> int:
         return len(self.skipped)
@@ -109,6 +107,11 @@ class Loaded:
     format: str  # "csv", "split-folders" or "class-folders"
     synthetic: bool = False
 
+    @property
+    def classes(self) -> tuple:
+        """The class names of the label indices (FER2013's 7, plus e.g. contempt when the data has it)."""
+        return next(iter(self.splits.values())).classes
+
     def get(self, name: str) -> FERDataset | None:
         return self.splits.get(name)
 
@@ -123,24 +126,28 @@ def load(path: str | Path, skip_bad: bool = False) -> Loaded:
     path = Path(path)
     report = Report(strict=not skip_bad)
     if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
-    if path.is_file():
-        if path.name.lower().endswith(ARCHIVE_SUFFIXES):
-            raise DataError(f"{path}: is an archive; extract it first (e.g. tar xzf / unzip) and pass the "
-                            "fer2013.csv or image folder inside")
-        splits, fmt = read_fer_csv(path, report), "csv"
-    else:
-        layout = _folder_layout(path)
-        if layout == "csv":
-            return load(_single_csv(path), skip_bad)
-        splits, fmt = read_image_folders(path, layout, report), layout
+        what = "broken symlink" if path.is_symlink() else "no such file or directory"
+        raise DataError(f"{printable(path)}: {what}")
+    try:
+        if not path.is_dir():
+            if path.name.lower().endswith(ARCHIVE_SUFFIXES):
+                raise DataError(f"{printable(path)}: is an archive; extract it first (e.g. tar xzf / unzip) and "
+                                "pass the fer2013.csv or image folder inside")
+            splits, fmt = read_fer_csv(path, report), "csv"
+        else:
+            layout = _folder_layout(path)
+            if layout == "csv":
+                return load(_single_csv(path), skip_bad)
+            splits, fmt = read_image_folders(path, layout, report), layout
+    except OSError as exc:  # unreadable file or folder (permissions, I/O error)
+        raise DataError(f"{printable(exc.filename or path)}: cannot read ({exc.strerror or exc})") from None
     splits = {name: splits[name] for name in SPLIT_ORDER if name in splits and len(splits[name])}
     if not splits:
-        raise DataError(f"{path}: no usable images ({len(report)} bad rows/files skipped)")
+        raise DataError(f"{printable(path)}: no usable images ({len(report)} bad rows/files skipped)")
     synthetic = is_synthetic(path)
     for dataset in splits.values():
         dataset.synthetic = synthetic
-    return Loaded(splits, report, str(path), fmt, synthetic)
+    return Loaded(splits, report, printable(path), fmt, synthetic)
 
 
 # ---------------------------------------------------------------------------------------------- CSV
@@ -151,7 +158,7 @@ def read_fer_csv(path: str | Path, report: Report | None = None) -> dict:
     Source ids are ``<file name>:row=<n>`` with n the 1-based data row (header not counted)."""
     path = Path(path)
     report = Report() if report is None else report
-    capacity = max(_count_lines(path) - 1, 0)  # every data row takes at least one line
+    capacity = max(_count_lines(path) - 1, 1)  # every data row takes at least one line (grown if not)
     images = np.empty((capacity, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     labels = np.empty(capacity, np.int64)
     split_codes = np.empty(capacity, np.int8)
@@ -180,52 +187,63 @@ def read_fer_csv(path: str | Path, report: Report | None = None) -> dict:
                     usage = fields[columns["usage"]].strip()
                     split = USAGE_SPLITS.get(usage.lower())
                     if split is None:
-                        report.bad(path, where, f"Usage {usage!r} is not Training, PublicTest or PrivateTest")
+                        report.bad(path, where, f"Usage {_short(usage, 40)} is not Training, PublicTest or PrivateTest")
                         continue
                 pixels = _parse_pixels(fields[columns["pixels"]])
                 if isinstance(pixels, str):
                     report.bad(path, where, pixels)
                     continue
+                if n == capacity:  # cannot happen with \n, \r\n or \r line ends; kept as a guard
+                    capacity *= 2
+                    images, labels, split_codes, rows = (np.resize(a, (capacity,) + a.shape[1:])
+                                                         for a in (images, labels, split_codes, rows))
                 images[n] = pixels.reshape(IMAGE_SIZE, IMAGE_SIZE)
                 labels[n], split_codes[n], rows[n] = label, SPLIT_ORDER.index(split), row
                 n += 1
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a text CSV file (not UTF-8: {exc.reason})") from None
+        raise DataError(f"{printable(path)}: not a text CSV file (not UTF-8: {exc.reason})") from None
     except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV: {exc}") from None
-    ids = np.array([f"{path.name}:row={r}" for r in rows[:n]])
-    return _split_by_code(images[:n], labels[:n], ids, split_codes[:n], source=str(path))
+        raise DataError(f"{printable(path)}: malformed CSV: {exc}") from None
+    name = printable(path.name)
+    ids = np.array([f"{name}:row={r}" for r in rows[:n]])
+    return _split_by_code(images[:n], labels[:n], ids, split_codes[:n], source=printable(path))
 
 
 def _count_lines(path: Path) -> int:
+    """Lines of a text file whose lines end in \\n, \\r\\n or a lone \\r (old Mac), in any mix."""
     lines, last = 0, b"\n"
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
-            lines += block.count(b"\n")
+            lines += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+            if last == b"\r" and block[:1] == b"\n":
+                lines -= 1  # a \r\n split across two blocks
             last = block[-1:]
-    return lines + (last != b"\n")
+    return lines + (last not in (b"\n", b"\r"))
 
 
 def _csv_columns(path: Path, header: list | None) -> dict:
     if header is None:
-        raise DataError(f"{path}: empty file (expected a header 'emotion,pixels,Usage')")
+        raise DataError(f"{printable(path)}: empty file (expected a header 'emotion,pixels,Usage')")
+    header = [printable(name) for name in header]
     names = [name.strip().lower() for name in header]
     columns: dict = {"header": [name.strip() for name in header]}
     for column, aliases in CSV_COLUMNS.items():
         found = [i for i, name in enumerate(names) if name in aliases]
         columns[column] = found[0] if found else None
         if column != "usage" and not found:
-            raise DataError(f"{path}: missing column '{column}' (header line 1: {','.join(header)!r}; "
+            raise DataError(f"{printable(path)}: missing column '{column}' (header line 1: {','.join(header)!r}; "
                             "expected 'emotion,pixels' and optionally 'Usage')")
     return columns
 
 
 def _parse_label(text: str) -> int | str:
     """The class index, or the reason it is bad."""
-    try:
-        label = int(text.strip())
-    except ValueError:
-        return f"emotion {text.strip()!r} is not an integer label 0..{NUM_CLASSES - 1}"
+    text = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,18}", text):  # ASCII digits only; no "1_0", no 5000-digit numbers
+        if re.fullmatch(r"[+-]?[0-9]+", text):
+            return f"emotion {_short(text)} is outside 0..{NUM_CLASSES - 1}"
+        return f"emotion {_short(text)} is not an integer label 0..{NUM_CLASSES - 1}"
+    label = int(text)
     if not 0 <= label < NUM_CLASSES:
         return f"emotion {label} is outside 0..{NUM_CLASSES - 1}"
     return label
@@ -238,23 +256,29 @@ def _parse_pixels(text: str) -> np.ndarray | str:
             warnings.simplefilter("error", DeprecationWarning)  # numpy < 2.3 warns instead of raising
             values = np.fromstring(text, dtype=np.int64, sep=" ")
     except (ValueError, DeprecationWarning):
-        tokens = text.split()
+        tokens = text.split()  # any Unicode white space separates (a non-breaking space from a spreadsheet)
         for i, token in enumerate(tokens, 1):
             if not re.fullmatch(r"[+-]?[0-9]+", token):
-                return f"pixel {i} {token[:20]!r} is not an integer"
+                return f"pixel {i} {_short(token)} is not an integer"
+            if len(token.lstrip("+-").lstrip("0")) > 3:  # too large for 0..255 (and for int64)
+                return f"pixel {i} value {_short(token)[1:-1]} is outside 0..255"
         values = np.array([int(token) for token in tokens], dtype=np.int64)
     if values.size != PIXELS_PER_IMAGE:
         return f"expected {PIXELS_PER_IMAGE} pixel values (48x48), got {values.size}"
     out_of_range = np.flatnonzero((values < 0) | (values > 255))
     if out_of_range.size:
         i = int(out_of_range[0])
-        return f"pixel {i + 1} value {int(values[i])} is outside 0..255"
+        tokens = text.split()  # the text as written: numpy clamps a huge number to the int64 limit
+        shown = _short(tokens[i])[1:-1] if len(tokens) == values.size else str(int(values[i]))
+        return f"pixel {i + 1} value {shown} is outside 0..255"
     return values.astype(np.uint8)
 
 
 def _split_by_code(images, labels, ids, codes, source: str) -> dict:
-    """Datasets per split; a split stored as one run of rows (as in fer2013.csv) is a view, not a copy."""
+    """Datasets per split; a split stored as one run of rows (as in fer2013.csv) is a view, not a copy.
+    Every split names the same classes: FER2013's 7, extended when a label beyond them occurs."""
     splits = {}
+    classes = KNOWN_LABELS[:max(len(FER2013_LABELS), int(np.max(labels, initial=0)) + 1)]
     for code, name in enumerate(SPLIT_ORDER):
         rows = np.flatnonzero(codes == code)
         if rows.size == 0:
@@ -263,7 +287,7 @@ def _split_by_code(images, labels, ids, codes, source: str) -> dict:
             pick = slice(int(rows[0]), int(rows[-1]) + 1)
         else:
             pick = rows
-        splits[name] = FERDataset(images[pick], labels[pick], ids[pick], name=name, source=source)
+        splits[name] = FERDataset(images[pick], labels[pick], ids[pick], name=name, source=source, classes=classes)
     return splits
 
 
@@ -280,19 +304,20 @@ def _folder_layout(root: Path) -> str:
     subdirs = [p for p in root.iterdir() if p.is_dir() and _visible(p)]
     if any(_split_name(p.name) for p in subdirs):
         return "split-folders"
-    if any(canonical_label(p.name) is not None for p in subdirs):
+    if any(label_index(p.name) is not None for p in subdirs):
         return "class-folders"
     if list(root.glob("*.csv")):
         return "csv"
-    names = ", ".join(sorted(p.name for p in subdirs)) or "none"
-    raise DataError(f"{root}: no FER2013 CSV, split folders (train/, test/) or class folders "
+    names = ", ".join(sorted(printable(p.name) for p in subdirs)) or "none"
+    raise DataError(f"{printable(root)}: no FER2013 CSV, split folders (train/, test/) or class folders "
                     f"({', '.join(FER2013_LABELS)}) found (sub-folders: {names})")
 
 
 def _single_csv(root: Path) -> Path:
     found = sorted(root.glob("*.csv"))
     if len(found) > 1:
-        raise DataError(f"{root}: holds {len(found)} CSV files ({', '.join(p.name for p in found)}); pass one of them")
+        raise DataError(f"{printable(root)}: holds {len(found)} CSV files ({', '.join(printable(p.name) for p in found)}); "
+                        "pass one of them")
     return found[0]
 
 
@@ -311,7 +336,7 @@ def read_image_folders(root: str | Path, layout: str, report: Report | None = No
         split_dirs = {"train": [root]}
     else:
         split_dirs = {}
-        for sub in sorted(p for p in root.iterdir() if p.is_dir() and _visible(p)):
+        for sub in (path for path, kind in _entries(root, report) if kind == "dir"):
             split = _split_name(sub.name)
             if split is None:
                 report.bad(sub, "", f"folder '{sub.name}' is not a split (expected {', '.join(sorted(FOLDER_SPLITS))})")
@@ -333,7 +358,7 @@ def read_image_folders(root: str | Path, layout: str, report: Report | None = No
             keep[i] = False
         else:
             images[i] = image
-    ids = np.array([p.relative_to(root).as_posix() for p in files], dtype=str)
+    ids = np.array([printable(p.relative_to(root).as_posix()) for p in files], dtype=str)
     codes = np.array(splits, dtype=np.int8)
     if not keep.all():
         images, ids, codes = images[keep], ids[keep], codes[keep]
@@ -343,31 +368,83 @@ def read_image_folders(root: str | Path, layout: str, report: Report | None = No
 
 def _class_files(split_dir: Path, report: Report, top_level: bool):
     """(file, label) for every visible file under the class folders of ``split_dir``, sorted."""
-    entries = sorted(p for p in split_dir.iterdir() if _visible(p))
-    class_dirs = [p for p in entries if p.is_dir()]
+    entries = _entries(split_dir, report)
+    class_dirs = [path for path, kind in entries if kind == "dir"]
     if not class_dirs:
         report.bad(split_dir, "", "no class folders inside (expected e.g. angry/, happy/ ...)")
-    for stray in (p for p in entries if not p.is_dir()):
+    for stray in (path for path, kind in entries if kind == "file"):
         if not top_level:  # files at the data root (README, CSV) are not data
             report.bad(stray, "", "file outside a class folder")
     for class_dir in class_dirs:
-        files = sorted(p for p in class_dir.rglob("*")
-                       if p.is_file() and all(_visible(Path(part)) for part in p.relative_to(class_dir).parts))
-        label = canonical_label(class_dir.name)
+        label = label_index(class_dir.name)
         if label is None:
+            files = _walk_files(class_dir, Report(strict=False))  # only counted: the whole folder is one bad entry
             report.bad(class_dir, "", f"unknown class name '{class_dir.name}' ({len(files)} files; expected one "
-                                      f"of {', '.join(FER2013_LABELS)} or a common alias such as anger, happiness)")
+                                      f"of {', '.join(KNOWN_LABELS)} or a common alias such as anger, happiness)")
             continue
+        files = _walk_files(class_dir, report)
         if not files:
             report.bad(class_dir, "", "empty class folder")
             continue
         yield from ((path, label) for path in files)
 
 
+def _entries(folder: Path, report: Report) -> list:
+    """(path, "dir" | "file") for the visible entries of ``folder``, sorted by name, symlinks followed.
+    Broken or looping symlinks, unreadable entries and special files (pipes, devices) are bad entries."""
+    try:
+        paths = sorted(p for p in folder.iterdir() if _visible(p))
+    except OSError as exc:
+        report.bad(folder, "", f"cannot list folder ({exc.strerror or exc})")
+        return []
+    found = []
+    for path in paths:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            if path.is_symlink():
+                reason = ("symlink loop" if exc.errno == errno.ELOOP
+                          else "broken symlink (its target does not exist)" if exc.errno == errno.ENOENT
+                          else f"symlink to an unreadable target ({exc.strerror or exc})")
+            else:
+                reason = f"cannot read ({exc.strerror or exc})"
+            report.bad(path, "", reason)
+            continue
+        if stat.S_ISDIR(mode):
+            found.append((path, "dir"))
+        elif stat.S_ISREG(mode):
+            found.append((path, "file"))
+        else:
+            report.bad(path, "", "not a regular file or folder (a pipe, socket or device)")
+    return found
+
+
+def _walk_files(top: Path, report: Report) -> list:
+    """Every visible regular file under ``top`` (symlinked folders followed once), sorted. Iterative, so a
+    deep tree cannot exhaust the stack; a symlink back to a folder already read is a bad entry."""
+    files, stack = [], [top]
+    status = os.stat(top)
+    seen = {(status.st_dev, status.st_ino)}
+    while stack:
+        for path, kind in _entries(stack.pop(), report):
+            if kind == "file":
+                files.append(path)
+                continue
+            status = os.stat(path)
+            if (status.st_dev, status.st_ino) in seen:
+                report.bad(path, "", "symlink loop (leads back to a folder already read)")
+                continue
+            seen.add((status.st_dev, status.st_ino))
+            stack.append(path)
+    return sorted(files)
+
+
 def _read_image(pil, path: Path, report: Report) -> np.ndarray | None:
     try:
-        with pil.open(path) as image:
-            return to_gray48(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's notes on odd metadata ("Corrupt EXIF data", "Skipping tag")
+            with pil.open(path) as image:
+                return to_gray48(image)
     except (pil.UnidentifiedImageError, pil.DecompressionBombError) as exc:
         report.bad(path, "", f"not a readable image ({type(exc).__name__})")
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises these for truncated/corrupt files

@@ -10,8 +10,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import write_json
-from ..spec import FER2013_LABELS
-from .dataset import NUM_CLASSES, SPLIT_NAMES, FERDataset
+from .dataset import SPLIT_NAMES, FERDataset
 from .readers import SPLIT_ORDER, Loaded, Report, load
 
 MANIFEST_VERSION = 1
@@ -106,6 +105,11 @@ class Splits:
         """The splits present, in the order train, val, test, private_test."""
         return {name: self.get(name) for name in SPLIT_NAMES if self.get(name) is not None}
 
+    @property
+    def classes(self) -> tuple:
+        """The class names of the label indices (FER2013's 7, plus e.g. contempt when the data has it)."""
+        return self.train.classes
+
     def class_counts(self) -> np.ndarray:
         """Train-split class counts (the only counts weights are computed from)."""
         return self.train.class_counts()
@@ -125,7 +129,8 @@ def prepare_splits(path, val_fraction: float = 0.1, seed: int = 0, skip_bad: boo
     loaded = path if isinstance(path, Loaded) else load(path, skip_bad=skip_bad)
     full_train = loaded.get("train")
     if full_train is None:
-        raise DataError(f"{loaded.source}: no training data (no Usage=Training rows or train/ folder)")
+        raise DataError(f"{loaded.source}: no training data (no Usage=Training rows or train/ folder; the data has: "
+                        f"{', '.join(loaded.splits)}); evaluating such data needs no training split")
     if loaded.get("val") is not None:
         train, val, val_from = full_train, loaded["val"], "val folder"
     else:
@@ -151,7 +156,7 @@ def _manifest(splits: Splits, loaded: Loaded, val_fraction: float, seed: int, va
         "seed": seed,
         "val_fraction": val_fraction,
         "val_from": val_from,
-        "labels": list(FER2013_LABELS),
+        "labels": list(splits.classes),
         "class_weights": {
             "computed_from": "train",
             "inverse": _rounded(class_weights(counts, "inverse")),
@@ -159,7 +164,7 @@ def _manifest(splits: Splits, loaded: Loaded, val_fraction: float, seed: int, va
             "effective_beta": EFFECTIVE_BETA,
         },
         "splits": {
-            name: {"n": len(ds), "class_counts": ds.class_counts(NUM_CLASSES).tolist(),
+            name: {"n": len(ds), "class_counts": ds.class_counts(len(splits.classes)).tolist(),
                    "sha256": dataset_digest(ds).hexdigest(), "ids": ds.ids.tolist()}
             for name, ds in splits.datasets().items()
         },
@@ -196,3 +201,64 @@ def inspect_report(splits: Splits) -> dict:
                           "effective": _rounded(class_weights(counts, "effective")), "effective_beta": EFFECTIVE_BETA},
         "bad": splits.report.to_dict(),
     }
+
+
+# ------------------------------------------------------------------------------- evaluation data
+
+
+def evaluation_set(data, split: str = "auto", skip_bad: bool = False) -> FERDataset:
+    """The labelled images to evaluate a model on, from a path or an already ``Loaded`` data set.
+
+    ``split="all"``: the whole data set, every split concatenated (a plain class-folder directory, a CSV
+    without Usage, or a folder holding only ``test/`` all work). A split name (``train``, ``val``, ``test``,
+    ``private_test``): that split, or ``DataError`` naming the splits the data has. ``"auto"``: the ``test``
+    split when the data has one, else the whole data set. The returned data set's ``name`` says which
+    (``"test"``, ``"all"`` ...), so reports can state what was evaluated."""
+    loaded = data if isinstance(data, Loaded) else load(data, skip_bad=skip_bad)
+    if split == "auto":
+        split = "test" if loaded.get("test") is not None else "all"
+    if split == "all":
+        parts = [loaded.splits[name] for name in SPLIT_ORDER if name in loaded.splits]
+        if len(parts) == 1:
+            return parts[0].subset(np.arange(len(parts[0])), "all")
+        return FERDataset(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
+                          np.concatenate([p.ids for p in parts]), name="all", source=loaded.source,
+                          synthetic=loaded.synthetic, classes=parts[0].classes)
+    if split not in SPLIT_ORDER:
+        raise DataError(f"unknown split {split!r} (use 'auto', 'all' or one of {', '.join(SPLIT_ORDER)})")
+    if loaded.get(split) is None:
+        raise DataError(f"{loaded.source}: no '{split}' split (the data has: {', '.join(loaded.splits)}; "
+                        "use split 'all' to evaluate the whole data set)")
+    return loaded[split]
+
+
+def calibration_split(dataset: FERDataset, size: int | float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Carve a calibration part out of an evaluation set: (evaluation indices, calibration indices), disjoint,
+    both sorted, together every index once. ``size``: a number of images (int >= 1) or a fraction (0 < f < 1).
+
+    Stratified: each class gives its share (largest-remainder rounding of size * n_c / N), but a class with
+    two or more images always keeps at least one for evaluation. Seeded and order-independent like
+    ``stratified_split`` (images are ranked by sha256(f"{seed}:{id}")), so the same data and seed give the
+    same parts on any machine, whatever the order the data was read in."""
+    n = len(dataset)
+    if isinstance(size, float) and not isinstance(size, bool):
+        if not 0.0 < size < 1.0:
+            raise DataError(f"calibration fraction must be between 0 and 1 (exclusive), got {size}")
+        size = int(np.floor(n * size + 0.5))
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size < n:
+        raise DataError(f"calibration size must be an image count from 1 to {n - 1} (the evaluation set has {n} "
+                        f"images) or a fraction, got {size!r}")
+    labels = dataset.labels
+    counts = np.bincount(labels, minlength=len(dataset.classes))
+    exact = size * counts / n
+    quota = np.floor(exact).astype(np.int64)
+    quota[np.argsort(-(exact - quota), kind="stable")[: size - int(quota.sum())]] += 1
+    quota = np.minimum(quota, np.where(counts >= 2, counts - 1, counts))  # every class stays evaluable
+    keys = np.array([hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in dataset.ids])
+    calib = [members[np.argsort(keys[members], kind="stable")[:take]]
+             for label, take in enumerate(quota) if take
+             for members in [np.flatnonzero(labels == label)]]
+    calib_idx = np.sort(np.concatenate(calib)) if calib else np.zeros(0, np.int64)
+    keep = np.ones(n, bool)
+    keep[calib_idx] = False
+    return np.flatnonzero(keep), calib_idx

@@ -21,11 +21,9 @@ from ..errors import ExportError
 from ..fileio import atomic_path, read_json, write_json
 from ..preprocess import prepare
 from ..spec import FER2013_LABELS, ModelSpec
+from .config import DEFAULT_FLOOR, DEFAULT_SIZE, STRATEGIES
 
 FORMAT = "edgefer-calibration/1"
-STRATEGIES = ("stratified", "balanced", "random")
-DEFAULT_SIZE = 512
-DEFAULT_FLOOR = 16
 NPZ_NAME = "calib.npz"
 MANIFEST_NAME = "manifest.json"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed zip entry time: the same content gives the same bytes
@@ -52,7 +50,9 @@ class CalibrationSet:
         return bool(self.manifest.get("synthetic", False))
 
     def batches(self, spec: ModelSpec, batch_size: int = 32) -> Batches:
-        """Re-iterable float32 NCHW batches for ``spec`` (made with ``edgefer.preprocess.prepare``)."""
+        """Re-iterable float32 batches for ``spec`` (made with ``edgefer.preprocess.prepare``), in the model's
+        layout (NHWC when ``spec.layout`` says so) and of the model's fixed batch (``spec.batch``) when it has one
+        (the last batch then repeats images to fill it)."""
         return Batches(self.images, spec, batch_size)
 
     def save(self, directory: str | Path) -> Path:
@@ -97,14 +97,21 @@ class Batches:
     def __init__(self, images: np.ndarray, spec: ModelSpec, batch_size: int):
         if batch_size < 1:
             raise ExportError(f"calibration batch size must be >= 1, got {batch_size}")
-        self.images, self.spec, self.batch_size = images, spec, int(batch_size)
+        fixed = getattr(spec, "batch", None)
+        self.images, self.spec, self.batch_size = images, spec, int(fixed or batch_size)
+        self.fixed = fixed is not None
 
     def __len__(self) -> int:
         return -(-len(self.images) // self.batch_size)
 
     def __iter__(self):
+        nhwc = getattr(self.spec, "layout", None) == "nhwc"
         for start in range(0, len(self.images), self.batch_size):
-            yield prepare(self.images[start : start + self.batch_size], self.spec, color="gray")
+            chunk = self.images[start : start + self.batch_size]
+            if self.fixed and len(chunk) < self.batch_size:
+                chunk = self.images[np.arange(start, start + self.batch_size) % len(self.images)]
+            x = prepare(chunk, self.spec, color="gray")
+            yield np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x
 
 
 def draw(
@@ -192,6 +199,19 @@ def from_data(
                                "seed": split_manifest.get("seed", split_seed),
                                "val_from": split_manifest.get("val_from", "")}
     calib.manifest["source"] = Path(str(getattr(splits, "source", "") or calib.manifest["source"])).name
+    return calib
+
+
+def from_labelled(data, size: int = DEFAULT_SIZE, strategy: str = "stratified", seed: int = 0,
+                  floor: int = DEFAULT_FLOOR) -> CalibrationSet:
+    """Draw from a whole labelled data set (``--calib-data PATH``: any FER2013 CSV or image folder, with or
+    without splits, or an ``edgefer.data`` data set), not only its training split."""
+    from ..data import evaluation_set
+
+    dataset = data if hasattr(data, "images") else evaluation_set(data, "all")
+    calib = draw(dataset, size, strategy, seed, floor, labels=tuple(getattr(dataset, "classes", FER2013_LABELS)),
+                 synthetic=bool(getattr(dataset, "synthetic", False)))
+    calib.manifest["source"] = Path(str(getattr(dataset, "source", "") or calib.manifest["source"])).name
     return calib
 
 

@@ -1,59 +1,76 @@
-"""Run exported graphs on CPU (ONNX Runtime for .onnx, OpenVINO for .xml) and measure what an export
-changed: logit differences, top-1 agreement with the FP32 reference, accuracy and macro-F1.
+"""Scores and comparisons of exported models, every model run through ``edgefer.runtime`` (the backend its
+file suffix names, opened with the deployment settings): logit differences, top-1 agreement with the FP32
+reference, accuracy and macro-F1, batch-1 latency.
 
-These functions are the building blocks of the export's own check and of an accuracy-gated INT8 loop
-(quantize with a setting, ``evaluate``, compare with the FP32 macro-F1, try the next setting).
+Accuracy checks run OpenVINO with ``INFERENCE_PRECISION_HINT=f32`` (``CHECK_PRECISION``): otherwise CPUs with
+AMX/AVX512-BF16 execute the graph in bf16 and the check would measure the CPU's choice instead of the
+exported file. Latency (``latency_ms``) uses the runtime's defaults, i.e. what ``EmotionRecognizer`` runs.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportError, require
-from ..metrics import agreement, classification_report
+from ..metrics import agreement
 from ..preprocess import prepare
 from ..progress import progress
 from ..spec import ModelSpec
 
 CHECK_BATCH = 64
+CHECK_PRECISION = {"openvino": "f32"}  # backend -> precision option for accuracy checks
+LATENCY_RUNS, LATENCY_WARMUP, LATENCY_SECONDS = 30, 5, 0.25  # at least 30 runs and 0.25 s (tiny models: more runs)
 
 
-def runner(model_path: str | Path, threads: int | None = None):
-    """A function ``x (float32 NCHW) -> logits`` for an ONNX file (ONNX Runtime CPU) or an OpenVINO IR.
+def open_model(model_path: str | Path, *, for_accuracy: bool = True, threads: int | None = None):
+    """The runtime backend for a model file (``edgefer.runtime.open_backend``)."""
+    from ..runtime.base import backend_name, open_backend
 
-    OpenVINO runs with ``INFERENCE_PRECISION_HINT=f32``: otherwise CPUs with AMX/AVX512-BF16 execute the
-    graph in bf16 and the check would measure the CPU's choice instead of the exported file.
-    """
-    path = Path(model_path)
-    if path.suffix == ".onnx":
-        ort = require("onnxruntime", "onnx", "checking ONNX exports")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
-    if path.suffix == ".xml":
-        ov = require("openvino", "openvino", "checking OpenVINO exports")
-        config = {"INFERENCE_PRECISION_HINT": "f32"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        compiled = ov.Core().compile_model(str(path), "CPU", config)
-        request = compiled.create_infer_request()
-        return lambda x: np.array(request.infer({0: x})[compiled.output(0)])
-    raise ExportError(f"{path}: cannot check this file type here (expected .onnx or .xml)")
+    name = backend_name(model_path)
+    precision = CHECK_PRECISION.get(name) if for_accuracy else None
+    return open_backend(model_path, name, threads=threads, precision=precision)
+
+
+def runtime_info(model_path: str | Path) -> dict:
+    """How the checks ran a model file (recorded in export.json)."""
+    from ..runtime.base import backend_name
+
+    name = backend_name(model_path)
+    precision = CHECK_PRECISION.get(name)
+    return {"runtime": name, **({"inference_precision_hint": precision} if precision else {})}
 
 
 def logits(model_path: str | Path, images: np.ndarray, spec: ModelSpec, batch_size: int = CHECK_BATCH,
            desc: str = "") -> np.ndarray:
     """Logits of the model file on uint8 images (N, H, W), prepared with ``edgefer.preprocess.prepare``."""
-    run = runner(model_path)
-    starts = range(0, len(images), batch_size)
-    outputs = [np.asarray(run(prepare(images[s : s + batch_size], spec, color="gray")), np.float32)
-               for s in progress(starts, total=len(starts), desc=desc or f"check {Path(model_path).name}")]
-    return np.concatenate(outputs)
+    backend = open_model(model_path)
+    try:
+        starts = range(0, len(images), batch_size)
+        outputs = [backend.run(prepare(images[s : s + batch_size], spec, color="gray"))
+                   for s in progress(starts, total=len(starts), desc=desc or f"check {Path(model_path).name}")]
+    finally:
+        backend.close()
+    return np.concatenate(outputs).astype(np.float32, copy=False)
+
+
+def latency_ms(model_path: str | Path) -> float:
+    """Median batch-1 latency (ms) of a model file as the runtime deploys it (CPU): at least LATENCY_RUNS runs
+    and LATENCY_SECONDS of them (at most 1000 runs)."""
+    backend = open_model(model_path, for_accuracy=False)
+    try:
+        x = np.zeros((1, *backend.sample_shape), np.float32)
+        for _ in range(LATENCY_WARMUP):
+            backend.run(x)
+        times: list[float] = []
+        while len(times) < LATENCY_RUNS or (sum(times) < LATENCY_SECONDS and len(times) < 1000):
+            clock = time.perf_counter()
+            backend.run(x)
+            times.append(time.perf_counter() - clock)
+    finally:
+        backend.close()
+    return round(float(np.median(times)) * 1000, 4)
 
 
 def compare(reference: np.ndarray, other: np.ndarray) -> dict:
@@ -67,24 +84,65 @@ def compare(reference: np.ndarray, other: np.ndarray) -> dict:
     }
 
 
-def scores(model_logits: np.ndarray, labels, spec: ModelSpec) -> dict:
-    """Accuracy and macro-F1 (``edgefer.metrics``) of logits against true labels."""
-    report = classification_report(labels, model_logits.argmax(1), spec.labels)
+def match_labels(data_classes, model_labels):
+    """Data classes matched onto a model's labels BY NAME, never by position (``edgefer.labels.match_labels``:
+    "anger" is "angry"); scores are computed over the shared classes (``edgefer.metrics.report_by_name``)."""
+    from ..labels import match_labels as match_by_name
+
+    return match_by_name(data_classes, model_labels)
+
+
+def is_identity(match) -> bool:
+    """The data classes are the model's labels in the same order (nothing mapped or left out)."""
+    n = len(match.shared)
+    return len(match.data_classes) == len(match.model_labels) == n and \
+        tuple(match.data_columns) == tuple(match.model_columns) == tuple(range(n))
+
+
+def shared_rows(match, labels) -> np.ndarray:
+    """Mask of the images whose class the model has."""
+    return np.isin(np.asarray(labels), list(match.data_columns))
+
+
+def shared_predictions(match, model_outputs: np.ndarray) -> np.ndarray:
+    """Top-1 predictions as positions in ``match.shared`` (the best of the shared classes' outputs)."""
+    return np.asarray(model_outputs)[:, list(match.model_columns)].argmax(1)
+
+
+def report_by_name(match, labels, model_outputs: np.ndarray) -> dict:
+    """``edgefer.metrics.report_by_name``: the classification report over the shared classes."""
+    from ..metrics import report_by_name as report
+
+    return report(labels, model_outputs, match)
+
+
+def describe_match(match) -> dict:
+    return {"matched_by": "name", "shared": list(match.shared), "data_only": list(match.data_only),
+            "model_only": list(match.model_only),
+            "scored_over": "all classes" if is_identity(match) else "shared classes"}
+
+
+def scores(model_logits: np.ndarray, labels, spec: ModelSpec, classes=None) -> dict:
+    """Accuracy and macro-F1 (``edgefer.metrics``) of model outputs against true labels; ``classes``: the data's
+    class names (default: the model's labels, i.e. the same order), matched by name (``match_labels``)."""
+    match = match_labels(spec.labels if classes is None else classes, spec.labels)
+    report = report_by_name(match, labels, model_logits)
     return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
 
 
-def evaluate(model_path: str | Path, images: np.ndarray, labels, spec: ModelSpec) -> dict:
-    """Full classification report of a model file on labelled uint8 images."""
-    return classification_report(labels, logits(model_path, images, spec).argmax(1), spec.labels)
+def evaluate(model_path: str | Path, images: np.ndarray, labels, spec: ModelSpec, classes=None) -> dict:
+    """Full classification report of a model file on labelled uint8 images (classes matched by name)."""
+    match = match_labels(spec.labels if classes is None else classes, spec.labels)
+    return report_by_name(match, labels, logits(model_path, images, spec))
 
 
 def check_against(model_path: str | Path, reference: np.ndarray, images: np.ndarray, labels, spec: ModelSpec,
-                  reference_scores: dict | None = None) -> dict:
+                  reference_scores: dict | None = None, classes=None) -> dict:
     """Agreement of a model file with the FP32 reference logits, plus its accuracy/macro-F1 (and the drop)."""
     out = logits(model_path, images, spec)
     result = compare(reference, out)
     if labels is not None:
-        result.update(scores(out, labels, spec))
+        result.update(scores(out, labels, spec, classes))
         if reference_scores:
             result["macro_f1_drop"] = reference_scores["macro_f1"] - result["macro_f1"]
             result["accuracy_drop"] = reference_scores["accuracy"] - result["accuracy"]

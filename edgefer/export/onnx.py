@@ -13,16 +13,16 @@ from ..errors import ExportError, require
 from ..fileio import atomic_path
 from ..spec import ModelSpec, embed_in_onnx
 from . import check
+from .config import EXPORTERS, OPSET
 
-OPSET = 18  # torch 2.13's dynamo exporter cannot down-convert EfficientNet's Pad to opset 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-EXPORTERS = ("auto", "dynamo", "legacy")
 PARITY_ATOL = 1e-3  # max |logit difference| allowed between PyTorch and ONNX Runtime (FP32)
 PARITY_MIN_AGREEMENT = 0.99  # top-1 agreement allowed (near-ties may flip)
 
 
-def torch_to_onnx(model, spec: ModelSpec, exporter: str = "auto", opset: int = OPSET) -> tuple[object, dict]:
-    """Export ``model`` to an ONNX ModelProto with a dynamic batch; return (proto, info).
+def torch_to_onnx(model, spec: ModelSpec, exporter: str = "auto", opset: int = OPSET, *,
+                  dynamic_batch: bool = True) -> tuple[object, dict]:
+    """Export ``model`` to an ONNX ModelProto with a dynamic batch (or a static batch of 1); return (proto, info).
 
     ``auto`` uses the dynamo exporter and falls back to the legacy TorchScript exporter only when dynamo
     fails; ``info`` records which one ran, why it fell back, and how long it took.
@@ -32,12 +32,12 @@ def torch_to_onnx(model, spec: ModelSpec, exporter: str = "auto", opset: int = O
     require("onnxscript", "onnx", "exporting to ONNX")
     import torch
 
-    example = torch.zeros(2, spec.channels, spec.input_size, spec.input_size)
-    info = {"opset": opset}
+    example = torch.zeros(2 if dynamic_batch else 1, spec.channels, spec.input_size, spec.input_size)
+    info = {"opset": opset} if dynamic_batch else {"opset": opset, "batch": 1}
     start = time.perf_counter()
     if exporter in ("auto", "dynamo"):
         try:
-            proto = _export_dynamo(model, example, opset)
+            proto = _export_dynamo(model, example, opset, dynamic_batch)
             info.update(exporter="dynamo", seconds=round(time.perf_counter() - start, 3))
             return proto, info
         except Exception as exc:  # any dynamo failure means "try the legacy exporter"; the reason is recorded
@@ -46,12 +46,12 @@ def torch_to_onnx(model, spec: ModelSpec, exporter: str = "auto", opset: int = O
                                   "try --exporter legacy") from exc
             info["fallback_reason"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
     start = time.perf_counter()
-    proto = _export_legacy(model, example, opset)
+    proto = _export_legacy(model, example, opset, dynamic_batch)
     info.update(exporter="legacy", seconds=round(time.perf_counter() - start, 3))
     return proto, info
 
 
-def _export_dynamo(model, example, opset: int):
+def _export_dynamo(model, example, opset: int, dynamic_batch: bool = True):
     import warnings
 
     import torch
@@ -60,12 +60,13 @@ def _export_dynamo(model, example, opset: int):
         warnings.simplefilter("ignore", FutureWarning)  # torch.export's own pytree deprecation notices
         program = torch.onnx.export(
             model, (example,), None, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+            output_names=[OUTPUT_NAME], verbose=False,
+            dynamic_shapes=({0: torch.export.Dim("batch")},) if dynamic_batch else None,
         )
     return program.model_proto
 
 
-def _export_legacy(model, example, opset: int):
+def _export_legacy(model, example, opset: int, dynamic_batch: bool = True):
     import warnings
 
     import onnx
@@ -76,7 +77,8 @@ def _export_legacy(model, example, opset: int):
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, still works
         torch.onnx.export(
             model, (example,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
         )
     return onnx.load_from_string(buffer.getvalue())
 

@@ -1,11 +1,12 @@
 """OpenVINO IR (FP32 / FP16 weights) from ONNX, and INT8 IR with NNCF post-training quantization.
 
 ``quantize_openvino`` is one call per setting (preset, ignored scope, subset size, bias correction), so an
-accuracy gate can call it in a loop with ``check.evaluate``.
+INT8 search can call it in a loop with ``check.evaluate``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import tempfile
@@ -15,13 +16,38 @@ from pathlib import Path
 from ..errors import ExportError, require
 from ..spec import ModelSpec, embed_in_openvino
 from .calibration import CalibrationSet
+from .config import PRESETS
 
-PRESETS = ("mixed", "performance")
 NODE_ALIASES = ("first-conv", "classifier")  # the stem Convolution, the last MatMul
 
 
 def _ov():
     return require("openvino", "openvino", "OpenVINO export")
+
+
+@contextlib.contextmanager
+def quiet_nncf():
+    """NNCF's logs and rich progress bars off (unless ``--verbose``) while NNCF works: edgefer reports the outcome."""
+    from .. import logs
+
+    require("nncf", "openvino", "OpenVINO INT8 quantization")
+    from nncf.common.logging import track_progress
+
+    logs.quiet_third_party()
+    if logs.verbosity() >= logs.VERBOSE:
+        yield
+        return
+    original = track_progress.track.__init__
+
+    def silent(self, *args, **kwargs):
+        kwargs["disable"] = True
+        original(self, *args, **kwargs)
+
+    track_progress.track.__init__ = silent
+    try:
+        yield
+    finally:
+        track_progress.track.__init__ = original
 
 
 def read_model(model_path: str | Path):
@@ -104,11 +130,12 @@ def quantize_openvino(
     if subset < 1:
         raise ExportError(f"--subset-size must be >= 1, got {subset_size}")
     start = time.perf_counter()
-    quantized = nncf.quantize(
-        model, nncf.Dataset(calib.batches(spec, 1)),
-        preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=subset, fast_bias_correction=fast_bias_correction, ignored_scope=ignored_scope,
-    )
+    with quiet_nncf():
+        quantized = nncf.quantize(
+            model, nncf.Dataset(calib.batches(spec, 1)),
+            preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=subset, fast_bias_correction=fast_bias_correction, ignored_scope=ignored_scope,
+        )
     info = {
         "quantizer": "nncf", "nncf_version": nncf.__version__, "preset": preset, "subset_size": subset,
         "fast_bias_correction": fast_bias_correction, "keep_fp": list(keep_fp), "ignored_nodes": names,

@@ -33,7 +33,8 @@ class OnnxRuntimeBackend(Backend):
         self._cast = self.input_info.dtype != np.float32
 
     @classmethod
-    def open(cls, path: Path, *, device=None, threads=None, precision=None, sidecar=None) -> OnnxRuntimeBackend:
+    def open(cls, path: Path, *, device=None, threads=None, precision=None, sidecar=None,
+             spec=None) -> OnnxRuntimeBackend:
         ort = require("onnxruntime", "onnx", "running ONNX models")
         reject_precision(path, cls.name, precision)
         device = (device or "cpu").lower()
@@ -49,12 +50,12 @@ class OnnxRuntimeBackend(Backend):
         except _load_errors() as exc:
             reason = str(exc).strip().splitlines()[0].split(" failed:")[-1] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{path}: not a loadable ONNX model ({reason})") from None
-        embedded = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        spec = resolve_spec(path, embedded, sidecar)
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1:
             raise ModelError(f"{path}: expected one image input, found {[i.name for i in inputs]}")
         input_info, output_info = _info(path, inputs[0]), _info(path, outputs[0])
+        embedded = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        spec = spec or resolve_spec(path, embedded, sidecar, input_info, output_info)
         batch = input_info.shape[0] if input_info.shape else None
         return cls(session, path, spec, input_info, output_info, device=device,
                    precision=spec.precision, min_batch=batch or 1, max_batch=batch)

@@ -1,16 +1,25 @@
-"""OpenVINO backend (``.xml`` IR with its ``.bin``). Imports openvino only.
+"""OpenVINO backend (``.xml`` IR with its ``.bin``, or ``.onnx``). Imports openvino only.
 
-Thread safety: the compiled model is shared; every thread that calls ``run`` gets its own InferRequest
-(created on first use), so one backend serves several threads at once.
+Static shapes only: the model is never compiled with a dynamic batch. OpenVINO 2026.4.1 crashes in
+``InferRequest.infer`` on Intel CPUs with AMX running an NNCF INT8 IR compiled with a dynamic batch at batch
+1-4, while the same IR reshaped to a static batch runs at every size; a static batch-1 model is also faster
+than a dynamic one. Batches are padded up to the next of ``BATCH_SIZES`` (batches above ``CHUNK`` run in
+chunks of ``CHUNK``), each size reshaped and compiled on first use and kept in an LRU cache of
+``MAX_COMPILED`` compiled models. Batch 1 runs on a model compiled with ``PERFORMANCE_HINT=LATENCY``; a larger
+batch is split over the streams of models compiled with ``PERFORMANCE_HINT=THROUGHPUT`` (one static request
+per stream, started together with ``start_async`` and waited for). Measurements behind these choices:
+docs/runtime.md, "OpenVINO batches". A model whose graph hard-codes its batch (or whose spec states
+``batch``) runs at that one size on the LATENCY hint (``Backend.run`` splits and pads to it).
 
-Batch 1 (a camera app's every call) runs on a second compiled model with a static 1xCxHxW input, compiled
-on the first batch-1 call: on the 2-core dev CPU it is 14-23 % faster than the dynamic-batch model
-(INT8 EfficientNetV2-S at 112 px, 3.3-3.7 vs 4.1-4.3 ms).
+Thread safety: compiled models are shared; each call takes idle InferRequests of the compiled model it needs
+(or creates them) and gives them back, so one backend serves several threads at once.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +31,59 @@ from .base import Backend, TensorInfo, resolve_spec
 # precision option -> INFERENCE_PRECISION_HINT. None: f32 for an fp32 model (OpenVINO would otherwise run it
 # in bf16 on CPUs with AMX/AVX512-BF16), the device's default otherwise (int8 and fp16 IRs).
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+BATCH_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # static batch sizes compiled; a batch is padded up to one
+CHUNK = BATCH_SIZES[-1]  # bigger batches run in chunks of this size
+MAX_COMPILED = len(BATCH_SIZES) + 1  # every THROUGHPUT size + the LATENCY batch-1 model (LRU beyond that)
+
+
+def padded_size(n: int) -> int:
+    """The static batch size a batch of ``n`` (1..CHUNK) runs at."""
+    return next(size for size in BATCH_SIZES if size >= n)
+
+
+class _Static:
+    """One model compiled for a static batch size and performance hint, with its idle infer requests."""
+
+    def __init__(self, compiled, batch: int, hint: str):
+        self.compiled, self.batch, self.hint = compiled, batch, hint
+        try:
+            self.streams = max(1, int(compiled.get_property("NUM_STREAMS")))
+        except (RuntimeError, TypeError, ValueError):  # a device without the property
+            self.streams = 1
+        self._idle: list = []
+        self._lock = threading.Lock()
+
+    def acquire(self):
+        with self._lock:
+            return self._idle.pop() if self._idle else self.compiled.create_infer_request()
+
+    def release(self, requests) -> None:
+        with self._lock:
+            self._idle.extend(requests)
 
 
 class OpenVinoBackend(Backend):
     name = "openvino"
 
-    def __init__(self, compiled_model, *args, compile_batch_one=None, **kwargs):
-        self.compiled_model = compiled_model
-        self._compile_batch_one = compile_batch_one  # None: the model is static already, or has no fixed H x W
-        self._batch_one = None
-        self._compile_lock = threading.Lock()
-        self._local = threading.local()
+    def __init__(self, core, model, config: dict, reshapable: bool, *args, **kwargs):
+        self._core, self._model, self._config = core, model, config
+        self._cache: OrderedDict[tuple[int, str], _Static] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        # streams of a THROUGHPUT model on this device: a guess until the first one is compiled, then read from it
+        self._streams = 1 if config.get("INFERENCE_NUM_THREADS") == 1 else 2
         super().__init__(*args, **kwargs)
+        self.fixed = not reshapable or self.spec.batch is not None
+        if not self.fixed:
+            self.max_batch = CHUNK
+        first = self._static(self.min_batch, "LATENCY")  # compiled now: errors and the precision known at open
+        self.compiled_model = first.compiled
+        try:
+            self.precision = first.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        except RuntimeError:  # a device without the property: report what was asked for
+            self.precision = config.get("INFERENCE_PRECISION_HINT", "default")
 
     @classmethod
-    def open(cls, path: Path, *, device=None, threads=None, precision=None, sidecar=None) -> OpenVinoBackend:
+    def open(cls, path: Path, *, device=None, threads=None, precision=None, sidecar=None, spec=None) -> OpenVinoBackend:
         ov = require("openvino", "openvino", "running OpenVINO models")
         _check_ir(path)
         core = ov.Core()
@@ -48,52 +95,99 @@ class OpenVinoBackend(Backend):
             model = core.read_model(str(path))
         except RuntimeError as exc:
             raise ModelError(f"{path}: not a loadable OpenVINO model ({_reason(exc)})") from None
-        embedded = model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY]) else None
-        spec = resolve_spec(path, embedded, sidecar)
         if len(model.inputs) != 1:
             raise ModelError(f"{path}: expected one image input, found {len(model.inputs)}")
-        batch = _dynamic_batch(ov, model)
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        input_info, output_info = _info(model.input(0)), _info(model.output(0))
+        embedded = model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY]) else None
+        spec = spec or resolve_spec(path, embedded, sidecar, input_info, output_info)
+        fixed = _fixed_batch(ov, model)
+        config = {}
         hint = _precision_hint(path, precision, spec.precision)
         if hint:
             config["INFERENCE_PRECISION_HINT"] = hint
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        return cls(core, model, config, fixed is None, path, spec, input_info, output_info, device=device,
+                   precision=hint or "default", min_batch=fixed or 1, max_batch=fixed)
+
+    def compiled_batches(self) -> list[tuple[int, str]]:
+        """(static batch size, performance hint) of the models compiled now, least recently used first."""
+        with self._cache_lock:
+            return list(self._cache)
+
+    def _static(self, batch: int, hint: str) -> _Static:
+        """The model compiled for a static ``batch`` and ``hint`` (from the LRU cache, else compiled now).
+
+        Compiling happens outside the cache lock, so calls on sizes already compiled never wait for another
+        size's compile (two threads may compile the same new size once each; the first one is kept)."""
+        key = (batch, hint)
+        with self._cache_lock:
+            entry = self._cache.get(key)
+            if entry is not None:
+                self._cache.move_to_end(key)
+                return entry
+            if self._model is None:
+                raise ModelError(f"{self.path}: this model was closed")
+            model, core = self._model.clone(), self._core
         try:
-            compiled = core.compile_model(model, device, config)
+            model.reshape({model.input(0): self._ov_shape(batch)})
+            compiled = core.compile_model(model, self.device, {"PERFORMANCE_HINT": hint, **self._config})
         except RuntimeError as exc:
-            raise ModelError(f"{path}: OpenVINO cannot compile the model for {device} ({_reason(exc)})") from None
-        batch_one = _batch_one_model(ov, model) if batch is None else None
-        try:
-            used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        except RuntimeError:  # a device without the property: report what was asked for
-            used = hint or "default"
-        compile_batch_one = None if batch_one is None else (lambda: core.compile_model(batch_one, device, config))
-        return cls(compiled, path, spec, _info(model.input(0)), _info(model.output(0)), device=device,
-                   precision=used, min_batch=batch or 1, max_batch=batch, compile_batch_one=compile_batch_one)
+            raise ModelError(f"{self.path}: OpenVINO cannot compile the model for {self.device} at batch "
+                             f"{batch} ({_reason(exc)})") from None
+        with self._cache_lock:
+            entry = self._cache.setdefault(key, _Static(compiled, batch, hint))
+            self._cache.move_to_end(key)
+            if hint == "THROUGHPUT":
+                self._streams = entry.streams
+            while len(self._cache) > MAX_COMPILED:
+                self._cache.popitem(last=False)
+            return entry
 
-    def _request(self, batch: int):
-        key = "batch_one" if batch == 1 and self._compile_batch_one else "dynamic"
-        request = getattr(self._local, key, None)
-        if request is None:
-            compiled = self._batch_one_compiled() if key == "batch_one" else self.compiled_model
-            request = compiled.create_infer_request()
-            setattr(self._local, key, request)
-        return request
+    def _ov_shape(self, batch: int):
+        import openvino as ov
 
-    def _batch_one_compiled(self):
-        with self._compile_lock:
-            if self._batch_one is None:
-                self._batch_one = self._compile_batch_one()
-            return self._batch_one
+        return ov.PartialShape(list(self.spec.input_shape(batch)))
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        # share_inputs: no copy of the batch; outputs are copied out of the request's memory
-        return self._request(len(x)).infer({0: x}, share_inputs=True)[0]
+        n = len(x)
+        if self.fixed or n == 1:
+            entry = self._static(n if self.fixed else 1, "LATENCY")
+            parts = [x]
+        else:
+            entry = self._static(padded_size(math.ceil(n / self._streams)), "THROUGHPUT")
+            parts = [x[i : i + entry.batch] for i in range(0, n, entry.batch)]
+        counts = [len(part) for part in parts]
+        parts = [part if len(part) == entry.batch else _pad(part, entry.batch) for part in parts]
+        requests = [entry.acquire() for _ in parts]
+        started = []
+        try:
+            for request, part in zip(requests, parts):
+                request.start_async({0: part}, share_inputs=True)  # no copy: ``parts`` outlives the waits below
+                started.append(request)
+            outputs = []
+            for request, count in zip(requests, counts):
+                request.wait()
+                outputs.append(request.get_output_tensor(0).data[:count].copy())
+        finally:
+            for request in started:  # a request given back must be idle, also after an error
+                try:
+                    request.wait()
+                except RuntimeError:
+                    pass
+            entry.release(requests)
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def _release(self) -> None:
-        self._local = threading.local()
-        self.compiled_model = self._batch_one = self._compile_batch_one = None
+        with self._cache_lock:
+            self._cache.clear()
+            self.compiled_model = self._model = self._core = None
+
+
+def _pad(part: np.ndarray, batch: int) -> np.ndarray:
+    padded = np.zeros((batch, *part.shape[1:]), part.dtype)
+    padded[: len(part)] = part
+    return padded
 
 
 def _check_ir(path: Path) -> None:
@@ -112,27 +206,21 @@ def _check_ir(path: Path) -> None:
         raise ModelError(f"{path}: the weights file {weights.name} is missing next to it")
 
 
-def _dynamic_batch(ov, model) -> int | None:
-    """Make the batch dimension dynamic where the model allows; return the static batch that remains, if any."""
+def _fixed_batch(ov, model) -> int | None:
+    """The batch size a graph hard-codes (e.g. a Reshape to [1, -1]), or None when the batch can be reshaped."""
     port = model.input(0)
     shape = port.get_partial_shape()
     if shape.rank.is_dynamic or shape.rank.get_length() != 4 or shape[0].is_dynamic:
         return None
+    probe = model.clone()
     try:
-        model.reshape({port: ov.PartialShape([-1, *list(shape)[1:]])})
-        return None
-    except RuntimeError:  # a graph with a hard-coded batch (e.g. a Reshape to [1, -1]) keeps it
+        probe.reshape({probe.input(0): ov.PartialShape([-1, *list(shape)[1:]])})
+    except RuntimeError:
         return shape[0].get_length()
-
-
-def _batch_one_model(ov, model):
-    """A copy of a dynamic-batch model with a static 1 x C x H x W input, or None when C, H or W is dynamic."""
-    shape = model.input(0).get_partial_shape()
-    if shape.rank.is_dynamic or shape.rank.get_length() != 4 or any(d.is_dynamic for d in list(shape)[1:]):
-        return None
-    single = model.clone()
-    single.reshape({single.input(0): ov.PartialShape([1, *list(shape)[1:]])})
-    return single
+    out = probe.output(0).get_partial_shape()
+    if out.rank.is_static and out.rank.get_length() >= 1 and out[0].is_static:
+        return shape[0].get_length()  # the output's batch did not follow the input's
+    return None
 
 
 def _precision_hint(path: Path, precision: str | None, model_precision: str) -> str | None:

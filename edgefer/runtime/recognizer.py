@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..preprocess import prepare_batch, split_faces
 from ..spec import ModelSpec
 from .base import Backend, open_backend
@@ -20,9 +21,11 @@ class Prediction:
 
     labels: list[str]  # predicted label per face
     indices: np.ndarray  # (N,) int64 class index per face
-    probs: np.ndarray  # (N, K) float32 softmax probabilities
+    probs: np.ndarray  # (N, K) float32 probabilities, each row sums to 1 (see ``probabilities``)
     class_names: tuple[str, ...]  # the K labels, in output order
-    logits: np.ndarray | None = None  # (N, K) float32, when asked for with return_logits=True
+    # (N, K) float32 raw model outputs when asked for with return_logits=True: logits, or the probabilities /
+    # sigmoid scores of a model whose spec says output="probabilities" / "sigmoid"
+    logits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -86,21 +89,50 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+def probabilities(outputs: np.ndarray, kind: str, source: str = "model") -> np.ndarray:
+    """Row-wise probabilities (N, K) summing to 1 from a model's raw outputs of ``kind`` (``ModelSpec.output``):
+    softmax of logits; probabilities renormalised (clipped at 0, so rounding in fp16/INT8 models cannot leave a
+    row summing to 0.998); sigmoid scores (independent per class) clipped to 0..1 and divided by their sum,
+    so they read as a distribution over the classes (a row of zeros becomes uniform). Never a softmax over
+    probabilities. Non-finite outputs are a ModelError naming ``source``."""
+    outputs = np.asarray(outputs, np.float32)
+    if not np.isfinite(outputs).all():
+        rows = np.flatnonzero(~np.isfinite(outputs).all(axis=1)).tolist()
+        raise ModelError(f"{source}: the model returned NaN or infinite outputs for face(s) {rows[:10]}")
+    if kind == "logits":
+        return softmax(outputs)
+    p = np.clip(outputs, 0.0, 1.0 if kind == "sigmoid" else None)
+    total = p.sum(axis=1, keepdims=True)
+    empty = total[:, 0] <= 0
+    if empty.any():
+        p[empty], total[empty] = 1.0, p.shape[1]
+    return p / total
+
+
 class EmotionRecognizer:
     """A model file opened for inference, with its preprocessing spec.
 
     Thread safety: one recognizer may be shared by several threads; ``predict``/``predict_frame``/``run``
-    can be called concurrently (ONNX Runtime sessions are thread-safe, OpenVINO gets one InferRequest
-    per thread, TensorRT serialises calls on its execution context). The input buffer is per thread.
+    can be called concurrently (ONNX Runtime sessions are thread-safe, OpenVINO takes an idle InferRequest
+    per call, TensorRT serialises calls on its execution context). The input buffer is per thread.
     A face detector passed to ``open`` is shared too; OpenCV's cascade is used under a lock.
+
+    Pipelining: ``predict_async`` / ``predict_frame_async`` return a ``concurrent.futures.Future`` at once and
+    run the whole call (checks, preprocessing, inference, probabilities) on ``async_workers`` threads, so a
+    camera loop overlaps capture, preprocessing, inference and drawing across frames.
     """
 
-    def __init__(self, backend: Backend, detector=None):
+    def __init__(self, backend: Backend, detector=None, async_workers: int = 2):
+        if not isinstance(async_workers, int) or async_workers < 1:
+            raise InputError(f"async_workers must be a positive integer, got {async_workers!r}")
         self.backend = backend
         self.spec: ModelSpec = backend.spec
         self.labels: list[str] = list(backend.spec.labels)
         self.detector = detector
+        self.async_workers = async_workers
         self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -113,6 +145,7 @@ class EmotionRecognizer:
         *,
         sidecar: str | Path | None = None,
         detector=None,
+        async_workers: int = 2,
     ) -> EmotionRecognizer:
         """Open a model: the backend comes from ``backend`` (onnxruntime/onnx, openvino/ov, tensorrt/trt) or
         the suffix (.onnx, .xml, .engine/.plan). The labels and preprocessing come from the model's own
@@ -120,17 +153,20 @@ class EmotionRecognizer:
         Runtime, an OpenVINO device name ("CPU", "GPU", ...), "cuda[:N]" for TensorRT (the default there).
         ``precision`` (OpenVINO only): "f32", "bf16" or "f16"; an fp32 model runs in f32 by default.
         ``detector``: a callable frame -> list of (x, y, w, h) boxes for ``predict_frame``.
+        ``async_workers``: threads behind ``predict_async`` / ``predict_frame_async`` (calls in flight at once).
         """
         return cls(open_backend(path, backend, device=device, threads=threads, precision=precision,
-                                sidecar=sidecar), detector=detector)
+                                sidecar=sidecar), detector=detector, async_workers=async_workers)
 
     def predict(self, faces, color: str = "bgr", return_logits: bool = False) -> Prediction:
         """Classify one face crop or a batch: uint8 (or float 0..255) gray (H, W), colour (H, W, 3) in
-        ``color`` order ('bgr', 'rgb' or 'gray'), a batch (N, H, W[, C]) or a list of crops of any sizes."""
-        batch, _ = split_faces(faces)
+        ``color`` order ('bgr', 'rgb' or 'gray'), a batch (N, H, W[, C]) or a list of crops of any sizes.
+        A (3, H, W) array is refused as ambiguous (pass 3 faces as a list or (3, H, W, 1)). ``probs`` are
+        probabilities for every kind of model output (``spec.output``)."""
+        batch, _ = split_faces(faces, channels_first_check=True)
         x = prepare_batch(batch, self.spec, color=color, out=self._buffer(len(batch)))
         logits = self.backend.run(x)
-        probs = softmax(logits)
+        probs = probabilities(logits, self.spec.output, str(self.backend.path))
         indices = probs.argmax(axis=1)
         labels = [self.labels[i] for i in indices]
         return Prediction(labels, indices, probs, self.spec.labels, logits if return_logits else None)
@@ -139,6 +175,9 @@ class EmotionRecognizer:
                       return_logits: bool = False) -> FramePrediction:
         """Find faces in ``frame`` (H, W) or (H, W, 3) with ``detector`` (default: the one given to ``open``,
         else OpenCV's Haar cascade) and classify each; boxes smaller than ``min_size`` pixels are ignored."""
+        if not isinstance(frame, np.ndarray):
+            raise InputError(f"predict_frame takes one frame as a numpy array (H, W) or (H, W, 3), "
+                             f"got a {type(frame).__name__}")
         image, single = split_faces(frame)
         if not single:
             raise InputError(f"predict_frame takes one frame (H, W) or (H, W, 3), got shape {np.shape(frame)}")
@@ -153,11 +192,37 @@ class EmotionRecognizer:
                  for i, (box, label) in enumerate(zip(boxes, pred.labels))]
         return FramePrediction(faces=faces, prediction=pred)
 
+    def predict_async(self, faces, color: str = "bgr", return_logits: bool = False) -> Future:
+        """``predict`` without waiting: a ``concurrent.futures.Future`` whose ``result()`` is the Prediction, or
+        raises what ``predict`` would (InputError for bad faces, ...). The faces are copied first, so the caller
+        may reuse its frame buffer at once. Each future holds the results of its own call, in input order."""
+        return self._submit(self.predict, _snapshot(faces), color=color, return_logits=return_logits)
+
+    def predict_frame_async(self, frame, detector=None, color: str = "bgr", min_size: int = 24,
+                            return_logits: bool = False) -> Future:
+        """``predict_frame`` without waiting: a Future of the FramePrediction (the frame is copied first)."""
+        return self._submit(self.predict_frame, _snapshot(frame), detector=detector, color=color, min_size=min_size,
+                            return_logits=return_logits)
+
+    def _submit(self, fn, *args, **kwargs) -> Future:
+        with self._pool_lock:
+            if self.backend.closed:
+                raise ModelError(f"{self.backend.path}: this model was closed")
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.async_workers, thread_name_prefix="edgefer-predict")
+            return self._pool.submit(fn, *args, **kwargs)
+
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Raw backend call: float32 logits (N, K) for prepared float32 NCHW input (see ``prepare``)."""
+        """Raw backend call: the model's float32 outputs (N, K) for prepared float32 NCHW input (see ``prepare``),
+        whatever the model's layout; ``probabilities(outputs, recognizer.spec.output)`` turns them into probs."""
         return self.backend.run(x)
 
     def close(self) -> None:
+        """Finish the calls in flight (``predict_async``), then release the model."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self.backend.close()
 
     def __enter__(self) -> EmotionRecognizer:
@@ -182,6 +247,16 @@ class EmotionRecognizer:
 
             self.detector = default_detector()
         return self.detector
+
+
+def _snapshot(faces):
+    """A private copy of the pixel arrays in ``faces`` (an array, or a list/tuple of them); anything else as is
+    (``predict`` then reports it)."""
+    if isinstance(faces, np.ndarray):
+        return faces.copy()
+    if isinstance(faces, (list, tuple)):
+        return [f.copy() if isinstance(f, np.ndarray) else f for f in faces]
+    return faces
 
 
 def _clip(box, shape) -> tuple[int, int, int, int]:

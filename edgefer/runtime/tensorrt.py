@@ -67,11 +67,11 @@ class TensorRtBackend(Backend):
         self._allocate()
 
     @classmethod
-    def open(cls, path: Path, *, device=None, threads=None, precision=None, sidecar=None) -> TensorRtBackend:
+    def open(cls, path: Path, *, device=None, threads=None, precision=None, sidecar=None, spec=None) -> TensorRtBackend:
         trt = require("tensorrt", "tensorrt", "running TensorRT engines")
         cuda = _Cuda(import_cudart())
         reject_precision(path, cls.name, precision)
-        spec = resolve_spec(path, None, sidecar)  # engines carry no metadata: always the sidecar
+        spec = spec or resolve_spec(path, None, sidecar)  # engines carry no metadata: always the sidecar
         device_index = _device_index(path, device)
         cuda.call("cudaSetDevice", device_index)
         logger = trt.Logger(trt.Logger.ERROR)

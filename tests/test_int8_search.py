@@ -1,4 +1,4 @@
-"""The accuracy-gated INT8 search (edgefer.export.gate) on a briefly trained tiny model (timm test_efficientnet,
+"""The accuracy-bounded INT8 search (edgefer.export.search) on a briefly trained tiny model (timm test_efficientnet,
 32 px, `edgefer train` on SYNTHETIC data): a reachable bound picks a passing recipe that really scores what
 export.json says; an impossible bound with a damaged calibration set fails with one clear line, exit 2, the
 attempts report left in the output folder; Stage B keeps the top-ranked layers in floating point."""
@@ -13,9 +13,22 @@ from click.testing import CliRunner
 
 from edgefer.cli import main
 from edgefer.errors import ExportError
-from edgefer.export import check, export, gate
+from edgefer.export import ExportConfig, check
+from edgefer.export import export as run_export
 from edgefer.export.calibration import CalibrationWarning, draw, from_data
+from edgefer.export.config import CALIB_METHODS, QuantOptions
+from edgefer.export.quantizers.nncf import RECIPES as NNCF_RECIPES
+from edgefer.export.quantizers.nncf import NncfQuantizer, _unquantized_ops
+from edgefer.export.quantizers.qdq import QDQ_OPS, QdqQuantizer
+from edgefer.export.search import Attempt, choose
+from edgefer.export.search.loop import _doubling
+from edgefer.export.search.selection import SELECTION_BY_STRUCTURE
 from tests.backends import needs_nncf, needs_onnxruntime, needs_openvino, needs_torch
+
+
+def export(source, target, precision, out, *, data=None, calib=None, **options) -> dict:
+    return run_export(source, ExportConfig.build(target, precision, **options), out, data=data, calib=calib).to_json()
+
 
 pytestmark = [needs_torch, needs_onnxruntime]
 CALIB = ["--calib-size", "128", "--calib-floor", "8"]
@@ -24,7 +37,7 @@ CALIB = ["--calib-size", "128", "--calib-floor", "8"]
 @pytest.fixture(scope="module")
 def checkpoint(fer_csv, tmp_path_factory):
     """test_efficientnet trained for 3 short epochs by the real `edgefer train` CLI (~15 s on 1 thread)."""
-    run = tmp_path_factory.mktemp("gate") / "run"
+    run = tmp_path_factory.mktemp("search") / "run"
     result = CliRunner().invoke(main, [
         "train", "--data", str(fer_csv), "--out", str(run), "--arch", "test_efficientnet", "--img-size", "32",
         "--batch-size", "32", "--threads", "1", "--seed", "0", "--epochs", "3", "--lr", "3e-3",
@@ -45,22 +58,27 @@ def damaged_calib(fer_csv, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gated(checkpoint, fer_csv, tmp_path_factory):
-    out = tmp_path_factory.mktemp("gated")
+def searched(checkpoint, fer_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("searched")
     result = CliRunner().invoke(main, [
         "export", "--model", str(checkpoint), "--target", "tensorrt", "--int8", "--data", str(fer_csv), *CALIB,
-        "--max-drop", "0.05", "--min-agreement", "0.6", "--gate-budget", "6", "--exporter", "legacy", "--out", str(out)])
+        "--max-drop", "0.05", "--min-agreement", "0.6", "--search-attempts", "6", "--exporter", "legacy", "--out", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return out, json.loads((out / "export.json").read_text()), result.output
 
 
-def test_reachable_bound_picks_a_passing_recipe(gated, fer_csv):
-    out, result, output = gated
+def _attempt(entry: dict) -> Attempt:
+    fields = {k: v for k, v in entry.items() if k not in ("excluded_count", "passed")}
+    return Attempt(**fields)
+
+
+def test_reachable_bound_picks_a_passing_recipe(searched, fer_csv):
+    out, result, output = searched
     search = result["int8_search"]
     attempts = search["attempts"]
     assert search["max_drop"] == 0.05 and "0.005 = 0.5 percentage points" in search["drop_units"]
     assert search["min_agreement"] == 0.6
-    assert [a["recipe"]["method"] for a in attempts if a["stage"] == "A"] == list(gate.CALIB_METHODS)
+    assert [a["recipe"]["method"] for a in attempts if a["stage"] == "A"] == list(CALIB_METHODS)
     for a in attempts:
         assert a["passed"] == (a["macro_f1_drop"] <= 0.05 and a["top1_agreement"] >= 0.6)
         assert abs(a["macro_f1_drop"] - (search["reference"]["macro_f1"] - a["macro_f1"])) < 1e-12
@@ -68,7 +86,7 @@ def test_reachable_bound_picks_a_passing_recipe(gated, fer_csv):
     chosen = attempts[search["chosen"]]
     assert search["passed"] and chosen["passed"]
     # tensorrt: the most INT8 passing attempt (CPU latency of a TensorRT Q/DQ graph is no TensorRT proxy)
-    assert chosen == gate._choose(attempts, by_latency=False) and search["selection"] == gate.SELECTION_BY_STRUCTURE
+    assert chosen["index"] == choose([_attempt(a) for a in attempts], by_latency=False).index and search["selection"] == SELECTION_BY_STRUCTURE
     assert chosen["excluded_count"] == min(a["excluded_count"] for a in attempts if a["passed"])
     assert chosen["macro_f1"] == max(a["macro_f1"] for a in attempts if a["passed"]
                                      and a["excluded_count"] == chosen["excluded_count"])
@@ -90,11 +108,11 @@ def test_impossible_bound_fails_clearly_and_leaves_the_report(checkpoint, fer_cs
     out = tmp_path / "out"
     result = CliRunner().invoke(main, [
         "export", "--model", str(checkpoint), "--target", "tensorrt", "--int8", "--data", str(fer_csv),
-        "--calib", str(damaged_calib), "--max-drop", "0", "--gate-budget", "7", "--exporter", "legacy",
+        "--calib", str(damaged_calib), "--max-drop", "0", "--search-attempts", "7", "--exporter", "legacy",
         "--out", str(out)])
     assert result.exit_code == 2, result.output + repr(result.exception)
     line = next(x for x in result.output.splitlines() if x.startswith("edgefer: error:"))
-    assert line.startswith("edgefer: error: INT8 gate: no recipe kept the macro-F1 drop within --max-drop 0 ")
+    assert line.startswith("edgefer: error: INT8 search: no recipe kept the macro-F1 drop within --max-drop 0 ")
     assert "after 7 attempt(s)" in line and "best attempt #" in line and str(out / "int8_search.json") in line
     report = json.loads((out / "int8_search.json").read_text())
     assert not report["passed"] and report["chosen"] is None and len(report["attempts"]) == 7
@@ -125,13 +143,12 @@ def test_sensitivity_ranks_quantized_layers_by_added_error(checkpoint, fer_csv, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)
         calib = from_data(fer_csv, 64, floor=4)
-    quantizer = gate._QDQQuantizer(tmp_path / "model.onnx", calib, spec, (), batch_size=32, quantize_bias=False,
-                                   subset_size=None)
+    quantizer = QdqQuantizer(tmp_path / "model.onnx", calib, spec, QuantOptions())
     quantize_qdq(tmp_path / "model.onnx", calib, spec, tmp_path / "q.onnx")
     ranking = quantizer.sensitivity(tmp_path / "q.onnx", prepare(calib.images[:16], spec, color="gray"))
     graph = onnx.load(str(tmp_path / "q.onnx")).graph
     producers = {o: n.op_type for n in graph.node for o in n.output}
-    quantized = [n.name for n in graph.node if n.op_type not in gate.QDQ_OPS
+    quantized = [n.name for n in graph.node if n.op_type not in QDQ_OPS
                  and any(producers.get(t) == "DequantizeLinear" for t in n.input)]
     assert sorted(layer["layer"] for layer in ranking) == sorted(quantized)
     assert {"Conv", "Gemm", "Mul", "Sigmoid"} <= {layer["op"] for layer in ranking}
@@ -153,23 +170,24 @@ def test_sensitivity_ranks_quantized_layers_by_added_error(checkpoint, fer_csv, 
 
 def test_choose_prefers_speed_then_macro_f1_within_the_tie():
     def attempt(index, latency, f1, passed=True, excluded=0):
-        return {"index": index, "latency_ms": latency, "macro_f1": f1, "passed": passed, "excluded_count": excluded}
+        return Attempt(index, "A", {}, [f"n{i}" for i in range(excluded)], f1, f1, 0.0, 0.0, 0.0, 1.0,
+                       0.0 if passed else 1.0, {}, latency, 0.0, 0.0)
 
-    assert gate._choose([attempt(0, 1.0, 0.9, passed=False)]) is None
-    assert gate._choose([attempt(0, 2.0, 0.9), attempt(1, 1.0, 0.5)])["index"] == 1  # clearly faster wins
-    assert gate._choose([attempt(0, 1.05, 0.9), attempt(1, 1.0, 0.5)])["index"] == 0  # a tie: macro-F1 wins
-    assert gate._choose([attempt(0, 1.0, 0.5, excluded=3), attempt(1, 1.0, 0.5)])["index"] == 1
-    assert gate._choose([attempt(0, 0.5, 0.99, passed=False), attempt(1, 1.0, 0.5)])["index"] == 1
+    assert choose([attempt(0, 1.0, 0.9, passed=False)]) is None
+    assert choose([attempt(0, 2.0, 0.9), attempt(1, 1.0, 0.5)]).index == 1  # clearly faster wins
+    assert choose([attempt(0, 1.05, 0.9), attempt(1, 1.0, 0.5)]).index == 0  # a tie: macro-F1 wins
+    assert choose([attempt(0, 1.0, 0.5, excluded=3), attempt(1, 1.0, 0.5)]).index == 1
+    assert choose([attempt(0, 0.5, 0.99, passed=False), attempt(1, 1.0, 0.5)]).index == 1
     by_structure = [attempt(0, 2.0, 0.5, excluded=0), attempt(1, 1.0, 0.9, excluded=4), attempt(2, 3.0, 0.6)]
-    assert gate._choose(by_structure, by_latency=False)["index"] == 2  # fewest FP32 layers, then macro-F1
-    assert list(gate._doubling(13)) == [1, 2, 4, 8, 13] and list(gate._doubling(4)) == [1, 2, 4]
+    assert choose(by_structure, by_latency=False).index == 2  # fewest FP32 layers, then macro-F1
+    assert list(_doubling(13)) == [1, 2, 4, 8, 13] and list(_doubling(4)) == [1, 2, 4]
 
 
 @pytest.mark.parametrize("args, message", [
     (["--max-drop", "0.01"], "--max-drop only applies to --int8"),
     (["--int8", "--max-drop", "1.5"], "--max-drop 1.5 is outside [0, 1): it is an absolute macro-F1 difference"),
-    (["--int8", "--max-drop", "0.01", "--gate-budget", "0"], "--gate-budget must be >= 1"),
-    (["--int8", "--min-agreement", "0.99"], "--min-agreement is a bound of the INT8 accuracy gate: add --max-drop"),
+    (["--int8", "--max-drop", "0.01", "--search-attempts", "0"], "--search-attempts must be >= 1"),
+    (["--int8", "--min-agreement", "0.99"], "--min-agreement is a bound of the INT8 search: add --max-drop"),
     (["--int8", "--max-drop", "0.01", "--min-agreement", "99.5"], "--min-agreement 99.5 is outside [0, 1]"),
 ])
 def test_option_errors_are_one_line_exit_2(args, message, checkpoint, fer_csv, tmp_path):
@@ -185,11 +203,11 @@ def test_max_drop_needs_labelled_validation_data(checkpoint, damaged_calib, tmp_
 
 @needs_openvino
 @needs_nncf
-def test_openvino_gate_searches_nncf_presets(checkpoint, fer_csv, tmp_path):
+def test_openvino_search_tries_nncf_presets(checkpoint, fer_csv, tmp_path):
     result = export(checkpoint, "openvino", "int8", tmp_path, data=fer_csv, calib_size=128, calib_floor=4,
-                    exporter="legacy", max_drop=0.05, gate_budget=2)
+                    exporter="legacy", max_drop=0.05, search_attempts=2)
     search = result["int8_search"]
-    assert [a["recipe"] for a in search["attempts"]] == list(gate.OPENVINO_RECIPES[:2])
+    assert [a["recipe"] for a in search["attempts"]] == list(NNCF_RECIPES[:2])
     assert search["quantizer"] == "nncf" and search["passed"]
     assert (tmp_path / "model.int8.xml").is_file() and (tmp_path / "model.int8.bin").is_file()
     chosen = search["attempts"][search["chosen"]]
@@ -201,8 +219,7 @@ def test_openvino_gate_searches_nncf_presets(checkpoint, fer_csv, tmp_path):
 
     spec = ModelSpec.from_dict(result["spec"])
     calib = CalibrationSet.load(tmp_path / "calibration")
-    quantizer = gate._OpenVINOQuantizer(tmp_path / "model.onnx", calib, spec, (), batch_size=1,
-                                        quantize_bias=False, subset_size=None)
+    quantizer = NncfQuantizer(tmp_path / "model.onnx", calib, spec, QuantOptions())
     ranking = quantizer.sensitivity(tmp_path / "model.int8.xml", prepare(calib.images[:8], spec, color="gray"))
     ops = {layer["op"] for layer in ranking}
     assert "Convolution" in ops and len(ops) > 1 and "FakeQuantize" not in ops
@@ -212,7 +229,7 @@ def test_openvino_gate_searches_nncf_presets(checkpoint, fer_csv, tmp_path):
 @needs_openvino
 @needs_nncf
 def test_openvino_accuracy_control_attempt_reports_its_fp32_layers(checkpoint, fer_csv, damaged_calib, tmp_path):
-    """NNCF's quantize_with_accuracy_control (the OpenVINO fallback before the gate's own ranking) on a damaged
+    """NNCF's quantize_with_accuracy_control (the OpenVINO fallback before the search's own ranking) on a damaged
     calibration set with bound 0: it reverts layers, and the attempt lists exactly the ops left unquantized."""
     from edgefer.data import prepare_splits
     from edgefer.export.calibration import CalibrationSet
@@ -222,12 +239,11 @@ def test_openvino_accuracy_control_attempt_reports_its_fp32_layers(checkpoint, f
     result = export(checkpoint, "onnx", "fp32", tmp_path, exporter="legacy")
     spec = ModelSpec.from_dict(result["spec"])
     val = prepare_splits(fer_csv).val
-    quantizer = gate._OpenVINOQuantizer(tmp_path / "model.onnx", CalibrationSet.load(damaged_calib), spec, (),
-                                        batch_size=1, quantize_bias=False, subset_size=64,
-                                        validation=(val.images, val.labels, 0.0, 4))
+    quantizer = NncfQuantizer(tmp_path / "model.onnx", CalibrationSet.load(damaged_calib), spec,
+                              QuantOptions(subset_size=64), validation=(val.images, val.labels, 0.0, 4))
     [recipe] = quantizer.fallback_recipes({"preset": "performance", "fast_bias_correction": True})
     assert recipe == {"preset": "performance", "fast_bias_correction": True, "accuracy_control": True}
     info = quantizer.quantize(recipe, [], tmp_path / "ac.xml")
     assert info["quantizer"] == "nncf.quantize_with_accuracy_control" and info["max_drop"] == 0.0
     assert info["fp32_layers"]  # one revert can un-quantize several ops (a shared quantizer), so no upper bound
-    assert info["fp32_layers"] == gate._unquantized_ops(read_model(tmp_path / "ac.xml"))
+    assert info["fp32_layers"] == _unquantized_ops(read_model(tmp_path / "ac.xml"))

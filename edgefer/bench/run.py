@@ -1,0 +1,367 @@
+"""``edgefer bench``: latency and accuracy / macro-F1 drop of every backend x precision against FP32.
+
+``run_bench(model, data, out_dir=...)`` exports what is missing (``edgefer.export``), opens each model
+through ``edgefer.runtime``, measures accuracy on a data split and latency/throughput, and writes
+``bench.json`` (schema in docs/bench.md), ``bench.csv``, ``bench.md`` and PNG plots. Numpy + stdlib at
+import time; everything heavy is imported by the rows that need it.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgeferError, InputError, MissingDependency
+from ..preprocess import prepare
+from ..progress import progress
+from .energy import PowerMonitor
+from .env import capture
+from .memory import PeakMemory
+from .rows import ROWS, Producer, RowDef, _Missing, artifact_size, missing_reason, select_rows
+from .timing import DEFAULT_WARMUP, measure
+
+SCHEMA = "edgefer-bench"
+SCHEMA_VERSION = 1
+REFERENCE_CANDIDATES = ("pytorch-fp32", "onnxruntime-fp32")
+EVAL_BATCH = 32
+# Performance goals, evaluated on every run (they are stated for 112 px on 2 CPU cores).
+GOAL_SPEEDUP = 10.0
+GOAL_THROUGHPUT_IPS = 1000.0
+GOAL_THROUGHPUT_BATCH = 32
+GOAL_DROP_POINTS = 0.3
+GOAL_AGREEMENT = 0.995
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "BenchSettings", "run_bench"]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What ``run_bench`` measures and how: the split, the rows (``--targets``), batch sizes, threads, the timing
+    budget, an image limit, a calibration bundle for INT8 exports, the ``--fail-on-drop`` bound, flat export
+    options (``ExportConfig.build`` names) and whether to draw plots."""
+
+    split: str = "auto"  # "auto": test when the data has one, else the whole labelled data; "all"; a split name
+    targets: str | list[str] | None = None
+    batches: tuple[int, ...] = (1, 32)
+    threads: int | None = None
+    iters: int | None = None
+    duration: float | None = None
+    warmup: int = DEFAULT_WARMUP
+    limit: int | None = None
+    calib: str | Path | None = None
+    calib_data: str | Path | None = None
+    fail_on_drop: float | None = None
+    export_options: dict = field(default_factory=dict)
+    plots: bool = True
+
+
+def run_bench(model: str | Path, data: str | Path, *, out_dir: str | Path, console=None, **settings) -> dict:
+    """Benchmark ``model`` (checkpoint or ONNX) on a split of ``data``; publish the reports as ``out_dir``
+    (the whole directory, in one step: ``edgefer.fileio.staged_dir``). ``settings``: ``BenchSettings`` fields.
+
+    Returns the ``bench.json`` content. ``fail_on_drop`` (macro-F1 as a fraction, 0.01 = 1 point) sets
+    ``report["gate"]["passed"]`` False when an INT8 row loses more than that against the reference.
+    """
+    from ..fileio import staged_dir
+
+    settings = BenchSettings(**settings)
+    out_dir = Path(out_dir)
+    with staged_dir(out_dir) as stage:
+        report = _run(model, data, settings, stage, console)
+        _published(report, stage, out_dir)
+        from . import report as reporting
+
+        report["files"] = reporting.write_reports(report, stage, plots=settings.plots, published_as=out_dir)
+    return report
+
+
+def _published(report: dict, stage: Path, out_dir: Path) -> None:
+    """Model paths as they will be once the stage is published as ``out_dir``."""
+    for row in report["rows"]:
+        if row["model_path"] and Path(row["model_path"]).is_relative_to(stage):
+            row["model_path"] = str(out_dir / Path(row["model_path"]).relative_to(stage))
+
+
+def _run(model, data, s: BenchSettings, out_dir: Path, console) -> dict:
+    from ..export.source import open_source
+
+    batches = _check_batches(s.batches)
+    threads = s.threads or _usable_cores()
+    selected = select_rows(s.targets)
+    source = open_source(model)
+    int8 = any(k.endswith("int8") for k in selected)
+    splits, dataset, calib, usage = _load_split(data, s, int8)
+    environment = capture(threads)
+    producer = Producer(source, out_dir / "models", data=splits, calib=calib, threads=threads,
+                        export_options=s.export_options)
+    budget = dict(iters=s.iters, duration=s.duration, warmup=s.warmup)
+
+    results, predictions = [], {}
+    for row in progress(ROWS, total=len(ROWS), desc="bench rows"):
+        wanted = row.key in selected or row.key == "pytorch-fp32" or (
+            row.key == "onnxruntime-fp32" and not _ok(results, "pytorch-fp32"))
+        if not wanted:
+            results.append(_row_stub(row, "skipped", "not selected by --targets"))
+            continue
+        if console is not None:
+            console.print(f"[bold]{row.label}[/bold] ...")
+        result, preds = _bench_row(row, producer, source.kind, dataset, batches, budget)
+        results.append(result)
+        if preds is not None:
+            predictions[row.key] = preds
+        if console is not None:
+            console.print(f"  {result['status']}" + (f": {result['reason']}" if result["reason"] else ""))
+
+    reference = next((k for k in REFERENCE_CANDIDATES if k in predictions), None)
+    _compare(results, predictions, reference)
+    report = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "synthetic": bool(getattr(dataset, "synthetic", False)),
+        "model": {"path": str(model), "kind": source.kind, "sha256": source.sha256, "arch": source.spec.arch,
+                  "input_size": source.spec.input_size, "channels": source.spec.channels,
+                  "labels": list(source.spec.labels)},
+        "data": {"path": str(data), "split": dataset.name, "n": len(dataset), "limit": s.limit,
+                 "classes": list(dataset.classes), "class_counts": dataset.class_counts().tolist(),
+                 "synthetic": bool(getattr(dataset, "synthetic", False)), "images_used": usage,
+                 "labels": _label_summary(results)},
+        "settings": {"threads": threads, "batches": list(batches), "iters": s.iters, "duration_s": s.duration,
+                     "warmup": s.warmup, "targets": selected, "calib": str(s.calib) if s.calib else None,
+                     "calib_data": str(s.calib_data) if s.calib_data else None,
+                     "export_options": s.export_options or {}},
+        "environment": environment,
+        "reference": reference,
+        "rows": results,
+    }
+    report["goals"] = goals(report)
+    report["gate"] = gate(report, s.fail_on_drop)
+    return report
+
+
+def _usable_cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _check_batches(batches) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(b) for b in batches}))
+    except (TypeError, ValueError):
+        raise InputError(f"--batch: expected positive integers, got {batches!r}") from None
+    if not values or values[0] < 1:
+        raise InputError(f"--batch: expected positive integers, got {list(batches)!r}")
+    return values
+
+
+def _load_split(data, s: BenchSettings, int8: bool):
+    """(splits for the exports or None, the evaluated data set, the calibration for INT8 exports, what each
+    image set was used for). Data with a training split: exports check on its validation split and calibrate from
+    its training split. A folder evaluated whole (class folders only, test/ only, ``--split all``): INT8 exports
+    calibrate from ``--calib``, ``--calib-data`` or a disjoint stratified part of it, which is then not scored."""
+    from ..data import calibration_split, evaluation_set, load, prepare_splits
+    from ..errors import DataError
+    from ..export.calibration import draw, from_labelled
+    from ..export.config import DEFAULT_FLOOR, DEFAULT_SIZE
+
+    if s.calib is not None and s.calib_data is not None:
+        raise InputError("give either --calib BUNDLE or --calib-data PATH, not both")
+    loaded = load(data)
+    try:
+        dataset = evaluation_set(loaded, s.split)
+    except DataError as exc:
+        raise InputError(f"--data {data}: {exc}".replace(f"{loaded.source}: ", "")) from None
+    if len(dataset) == 0:
+        raise InputError(f"--data {data}: the '{dataset.name}' split has no images")
+    size = int(s.export_options.get("calib_size") or DEFAULT_SIZE)
+    calib, usage = s.calib, {"evaluated": f"{dataset.name} split of --data"}
+    splits = None
+    if dataset.name != "all" and loaded.get("train") is not None:
+        try:
+            splits = prepare_splits(data)
+        except DataError:
+            splits = None
+    if calib is not None:
+        usage["calibration"] = f"--calib {calib}"
+    elif s.calib_data is not None and int8:
+        calib = from_labelled(s.calib_data, size, "stratified", 0, DEFAULT_FLOOR)
+        usage["calibration"] = f"--calib-data {s.calib_data} ({len(calib)} images, stratified, seed 0)"
+    elif splits is not None:
+        usage["calibration"] = "the training split of --data (export's draw); export checks: its validation split"
+    elif int8:
+        keep, part = calibration_split(dataset, min(size, len(dataset) // 2), seed=0)
+        calib = draw(dataset.subset(part), size, "stratified", 0, 0, labels=tuple(dataset.classes),
+                     synthetic=dataset.synthetic)  # the part is stratified already: all of it
+        usage["calibration"] = (f"{len(part)} images carved from the evaluated data (stratified, seed 0), "
+                                f"disjoint from the {len(keep)} evaluated images")
+        usage["calibration_ids"] = calib.ids.tolist()
+        dataset = dataset.subset(keep)
+    if s.limit is not None:
+        if s.limit < 1:
+            raise InputError(f"--limit: expected a positive number of images, got {s.limit}")
+        dataset = dataset.subset(np.arange(min(s.limit, len(dataset))))
+    usage["evaluated_n"] = len(dataset)
+    return splits, dataset, calib, usage
+
+
+def _label_summary(results: list[dict]) -> dict | None:
+    """How the data's classes were matched onto the model's labels (the first measured row's match)."""
+    return next((r["labels"] for r in results if r.get("labels")), None)
+
+
+def _ok(results: list[dict], key: str) -> bool:
+    return any(r["key"] == key and r["status"] == "ok" for r in results)
+
+
+def _row_stub(row: RowDef, status: str, reason: str | None) -> dict:
+    return {"key": row.key, "label": row.label, "backend": row.backend, "precision": row.precision,
+            "device": row.device, "status": status, "reason": reason, "inference_precision": None, "model_path": None,
+            "model_size_bytes": None, "export_s": None, "open_s": None, "accuracy": None, "labels": None,
+            "vs_reference": None, "latency": None, "memory": None}
+
+
+def _bench_row(row: RowDef, producer: Producer, source_kind: str, dataset, batches, budget):
+    """Produce, open, evaluate and time one row; (result dict, predictions or None)."""
+    reason = missing_reason(row, source_kind)
+    if reason:
+        return _row_stub(row, "missing", reason), None
+    result = _row_stub(row, "ok", None)
+    runner = None
+    try:
+        with PeakMemory() as memory:
+            path, result["export_s"] = producer.produce(row)
+            result["model_path"], result["model_size_bytes"] = str(path), artifact_size(path)
+            t0 = time.perf_counter()
+            runner = producer.open(row, path)
+            result["open_s"] = time.perf_counter() - t0
+            result["inference_precision"] = getattr(getattr(runner, "backend", None), "precision", row.precision)
+            logits = evaluate(runner, dataset)
+            result["latency"] = time_row(runner, dataset, batches, **budget)
+        result["memory"] = memory.result()
+    except (_Missing, MissingDependency) as exc:
+        result.update(status="missing", reason=str(exc))
+        return result, None
+    except Exception as exc:  # noqa: BLE001 - a failing backend keeps its row with the error, never hides it
+        result.update(status="failed", reason=f"{type(exc).__name__}: {exc}",
+                      traceback=None if isinstance(exc, EdgeferError) else traceback.format_exc())
+        return result, None
+    finally:
+        if runner is not None:
+            runner.close()
+        gc.collect()
+    from ..export import check
+
+    match = check.match_labels(dataset.classes, runner.spec.labels)  # by name, never by position
+    result["accuracy"] = check.report_by_name(match, dataset.labels, logits)
+    result["labels"] = check.describe_match(match)
+    return result, check.shared_predictions(match, logits)[check.shared_rows(match, dataset.labels)]
+
+
+def evaluate(runner, dataset, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Logits (N, K) of ``runner.run`` on the whole dataset, prepared with the model's own spec."""
+    out = []
+    for start in range(0, len(dataset), batch):
+        x = prepare(dataset.images[start : start + batch], runner.spec, color="gray")
+        out.append(np.asarray(runner.run(x), np.float32))
+    return np.concatenate(out)
+
+
+def time_row(runner, dataset, batches, *, iters=None, duration=None, warmup=DEFAULT_WARMUP) -> dict:
+    """Batch-1 model call and end-to-end latency, and throughput at each batch size; on Jetson the board's
+    energy per batch-1 inference (tegrastats) while the model call is timed."""
+    face = dataset.images[0]
+    x1 = prepare(face, runner.spec, color="gray")
+    with PowerMonitor() as power:
+        model_b1 = measure(lambda: runner.run(x1), batch=1, warmup=warmup, iters=iters, duration=duration)
+    end_to_end = measure(lambda: runner.predict(face, color="gray"), batch=1, warmup=warmup, iters=iters,
+                         duration=duration)
+    throughput = {}
+    for b in batches:
+        if b == 1:
+            throughput["1"] = model_b1
+            continue
+        xb = prepare(dataset.images[np.arange(b) % len(dataset)], runner.spec, color="gray")
+        throughput[str(b)] = measure(lambda xb=xb: runner.run(xb), batch=b, warmup=max(1, warmup // 5),
+                                     iters=iters, duration=duration)
+    return {"model_b1": model_b1, "end_to_end_b1": end_to_end,
+            "energy_b1": power.energy(model_b1["runs"], model_b1["total_s"]),
+            "preprocess_overhead_ms": end_to_end["p50_ms"] - model_b1["p50_ms"], "throughput": throughput}
+
+
+def _compare(results: list[dict], predictions: dict, reference: str | None) -> None:
+    """Δ accuracy / macro-F1 (points) and top-1 agreement of each measured row against the reference."""
+    from ..metrics import agreement
+
+    if reference is None:
+        return
+    ref_row = next(r for r in results if r["key"] == reference)
+    ref_row["reference"] = True
+    ref_acc, ref_preds = ref_row["accuracy"], predictions[reference]
+    for row in results:
+        if row["key"] not in predictions:
+            continue
+        acc = row["accuracy"]
+        row["vs_reference"] = {
+            "reference": reference,
+            "delta_accuracy_points": 100.0 * (acc["accuracy"] - ref_acc["accuracy"]),
+            "delta_macro_f1_points": 100.0 * (acc["macro_f1"] - ref_acc["macro_f1"]),
+            "agreement": agreement(predictions[row["key"]], ref_preds),
+            "delta_f1_points_per_class": {name: 100.0 * (acc["per_class"][name]["f1"] - ref_acc["per_class"][name]["f1"])
+                                          for name in acc["per_class"]},
+        }
+
+
+def goals(report: dict) -> list[dict]:
+    """Where this run stands against the performance goals (null when a row needed was not measured)."""
+    rows = {r["key"]: r for r in report["rows"] if r["status"] == "ok"}
+    int8 = [r for r in rows.values() if r["precision"] == "int8" and r["device"] == "cpu"]
+    torch_row = rows.get("pytorch-fp32")
+    out = []
+    best = min(int8, key=lambda r: r["latency"]["model_b1"]["p50_ms"], default=None)
+    speedup = (torch_row["latency"]["model_b1"]["p50_ms"] / best["latency"]["model_b1"]["p50_ms"]
+               if best and torch_row else None)
+    out.append({"goal": f"best INT8 batch-1 p50 <= 1/{GOAL_SPEEDUP:g} of PyTorch eager FP32",
+                "target": GOAL_SPEEDUP, "value": speedup, "unit": "x faster", "row": best and best["key"],
+                "met": None if speedup is None else speedup >= GOAL_SPEEDUP})
+    batch = str(GOAL_THROUGHPUT_BATCH)
+    measured = [r for r in int8 if batch in r["latency"]["throughput"]]
+    fastest = max(measured, key=lambda r: r["latency"]["throughput"][batch]["throughput_ips"], default=None)
+    ips = fastest["latency"]["throughput"][batch]["throughput_ips"] if fastest else None
+    out.append({"goal": f"INT8 batch-{batch} throughput >= {GOAL_THROUGHPUT_IPS:g} images/s",
+                "target": GOAL_THROUGHPUT_IPS, "value": ips, "unit": "images/s", "row": fastest and fastest["key"],
+                "met": None if ips is None else ips >= GOAL_THROUGHPUT_IPS})
+    for r in int8:
+        vs = r.get("vs_reference")
+        if not vs or r.get("reference"):
+            continue
+        drop = -vs["delta_macro_f1_points"]
+        out.append({"goal": f"{r['label']}: macro-F1 drop <= {GOAL_DROP_POINTS} points", "target": GOAL_DROP_POINTS,
+                    "value": drop, "unit": "points", "row": r["key"], "met": drop <= GOAL_DROP_POINTS})
+        out.append({"goal": f"{r['label']}: top-1 agreement >= {GOAL_AGREEMENT:.1%}", "target": GOAL_AGREEMENT,
+                    "value": vs["agreement"], "unit": "fraction", "row": r["key"],
+                    "met": vs["agreement"] >= GOAL_AGREEMENT})
+    return out
+
+
+def gate(report: dict, fail_on_drop: float | None) -> dict:
+    """``--fail-on-drop``: every measured INT8 row must lose at most ``fail_on_drop`` macro-F1 (fraction)."""
+    if fail_on_drop is None:
+        return {"fail_on_drop": None, "passed": True, "violations": []}
+    int8 = [r for r in report["rows"] if r["precision"] == "int8" and r["status"] == "ok" and r.get("vs_reference")]
+    violations = [
+        f"{r['label']} loses {-r['vs_reference']['delta_macro_f1_points']:.2f} macro-F1 points "
+        f"(limit {100 * fail_on_drop:.2f})"
+        for r in int8 if -r["vs_reference"]["delta_macro_f1_points"] > 100.0 * fail_on_drop + 1e-9
+    ]
+    if not int8:
+        violations.append("no INT8 row was measured against a reference, so the drop cannot be checked")
+    return {"fail_on_drop": fail_on_drop, "passed": not violations, "violations": violations}

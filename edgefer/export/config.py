@@ -1,0 +1,242 @@
+"""What an export is asked to do: ``ExportConfig`` (target, precision and one options group per stage) and
+``validate()``, which refuses a bad combination with one ``ExportError`` before any work starts.
+
+Every enumeration the code validates against is a tuple here (or in the module that owns it and is
+re-exported here); the CLI builds its ``click.Choice`` options from the same tuples, and its options from
+the field metadata (``option``, ``help``) of these dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..errors import ExportError
+from .tensorrt import EngineOptions
+
+# Light on purpose (no numpy): the CLI builds its options from this module when ``edgefer --help`` runs.
+PRECISIONS = ("fp32", "fp16", "int8")
+STRATEGIES = ("stratified", "balanced", "random")  # calibration draw (edgefer.export.calibration)
+DEFAULT_SIZE, DEFAULT_FLOOR = 512, 16
+EXPORTERS = ("auto", "dynamo", "legacy")  # PyTorch -> ONNX (edgefer.export.onnx)
+OPSET = 18  # torch 2.13's dynamo exporter cannot down-convert EfficientNet's Pad to opset 17
+PRESETS = ("mixed", "performance")  # NNCF (edgefer.export.openvino)
+CALIB_METHODS = ("moving-average", "minmax", "entropy", "percentile")  # = edgefer.export.qdq.CALIB_METHODS
+DEFAULT_CALIB_METHOD = "moving-average"
+QUANTIZERS = ("ort", "nncf")
+CHECK_SIZE = 1000  # validation images used by the export's own checks
+DROP_UNITS = "an absolute macro-F1 difference; 0.005 = 0.5 percentage points"
+
+
+def option(declaration: str, help: str, **click_kwargs) -> dict:
+    """Field metadata from which the CLI generates one option (``click_kwargs``: type, is_flag, ...)."""
+    return {"option": declaration, "help": help, "click": click_kwargs}
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    """How the FP32 ONNX is made from a checkpoint (and checked against PyTorch)."""
+
+    exporter: str = field(default="auto", metadata=option(
+        "--exporter", "auto (dynamo, legacy on failure), dynamo or legacy.", choices=EXPORTERS))
+    opset: int = field(default=OPSET, metadata=option("--opset", "ONNX opset of the exported graph.", type=int))
+    dynamic_batch: bool = field(default=True, metadata=option(
+        "--dynamic/--static", "Dynamic batch dimension, or a static batch of 1 (checkpoints only)."))
+    simplify: bool = field(default=False, metadata=option(
+        "--simplify", "Run the onnxscript optimizer on the exported graph.", is_flag=True))
+    parity_atol: float | None = field(default=None, metadata=option(
+        "--parity-atol", "Max |logit difference| PyTorch vs ONNX (default 1e-3).", type=float))
+
+    def validate(self) -> OnnxOptions:
+        if self.exporter not in EXPORTERS:
+            raise ExportError(f"--exporter {self.exporter!r} is not supported; use one of {', '.join(EXPORTERS)}")
+        if not 13 <= int(self.opset) <= 23:
+            raise ExportError(f"--opset {self.opset} is not supported; use 13..23 (default {OPSET})")
+        if self.parity_atol is not None and not self.parity_atol >= 0:
+            raise ExportError(f"--parity-atol {self.parity_atol:g}: must be >= 0 (the largest allowed |logit "
+                              f"difference| between PyTorch and ONNX Runtime, e.g. 1e-3)")
+        return self
+
+
+@dataclass(frozen=True)
+class CalibOptions:
+    """How the INT8 calibration set is drawn (``edgefer.export.calibration``) and fed."""
+
+    size: int = field(default=DEFAULT_SIZE, metadata=option("--calib-size", "Calibration images to draw.", type=int))
+    strategy: str = field(default="stratified", metadata=option(
+        "--calib-strategy", "stratified (proportional, per-class floor), balanced or random.", choices=STRATEGIES))
+    seed: int = field(default=0, metadata=option("--calib-seed", "Seed of the draw.", type=int))
+    floor: int = field(default=DEFAULT_FLOOR, metadata=option(
+        "--calib-floor", "Stratified: at least this many images of every class that has them.", type=int))
+    val_fraction: float = field(default=0.1, metadata=option(
+        "--val-fraction", "Validation share carved from the training data (as edgefer train does).", type=float))
+    split_seed: int = field(default=0, metadata=option(
+        "--split-seed", "Seed of the train/val split (as edgefer train --seed).", type=int))
+
+    def validate(self) -> CalibOptions:
+        if self.strategy not in STRATEGIES:
+            raise ExportError(f"--calib-strategy {self.strategy!r} is not supported; use one of {', '.join(STRATEGIES)}")
+        if self.size < 1:
+            raise ExportError(f"--calib-size must be >= 1 image, got {self.size}")
+        if self.floor < 0:
+            raise ExportError(f"--calib-floor must be >= 0, got {self.floor}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ExportError(f"--val-fraction {self.val_fraction:g} is outside [0, 1)")
+        return self
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """Which INT8 quantizer runs and with which settings (one quantization, or the search's starting point)."""
+
+    quantizer: str | None = field(default=None, metadata=option(
+        "--quantizer", "INT8 quantizer: ort (ONNX Runtime Q/DQ; onnx/tensorrt), nncf (openvino).", choices=QUANTIZERS))
+    method: str = field(default=DEFAULT_CALIB_METHOD, metadata=option(
+        "--calib-method", "Q/DQ calibration method.", choices=CALIB_METHODS))
+    keep_fp: tuple[str, ...] = field(default=(), metadata=option(
+        "--keep-fp", "Leave nodes in floating point: first-conv, classifier or an fnmatch pattern on node names "
+        "(repeatable).", multiple=True))
+    batch_size: int = field(default=32, metadata=option(
+        "--calib-batch-size", "Images per calibration batch (Q/DQ).", type=int))
+    preset: str = field(default="mixed", metadata=option(
+        "--preset", "OpenVINO NNCF preset.", choices=PRESETS))
+    subset_size: int | None = field(default=None, metadata=option(
+        "--subset-size", "OpenVINO NNCF: calibration images used (default: all).", type=int))
+    fast_bias_correction: bool = field(default=True, metadata=option(
+        "--fast-bias-correction/--bias-correction", "OpenVINO NNCF bias correction algorithm."))
+
+    def validate(self) -> QuantOptions:
+        if self.quantizer is not None and self.quantizer not in QUANTIZERS:
+            raise ExportError(f"--quantizer {self.quantizer!r} is not supported; use one of {', '.join(QUANTIZERS)}")
+        if self.method not in CALIB_METHODS:
+            raise ExportError(f"--calib-method {self.method!r} is not supported; use one of {', '.join(CALIB_METHODS)}")
+        if self.preset not in PRESETS:
+            raise ExportError(f"--preset {self.preset!r} is not supported; use one of {', '.join(PRESETS)}")
+        if self.batch_size < 1:
+            raise ExportError(f"--calib-batch-size must be >= 1, got {self.batch_size}")
+        if self.subset_size is not None and self.subset_size < 1:
+            raise ExportError(f"--subset-size must be >= 1, got {self.subset_size}")
+        return self
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The accuracy-bounded INT8 search (``edgefer.export.search``); off unless ``max_drop`` is set."""
+
+    max_drop: float | None = field(default=None, metadata=option(
+        "--max-drop", "--int8: search calibration recipes, then FP32 fallbacks, until the macro-F1 drop vs FP32 on "
+        "the validation split is at most this ABSOLUTE difference (0.005 = 0.5 percentage points; "
+        "docs/int8_search.md). Needs --data.", type=float))
+    min_agreement: float | None = field(default=None, metadata=option(
+        "--min-agreement", "--max-drop: also require this top-1 agreement with FP32 on the validation split, as a "
+        "fraction (0.995 = 99.5 %).", type=float))
+    attempts: int = field(default=12, metadata=option(
+        "--search-attempts", "--max-drop: at most this many quantization attempts.", type=int))
+    seconds: float | None = field(default=None, metadata=option(
+        "--search-seconds", "--max-drop: stop starting new attempts after this many seconds.", type=float))
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_drop is not None
+
+    def validate(self) -> SearchOptions:
+        if self.max_drop is None:
+            if self.min_agreement is not None:
+                raise ExportError("--min-agreement is a bound of the INT8 search: add --max-drop (e.g. 0.005)")
+            return self
+        if not 0.0 <= float(self.max_drop) < 1.0:
+            raise ExportError(f"--max-drop {self.max_drop} is outside [0, 1): it is {DROP_UNITS}")
+        if self.min_agreement is not None and not 0.0 <= float(self.min_agreement) <= 1.0:
+            raise ExportError(f"--min-agreement {self.min_agreement} is outside [0, 1]: it is the fraction of "
+                              f"validation images whose top-1 class INT8 and FP32 agree on (0.995 = 99.5 %)")
+        if self.attempts < 1:
+            raise ExportError(f"--search-attempts must be >= 1 attempt, got {self.attempts}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ExportError(f"--search-seconds must be > 0, got {self.seconds}")
+        return self
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """One export: ``target`` x ``precision`` and the options of each stage. ``validate()`` returns the
+    config with the quantizer resolved (``quant.quantizer`` set for INT8) or raises one ExportError."""
+
+    target: str
+    precision: str = "fp32"
+    onnx: OnnxOptions = OnnxOptions()
+    calib: CalibOptions = CalibOptions()
+    quant: QuantOptions = QuantOptions()
+    search: SearchOptions = SearchOptions()
+    engine: EngineOptions | None = None  # tensorrt only (None: EngineOptions())
+    build_engine: bool | None = None  # tensorrt: build here (None: when tensorrt imports)
+    check_size: int = CHECK_SIZE
+
+    def replace(self, **changes) -> ExportConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def build(cls, target: str, precision: str = "fp32", **options) -> ExportConfig:
+        """A config from flat option names as the CLI spells them (``calib_size=64``, ``exporter="legacy"``,
+        ``max_drop=0.01``); ``engine``, ``build_engine`` and ``check_size`` pass through."""
+        groups: dict = {name: {} for name in _GROUP_FIELDS}
+        direct = {k: options.pop(k) for k in ("engine", "build_engine", "check_size") if k in options}
+        for name, value in options.items():
+            if name not in _FLAT:
+                raise ExportError(f"unknown export option {name!r} (known: {', '.join(sorted(_FLAT))})")
+            group, field_name = _FLAT[name]
+            groups[group][field_name] = tuple(value) if isinstance(value, list) else value
+        return cls(target, precision, **{g: _GROUP_FIELDS[g](**values) for g, values in groups.items()}, **direct)
+
+    def validate(self) -> ExportConfig:
+        from .steps import STEPS, supported, targets
+
+        if self.target not in targets():
+            raise ExportError(f"unknown target {self.target!r}; {supported()}")
+        if self.precision not in PRECISIONS:
+            raise ExportError(f"unknown precision {self.precision!r} (use fp32, --fp16 or --int8); {supported()}")
+        if (self.target, self.precision) not in STEPS:
+            raise ExportError(f"--target {self.target} does not support {self.precision}; {supported()}")
+        self.onnx.validate(), self.calib.validate(), self.quant.validate(), self.search.validate()
+        if self.check_size < 1:
+            raise ExportError(f"check_size must be >= 1, got {self.check_size}")
+        config = self
+        if self.precision != "int8":
+            if self.quant.quantizer is not None or self.quant.keep_fp:
+                flag = "--quantizer" if self.quant.quantizer is not None else "--keep-fp"
+                raise ExportError(f"{flag} only applies to --int8; {supported()}")
+            if self.search.enabled:
+                raise ExportError(f"--max-drop only applies to --int8 (got {self.precision}); {supported()}")
+        else:
+            step = STEPS[(self.target, self.precision)]
+            quantizer = self.quant.quantizer or step.default_quantizer
+            if quantizer is None:
+                raise ExportError(
+                    f"--target {self.target} --int8 needs a quantizer: add --quantizer "
+                    f"{' or '.join(step.quantizers)}; {supported()}")
+            if quantizer not in step.quantizers:
+                raise ExportError(f"--quantizer {quantizer!r} does not apply to --target {self.target} "
+                                  f"(use {', '.join(step.quantizers)}); {supported()}")
+            config = self.replace(quant=dataclasses.replace(self.quant, quantizer=quantizer))
+        if self.target == "tensorrt":
+            engine = dataclasses.replace(self.engine or EngineOptions(), precision=self.precision).validate()
+            config = config.replace(engine=engine)
+        return config
+
+    def check_inputs(self, data, calib) -> None:
+        """Refuse a config whose inputs are missing (calibration images for INT8, labels for the search)."""
+        from .steps import supported
+
+        if self.precision != "int8" and calib is not None:
+            raise ExportError(f"--calib only applies to --int8; {supported()}")
+        if self.precision == "int8" and data is None and calib is None:
+            raise ExportError(f"--int8 needs calibration images: --data PATH (FER2013 CSV or image folders) or "
+                              f"--calib BUNDLE (from edgefer calibrate); {supported()}")
+        if self.search.enabled and data is None:
+            raise ExportError("--max-drop needs labelled validation images: add --data PATH (the validation split "
+                              "carved from its training data is what the macro-F1 drop is measured on)")
+
+
+_GROUP_FIELDS = {"onnx": OnnxOptions, "calib": CalibOptions, "quant": QuantOptions, "search": SearchOptions}
+# flat option name (the CLI's, without dashes) -> (group, field)
+_FLAT = {f.metadata["option"].split("/")[0][2:].replace("-", "_"): (group, f.name)
+         for group, cls in _GROUP_FIELDS.items() for f in dataclasses.fields(cls)}

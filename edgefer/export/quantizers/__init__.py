@@ -1,0 +1,5 @@
+"""INT8 quantizers behind one interface (``base.Quantizer``): ORT Q/DQ (``qdq``) and NNCF (``nncf``)."""
+
+from .base import REGISTRY, Quantizer, create
+
+__all__ = ["REGISTRY", "Quantizer", "create"]

@@ -1,0 +1,152 @@
+"""NNCF post-training INT8 on the OpenVINO model: the search's adapter around
+``edgefer.export.openvino.quantize_openvino``, plus one ``nncf.quantize_with_accuracy_control`` fallback.
+Layers are OpenVINO op friendly names; the sensitivity probe compares the ops fed by a FakeQuantize with the
+same op outputs of the FP32 model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import require
+from ...metrics import classification_report
+from ...preprocess import prepare
+from .base import rank, relative_errors
+
+RECIPES = (
+    {"preset": "mixed", "fast_bias_correction": True},
+    {"preset": "performance", "fast_bias_correction": True},
+    {"preset": "mixed", "fast_bias_correction": False},
+)
+WEIGHTED_OPENVINO_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+
+
+class NncfQuantizer:
+    """NNCF post-training INT8 on the OpenVINO model; layers are OpenVINO op friendly names."""
+
+    name, runtime, suffix, recipes = "nncf", "openvino (INFERENCE_PRECISION_HINT=f32)", ".xml", RECIPES
+
+    def __init__(self, fp32_onnx, calib, spec, options, *, quantize_bias: bool = False, validation=None):
+        self.fp32_onnx, self.calib, self.spec, self.options = Path(fp32_onnx), calib, spec, options
+        self.keep_fp, self.subset_size, self.validation = tuple(options.keep_fp), options.subset_size, validation
+
+    def default_recipe(self) -> dict:
+        return {"preset": self.options.preset, "fast_bias_correction": self.options.fast_bias_correction}
+
+    def fallback_recipes(self, base: dict) -> list[dict]:
+        """``nncf.quantize_with_accuracy_control`` with the best Stage-A preset, before the search's own ranking."""
+        return [{**base, "accuracy_control": True}] if self.validation is not None else []
+
+    def quantize(self, recipe: dict, excluded: list[str], path: Path) -> dict:
+        from ..openvino import quantize_openvino
+
+        nncf = require("nncf", "openvino", "OpenVINO INT8 quantization")
+        if recipe.get("accuracy_control"):
+            return self._accuracy_control(nncf, recipe, path)
+        scope = nncf.IgnoredScope(names=list(excluded)) if excluded else None
+        return quantize_openvino(self.fp32_onnx, self.calib, self.spec, path, preset=recipe["preset"],
+                                 keep_fp=self.keep_fp, ignored_scope=scope,
+                                 subset_size=self.subset_size, fast_bias_correction=recipe["fast_bias_correction"])
+
+    def _accuracy_control(self, nncf, recipe: dict, path: Path) -> dict:
+        """NNCF reverts the ops it ranks worst (by the distance of the logits to FP32) until its own macro-F1
+        drop on the validation images is within the bound; it validates with OpenVINO's default CPU precision."""
+        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+        from ..openvino import quiet_nncf, read_model, resolve_ops, save_ir
+
+        images, labels, max_drop, iterations = self.validation
+        model = read_model(self.fp32_onnx)
+        nhwc = self.spec.layout == "nhwc"
+        items = [(_layout(prepare(images[i : i + 1], self.spec, color="gray"), nhwc), int(labels[i]))
+                 for i in range(len(images))]
+
+        def validation_fn(compiled, data):
+            data = list(data)
+            outputs = [np.asarray(compiled(x)[0]) for x, _ in data]
+            report = classification_report([y for _, y in data], [int(o.argmax()) for o in outputs], self.spec.labels)
+            return report["macro_f1"], [[o] for o in outputs]  # per-item logits: NNCF ranks by their distance
+
+        start = time.perf_counter()
+        with quiet_nncf():
+            quantized = nncf.quantize_with_accuracy_control(
+                model, nncf.Dataset(self.calib.batches(self.spec, 1)), nncf.Dataset(items, lambda item: item[0]),
+                validation_fn, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+                preset=nncf.QuantizationPreset.MIXED if recipe["preset"] == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
+                subset_size=min(int(self.subset_size or len(self.calib)), len(self.calib)),
+                fast_bias_correction=recipe["fast_bias_correction"],
+                ignored_scope=nncf.IgnoredScope(names=resolve_ops(model, self.keep_fp)),
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=iterations))
+        info = {"quantizer": "nncf.quantize_with_accuracy_control", "nncf_version": nncf.__version__,
+                "preset": recipe["preset"], "fast_bias_correction": recipe["fast_bias_correction"],
+                "max_drop": max_drop, "fp32_layers": _unquantized_ops(quantized), "calib_images": len(self.calib),
+                "seconds": round(time.perf_counter() - start, 3)}
+        save_ir(quantized, path, self.spec.replace(precision="int8", extra={**self.spec.extra, "quantization": info}),
+                compress_to_fp16=False)
+        return info
+
+    def copy(self, source: Path, target: Path) -> None:
+        shutil.copyfile(source.with_suffix(".bin"), target.with_suffix(".bin"))
+        shutil.copyfile(source, target)
+
+    def sensitivity(self, int8_path: Path, x: np.ndarray) -> list[dict]:
+        """Rank the ops fed by a FakeQuantize in the NNCF IR against the FP32 model (same op names)."""
+        from ..openvino import read_model
+
+        int8 = read_model(int8_path)
+        layers = []
+        for op in int8.get_ordered_ops():
+            if op.get_type_name() == "FakeQuantize":
+                continue
+            sources = [port.get_source_output() for port in op.inputs()]
+            if not any(map(_is_fake_quantize, sources)):
+                continue
+            inputs = [_port_name(s.get_node().input(0).get_source_output()) for s in sources
+                      if _is_fake_quantize(s)
+                      and s.get_node().input(0).get_source_output().get_node().get_type_name() != "Constant"]
+            layers.append((op.get_friendly_name(), op.get_type_name(), inputs, _port_name(op.output(0))))
+        tensors = sorted({t for _, _, inputs, output in layers for t in (*inputs, output)})
+        available, fp32_run = _openvino_probe(read_model(self.fp32_onnx), tensors)
+        layers = [layer for layer in layers if layer[3] in available and all(t in available for t in layer[2])]
+        return rank(layers, relative_errors(fp32_run, _openvino_probe(int8, available)[1], x, chunk=self.spec.batch))
+
+
+def _layout(x: np.ndarray, nhwc: bool) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x
+
+
+def _unquantized_ops(model) -> list[str]:
+    """Weighted ops with no FakeQuantize on any input: the layers an NNCF model runs in floating point."""
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPENVINO_OPS
+            and not any(_is_fake_quantize(port.get_source_output()) for port in op.inputs())]
+
+
+def _is_fake_quantize(output) -> bool:
+    return output.get_node().get_type_name() == "FakeQuantize"
+
+
+def _port_name(output) -> str:
+    return f"{output.get_node().get_friendly_name()}:{output.get_index()}"
+
+
+def _openvino_probe(model, names: list[str]):
+    """(the names found, a function ``x -> {name: value}``) for ``op friendly name:port`` outputs of an OpenVINO
+    model (CPU, f32, exposed as extra outputs); names the model lacks are left out."""
+    from ...runtime.probe import open_probe
+
+    ports = {_port_name(op.output(i)): op.output(i) for op in model.get_ordered_ops()
+             for i in range(op.get_output_size())}
+    wanted = [n for n in names if n in ports]
+    model.add_outputs([ports[n] for n in wanted])
+    probe = open_probe(model, "openvino")
+    offset = len(model.outputs) - len(wanted)
+
+    def run(x: np.ndarray) -> dict:
+        results = probe(x)
+        return {n: results[offset + i] for i, n in enumerate(wanted)}
+
+    return wanted, run

@@ -1,0 +1,50 @@
+"""Which passing attempt the INT8 search keeps, and how attempts are described in messages."""
+
+from __future__ import annotations
+
+from ..config import DROP_UNITS
+from .records import Attempt
+
+LATENCY_TIE = 0.10  # latencies within 10 % are measurement noise on a shared CPU: prefer the higher macro-F1
+SELECTION_BY_LATENCY = f"fastest passing attempt; latencies within {LATENCY_TIE:.0%} tie, higher macro-F1 wins"
+SELECTION_BY_STRUCTURE = ("passing attempt with the fewest layers in floating point (the most INT8 for TensorRT), "
+                          "then the higher macro-F1; CPU latencies of TensorRT Q/DQ graphs are not a TensorRT proxy")
+
+
+def choose(attempts: list[Attempt], by_latency: bool = True) -> Attempt | None:
+    """The fastest passing attempt; within LATENCY_TIE of the fastest, the highest macro-F1 (then fewest FP32
+    layers, then the earliest). ``by_latency=False``: the fewest FP32 layers, then the highest macro-F1."""
+    passing = [a for a in attempts if a.passed]
+    if not passing:
+        return None
+    if not by_latency:
+        return min(passing, key=lambda a: (a.excluded_count, -a.macro_f1, a.index))
+    fastest = min(a.latency_ms for a in passing)
+    tied = [a for a in passing if a.latency_ms <= fastest * (1 + LATENCY_TIE)]
+    return min(tied, key=lambda a: (-a.macro_f1, a.excluded_count, a.index))
+
+
+def closest(attempt: Attempt) -> tuple:
+    """Sort key: the smallest shortfall from the bounds (drop above --max-drop plus agreement below
+    --min-agreement), then the smallest drop, then the highest agreement."""
+    return attempt.shortfall, attempt.macro_f1_drop, -attempt.top1_agreement
+
+
+def describe_attempt(attempt: Attempt | dict) -> str:
+    """``method=moving-average, 2 layer(s) in FP32``: an attempt's recipe in one phrase."""
+    if isinstance(attempt, dict):
+        recipe, count = attempt["recipe"], attempt["excluded_count"]
+    else:
+        recipe, count = attempt.recipe, attempt.excluded_count
+    return f"{', '.join(f'{k}={v}' for k, v in recipe.items())}, {count} layer(s) in FP32"
+
+
+def failure_message(report: dict, attempts: list[Attempt], report_path) -> str:
+    best = min(attempts, key=closest)
+    where = f"; every attempt is listed in {report_path}" if report_path else ""
+    agreement = f" and top-1 agreement at least {report['min_agreement']:g}" if report["min_agreement"] else ""
+    return (f"INT8 search: no recipe kept the macro-F1 drop within --max-drop {report['max_drop']:g} ({DROP_UNITS})"
+            f"{agreement} after {len(attempts)} attempt(s) in {report['seconds']:.0f} s; FP32 macro-F1 "
+            f"{report['reference']['macro_f1']:.4f}, best attempt #{best.index} {describe_attempt(best)}: macro-F1 "
+            f"{best.macro_f1:.4f} (drop {best.macro_f1_drop:.4f}, top-1 agreement {best.top1_agreement:.4f})"
+            f"{where}; relax the bound, raise --search-attempts, or use --fp16")

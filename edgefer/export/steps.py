@@ -1,0 +1,202 @@
+"""One step per (target, precision): turn the staged FP32 ONNX into the target's model file.
+
+``STEPS[(target, precision)]`` is the only place that knows which function makes which file. Adding a
+target is one ``@register(...)`` function here (or in a plugin module) plus one runtime backend that opens
+its files (``edgefer.runtime.base.BACKENDS`` / ``SUFFIXES``): the pipeline checks the step's product through
+that backend. docs/ARCHITECTURE.md walks through it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .result import TensorRtStep
+
+
+@dataclass
+class StepContext:
+    """What a step gets: the staging directory, the FP32 ONNX in it, the spec, the validated config, the
+    calibration set (INT8), the check images/labels with the FP32 reference logits on them, the directory the
+    export is published as (for printed commands), and ``timings`` to add to."""
+
+    stage: Path
+    fp32_onnx: Path
+    spec: object
+    config: object  # ExportConfig
+    calib: object | None
+    images: object  # uint8 (N, H, W)
+    labels: object | None  # int (N,)
+    reference: object  # FP32 logits on images
+    out_dir: Path
+    timings: dict
+    classes: tuple = ()  # the check images' class names (matched onto the model's labels by name)
+
+
+@dataclass
+class StepOutput:
+    """The step's model file (in the stage) and its report sections."""
+
+    model: Path
+    conversion: dict | None = None
+    quantization: dict | None = None
+    int8_search: dict | None = None
+    tensorrt: TensorRtStep | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    target: str
+    precision: str
+    run: Callable[[StepContext], StepOutput]
+    quantizers: tuple[str, ...] = ()  # INT8: quantizers that apply (edgefer.export.quantizers.REGISTRY names)
+    default_quantizer: str | None = None
+
+
+STEPS: dict[tuple[str, str], Step] = {}
+
+
+def register(target: str, precision: str, *, quantizers: tuple[str, ...] = (), default_quantizer: str | None = None):
+    """Decorator: make ``func(ctx) -> StepOutput`` the step for (``target``, ``precision``)."""
+
+    def decorate(func):
+        STEPS[(target, precision)] = Step(target, precision, func, tuple(quantizers), default_quantizer)
+        return func
+
+    return decorate
+
+
+def targets() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(t for t, _ in STEPS))
+
+
+def supported() -> str:
+    """One line listing what each target supports (for error messages)."""
+    parts = []
+    for target in targets():
+        flags = []
+        for (t, precision), step in STEPS.items():
+            if t != target or precision == "fp32":
+                continue
+            flag = f"--{precision}"
+            if step.quantizers:
+                flag += f" --quantizer {'|'.join(step.quantizers)}"
+                if step.default_quantizer:
+                    flag = f"--{precision} [--quantizer {'|'.join(step.quantizers)}]"
+            flags.append(flag)
+        parts.append(f"--target {target}" + (f" [{' | '.join(flags)}]" if flags else ""))
+    return "supported: " + ", ".join(parts) + "; --int8 needs --data PATH or --calib BUNDLE"
+
+
+# ---- the built-in steps ------------------------------------------------------------------------------------
+
+
+@register("onnx", "fp32")
+def onnx_fp32(ctx: StepContext) -> StepOutput:
+    return StepOutput(ctx.fp32_onnx)
+
+
+@register("onnx", "fp16")
+def onnx_fp16(ctx: StepContext) -> StepOutput:
+    return _fp16_onnx(ctx)
+
+
+@register("onnx", "int8", quantizers=("ort",))
+def onnx_int8(ctx: StepContext) -> StepOutput:
+    return _int8(ctx, "model.int8.onnx", quantize_bias=True)
+
+
+@register("openvino", "fp32")
+def openvino_fp32(ctx: StepContext) -> StepOutput:
+    from .openvino import to_ir
+
+    produced = ctx.stage / "model.xml"
+    return StepOutput(produced, conversion=to_ir(ctx.fp32_onnx, produced, ctx.spec, fp16=False))
+
+
+@register("openvino", "fp16")
+def openvino_fp16(ctx: StepContext) -> StepOutput:
+    from .openvino import to_ir
+
+    produced = ctx.stage / "model.fp16.xml"
+    return StepOutput(produced, conversion=to_ir(ctx.fp32_onnx, produced, ctx.spec, fp16=True))
+
+
+@register("openvino", "int8", quantizers=("nncf",), default_quantizer="nncf")
+def openvino_int8(ctx: StepContext) -> StepOutput:
+    return _int8(ctx, "model.int8.xml")
+
+
+@register("tensorrt", "fp32")
+def tensorrt_fp32(ctx: StepContext) -> StepOutput:
+    return _with_engine(ctx, StepOutput(ctx.fp32_onnx))
+
+
+@register("tensorrt", "fp16")
+def tensorrt_fp16(ctx: StepContext) -> StepOutput:
+    return _with_engine(ctx, _fp16_onnx(ctx))
+
+
+@register("tensorrt", "int8", quantizers=("ort",), default_quantizer="ort")
+def tensorrt_int8(ctx: StepContext) -> StepOutput:
+    return _with_engine(ctx, _int8(ctx, "model.int8.qdq.onnx"))
+
+
+def _fp16_onnx(ctx: StepContext) -> StepOutput:
+    from .qdq import to_fp16
+
+    produced = ctx.stage / "model.fp16.onnx"
+    return StepOutput(produced, conversion=to_fp16(ctx.fp32_onnx, produced, ctx.spec))
+
+
+def _int8(ctx: StepContext, name: str, quantize_bias: bool = False) -> StepOutput:
+    """One quantization with the user's recipe, or the accuracy-bounded search (``--max-drop``)."""
+    config, produced = ctx.config, ctx.stage / name
+    if config.search.enabled:
+        from . import search
+
+        inputs = search.SearchInputs(ctx.fp32_onnx, ctx.spec, ctx.calib, ctx.images, ctx.labels, ctx.reference,
+                                     ctx.classes or None)
+        report = search.run(inputs, produced, config.search, config.quant, target=config.target,
+                            quantize_bias=quantize_bias, report_path=ctx.out_dir / "int8_search.json")
+        chosen = report["attempts"][report["chosen"]]
+        quantization = {"int8_search_attempt": chosen["index"], **chosen["recipe"], "excluded_nodes": chosen["excluded"]}
+        return StepOutput(produced, quantization=quantization, int8_search=report)
+    from .quantizers import create
+
+    quantizer = create(config.quant.quantizer, ctx.fp32_onnx, ctx.calib, ctx.spec, config.quant,
+                       quantize_bias=quantize_bias)
+    return StepOutput(produced, quantization=quantizer.quantize(quantizer.default_recipe(), [], produced))
+
+
+def _with_engine(ctx: StepContext, output: StepOutput) -> StepOutput:
+    """Build the TensorRT engine where TensorRT is installed; otherwise describe the build for the device.
+    Printed commands name the files where the export is published, as the user gave that directory."""
+    from . import tensorrt
+    from .onnx import io_names
+
+    onnx_path = output.model
+    engine = tensorrt.engine_path_for(onnx_path)
+    options = tensorrt.fit_to_graph(ctx.config.engine, onnx_path)  # a user's ONNX may have a fixed batch size
+    shown_onnx, shown_engine = ctx.out_dir / onnx_path.name, ctx.out_dir / engine.name
+    input_name = io_names(onnx_path)[0]
+    step = TensorRtStep(
+        onnx=onnx_path.name,
+        build_engine_command=tensorrt.build_engine_command(str(shown_onnx), str(shown_engine), options),
+        trtexec_command={f"tensorrt_{major}": tensorrt.trtexec_command(str(shown_onnx), str(shown_engine), ctx.spec,
+                                                                        options, input_name, major)
+                         for major in (10, 11)})
+    available = importlib.util.find_spec("tensorrt") is not None
+    build = available if ctx.config.build_engine is None else ctx.config.build_engine
+    if not build:
+        step.reason = "tensorrt is not installed here" if not available else "build disabled"
+    else:
+        clock = time.perf_counter()
+        step.built, step.engine = True, engine.name
+        step.sidecar = tensorrt.build_engine(onnx_path, engine, options, spec=ctx.spec)
+        ctx.timings["engine_seconds"] = round(time.perf_counter() - clock, 3)
+    output.tensorrt = step
+    return output
