@@ -24,7 +24,7 @@ $(STAMP): setup.py constraints.txt
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: a plain torch requirement pulls a CUDA build plus several GB of CUDA wheels
 	$(PIP) install -q -c constraints.txt torch==2.13.0 torchvision==0.28.0
-	$(PIP) install -q -c constraints.txt -e '.[all,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[all,qat,dev]'
 	touch $(STAMP)
 
 test: install
