@@ -273,7 +273,10 @@ def make_tree(rng: random.Random, root: Path) -> None:
 def folder_case(rng: random.Random, work: Path) -> None:
     root = work / "data"
     root.mkdir()
-    make_tree(rng, root)
+    try:
+        make_tree(rng, root)
+    except OSError:  # the generator tripped over its own random names (a file where it wanted a folder)
+        pass  # the tree made so far is the case
     load_and_check(root, rng)
 
 
