@@ -28,7 +28,7 @@ def test_synth_out_with_any_suffix_is_a_file(tmp_path):
 @pytest.mark.parametrize("make, args, message", [
     (lambda t: (t / "x.csv").write_text("old"), ["--out", "{t}/x.csv"],
      "--out {t}/x.csv: already exists; pass --exist-ok to replace it"),
-    (lambda t: (t / "f").write_text("x"), ["--out", "{t}/f/x.csv"], "--out {t}/f/x.csv: {t}/f is not a directory"),
+    (lambda t: (t / "f").write_text("x"), ["--out", "{t}/f/x.csv"], "--out {t}/f/x.csv: {t}/f is a file, not a directory"),
     (lambda t: None, ["--out", "/sys/edgefer-test.csv"], "--out /sys/edgefer-test.csv: cannot write in /sys ("),
     (lambda t: None, ["--out", "{t}/y.csv", "--seed", "-1"],
      "data synth: Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295."),

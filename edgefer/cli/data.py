@@ -8,20 +8,12 @@ from pathlib import Path
 
 import click
 
+from ..data.synth import SYNTH_CSV_NAME, synth_csv_path
 from .options import exist_ok_option, printable, printable_strings, verbosity_options
-
-SYNTH_CSV_NAME = "fer2013_synthetic.csv"
-
 
 @click.group()
 def data():
     """FER2013 data: make synthetic data, inspect a data set."""
-
-
-def synth_csv_path(out: Path) -> Path:
-    """The CSV that ``synth --out OUT`` writes: OUT itself when it has a suffix (``x.csv``, ``x.txt``) and is
-    not an existing directory, else ``OUT/fer2013_synthetic.csv``."""
-    return out / SYNTH_CSV_NAME if out.is_dir() or not out.suffix else out
 
 
 @data.command()
