@@ -23,7 +23,7 @@ from tests.backends import needs_onnxruntime, needs_openvino, needs_torch
 ROW_FIELDS = {"key", "label", "backend", "precision", "device", "status", "reason", "inference_precision",
               "model_path", "model_size_bytes", "export_s", "open_s", "accuracy", "vs_reference", "latency", "memory"}
 TIMING_FIELDS = {"batch", "runs", "warmup", "total_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
-                 "max_ms", "throughput_ips"}
+                 "max_ms", "first_ms", "max_rest_ms", "throughput_ips"}
 
 
 @pytest.fixture(scope="module")
