@@ -285,7 +285,9 @@ def prepare_models(args, work: Path) -> tuple[dict[str, Path], object]:
     from edgefer.data import prepare_splits
     from edgefer.export import export
     from edgefer.export.calibration import from_data
+    from edgefer.export.openvino import to_ir
     from edgefer.export.ort_int8 import OrtInt8Config, quantize_for_ort_cpu
+    from edgefer.spec import ModelSpec
 
     matrix = run_matrix_module()
     data = matrix.synthetic_data(work, 3000, 0)
@@ -297,8 +299,8 @@ def prepare_models(args, work: Path) -> tuple[dict[str, Path], object]:
     paths["ort-fp32"] = fp32
     if any(b.startswith("openvino") for b in args.backend):
         xml = work / f"openvino-fp32-{args.arch}-{args.size}" / "model.xml"
-        if not xml.is_file():
-            export(str(checkpoint), "openvino", "fp32", xml.parent, data=str(data), parity_atol=0.01)
+        if not xml.is_file():  # the IR of the same FP32 ONNX (no second torch export)
+            to_ir(fp32, xml, ModelSpec.from_json(onnx_spec(fp32)))
         paths["openvino-fp32"] = paths["openvino-default"] = xml
     if "openvino-int8" in args.backend:
         xml = work / f"openvino-int8-{args.arch}-{args.size}" / "model.int8.xml"
@@ -317,6 +319,15 @@ def prepare_models(args, work: Path) -> tuple[dict[str, Path], object]:
             quantize_for_ort_cpu(fp32, path, calib, config)
         paths[key] = path
     return paths, checkpoint
+
+
+def onnx_spec(path: Path) -> str:
+    import onnx
+
+    from edgefer.spec import METADATA_KEY
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next(p.value for p in proto.metadata_props if p.key == METADATA_KEY)
 
 
 def markdown(result: dict) -> str:

@@ -98,7 +98,8 @@ def quantize_for_ort_cpu(fp32_onnx_path: str | Path, out_path: str | Path, calib
     """
     config = (config or OrtInt8Config()).validate()
     onnx = require("onnx", "onnx", "INT8 quantization")
-    require("onnxruntime", "onnx", "INT8 quantization")
+    ort = require("onnxruntime", "onnx", "INT8 quantization")
+    ort.set_default_logger_severity(3)  # quant_pre_process's session warns about every unused initializer
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
