@@ -33,6 +33,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -56,7 +57,8 @@ _REORDER = {"Reorder", "Transpose", "QuantizeLinear", "DequantizeLinear", "Cast"
             "ReorderOutput", "FakeQuantize", "DynamicQuantizeLinear"}
 _CONV = {"Conv", "FusedConv", "QLinearConv", "NhwcFusedConv", "Convolution", "GroupConvolution", "ConvInteger",
          "BinaryConvolution"}
-_ACT = {"Sigmoid", "QLinearSigmoid", "Swish", "HSigmoid", "Mul", "QLinearMul", "Multiply", "HardSigmoid"}
+# QuickGelu is ORT's fusion of x * sigmoid(alpha * x): SiLU with alpha 1
+_ACT = {"Sigmoid", "QLinearSigmoid", "Swish", "HSigmoid", "Mul", "QLinearMul", "Multiply", "HardSigmoid", "QuickGelu"}
 _POOL = {"ReduceMean", "GlobalAveragePool", "QLinearGlobalAveragePool", "AvgPool", "AveragePool"}
 
 
@@ -75,11 +77,15 @@ def load_average() -> list[float]:
 
 
 def spatial(shape) -> int | None:
-    """H*W of an NCHW/NHWC-ish 4-D (or blocked 5-D) shape; None for other ranks."""
-    if shape is None or len(shape) < 4:
+    """H*W of a 4-D feature map, NCHW or NHWC (ORT runs INT8 convolutions channels-last; maps are square here:
+    NCHW when dims 2 and 3 match, else NHWC when dims 1 and 2 do), or of a blocked 5-D NCHWc shape; None for
+    other ranks."""
+    if shape is None or len(shape) not in (4, 5):
         return None
     dims = [int(d) if d is not None and int(d) > 0 else 1 for d in shape]
-    return dims[2] * dims[3] if len(dims) == 4 or len(dims) == 5 else None
+    if len(dims) == 5 or dims[2] == dims[3]:
+        return dims[2] * dims[3]
+    return dims[1] * dims[2] if dims[1] == dims[2] else dims[2] * dims[3]
 
 
 def classify(op_type: str, out_shape, in_shapes, depthwise: bool) -> str:
@@ -213,6 +219,7 @@ def profile_onnxruntime(model_path: Path, batch: int, threads: int, runs: int, w
         session.run(None, feed)
         walls.append((time.perf_counter() - t0) * 1e3)
     trace = json.loads(Path(session.end_profiling()).read_text())
+    grouped = grouped_convs(model_path)
     model_runs = sorted((e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"),
                         key=lambda e: e["ts"])[warmup:]
     first = model_runs[0]["ts"] if model_runs else 0
@@ -226,7 +233,8 @@ def profile_onnxruntime(model_path: Path, batch: int, threads: int, runs: int, w
         op_type = args.get("op_name", "")
         ins = [_first_shape(s) for s in args.get("input_type_shape", [])]
         outs = [_first_shape(s) for s in args.get("output_type_shape", [])]
-        group = classify(op_type, outs[0] if outs else None, ins, _depthwise(op_type, ins))
+        node = re.sub(r"(_token_\d+)?_kernel_time$", "", event["name"])
+        group = classify(op_type, outs[0] if outs else None, ins, node in grouped or _depthwise(op_type, ins))
         if op_type in ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger"):
             group = "other"
         ms = event["dur"] / 1e3
@@ -237,6 +245,16 @@ def profile_onnxruntime(model_path: Path, batch: int, threads: int, runs: int, w
     summary = _summary(totals, walls, n, load, batch,
                        top={k: v / n for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:12]})
     return summary, {g: v / n for g, v in macs.items()}
+
+
+def grouped_convs(model_path: Path) -> set[str]:
+    """Names of the grouped (depthwise) convolutions in an ONNX file: ORT keeps a fused QLinearConv's name
+    and reports pre-packed weights without their shape, so the graph says which convs are depthwise."""
+    import onnx
+
+    proto = onnx.load(str(model_path), load_external_data=False)
+    return {n.name for n in proto.graph.node if n.op_type in ("Conv", "QLinearConv")
+            and any(a.name == "group" and a.i > 1 for a in n.attribute)}
 
 
 def _first_shape(entry: dict):
@@ -254,8 +272,7 @@ def _depthwise(op_type: str, ins) -> bool:
     w, x = _weight(op_type, ins), ins[0]
     if w is None or x is None or len(w) != 4 or len(x) != 4:
         return False
-    channels = x[1] if x[1] == w[0] or op_type != "NhwcFusedConv" else x[3]
-    return w[1] == 1 and w[0] == channels and w[0] > 1
+    return w[1] == 1 and w[0] > 1 and w[0] in (x[1], x[3])  # one input channel per group, NCHW or NHWC
 
 
 def _macs(op_type: str, ins, outs) -> float:
