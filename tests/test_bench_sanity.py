@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edgefer.bench import goals
 from edgefer.bench.sanity import checked, latency_outliers, outlier_lines, trusted
@@ -71,8 +72,9 @@ def _row(key, precision, b1_ms, b32_ms, outliers=()):
             "vs_reference": None}
 
 
-def _report(arch="tf_efficientnetv2_s", size=112, threads=2, rows=()):
-    return {"model": {"arch": arch, "input_size": size}, "settings": {"threads": threads}, "rows": list(rows)}
+def _report(arch="tf_efficientnetv2_s", size=112, threads=2, rows=(), load=0.5):
+    return {"model": {"arch": arch, "input_size": size}, "settings": {"threads": threads}, "rows": list(rows),
+            "environment": {"load_average": [load, load, load], "cpu": {"usable_cores": 2}}}
 
 
 def test_speed_goals_only_under_their_conditions():
@@ -92,3 +94,13 @@ def test_speed_goals_skip_rows_left_with_outliers():
     speedup, throughput = goals(_report(rows=rows))
     assert speedup["value"] is None and speedup["met"] is None  # the eager row's numbers are not trusted
     assert throughput["row"] == "openvino-int8" and throughput["value"] == 320.0
+
+
+def test_speed_goals_not_judged_on_a_busy_machine():
+    # measured: PyTorch eager 4914 ms at batch 1 under load average 15.6 on 2 cores (18 ms quiet)
+    rows = [_row("pytorch-fp32", "fp32", 4914.56, 1.2), _row("openvino-int8", "int8", 78.04, 16.4)]
+    speedup, throughput = goals(_report(rows=rows, load=15.6))
+    assert speedup["value"] == pytest.approx(62.97, abs=0.01) and speedup["met"] is None
+    assert throughput["met"] is None
+    assert "load average 15.6 on 2 cores when the run started: speed goals not judged" in speedup["goal"]
+    assert goals(_report(rows=rows, load=1.9))[0]["met"] is True

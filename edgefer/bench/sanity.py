@@ -6,7 +6,8 @@
   numbers fail a check and, when the re-measurement still fails, keeps it with the failures listed in
   ``latency["outliers"]``; such a row is left out of the goal figures.
 - **Goal conditions**: the performance goals are stated for one model, input size and thread count; a run that
-  differs gets no goal lines at all (``goal_conditions_met``).
+  differs gets no speed-goal lines at all (``goal_conditions_met``). On a machine busier than its cores
+  (``machine_busy``) the speed goals keep their values but are not judged (``met`` null, with the reason).
 
 Standard library only.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 B1_OVER_E2E = 1.5  # model_b1 p50 above 1.5x end_to_end_b1 p50: impossible if both measured the same model call
 WARMUP_LEAK = 10.0  # first timed call above 10x the median (and above the p99 of the rest): warm-up leaked in
 REMEASURE_ATTEMPTS = 2  # re-measurements of a row whose numbers fail a check
+LOADED = 1.0  # 1-minute load average per usable core above which speed goals are not judged
 
 # The conditions the performance goals are stated for.
 GOAL_ARCH = "tf_efficientnetv2_s"
@@ -88,6 +90,17 @@ def outlier_lines(report: dict) -> list[str]:
 def goal_conditions_met(arch: str, input_size: int, threads: int) -> bool:
     """Whether a run's model, input size and thread count are the ones the performance goals are stated for."""
     return arch == GOAL_ARCH and input_size == GOAL_INPUT_SIZE and threads == GOAL_THREADS
+
+
+def machine_busy(environment: dict) -> str | None:
+    """Why speed goals cannot be judged on this run's machine (1-minute load average above its usable cores:
+    other processes took CPU time, and PyTorch eager's spinning OpenMP threads slow down ~100x under such load,
+    so ratios against it mean nothing), or None."""
+    load = environment.get("load_average") or []
+    cores = (environment.get("cpu") or {}).get("usable_cores") or 0
+    if load and cores and load[0] > LOADED * cores:
+        return f"load average {load[0]:.1f} on {cores} cores when the run started: speed goals not judged"
+    return None
 
 
 def goal_conditions_text() -> str:
