@@ -283,6 +283,8 @@ def main():
     ap.add_argument("--train-size", type=int, default=112)
     ap.add_argument("--raw", action="store_true",
                     help="also time the libraries driven by hand on the same models, right after each size's bench")
+    ap.add_argument("--raw-only", action="store_true",
+                    help="time only the raw libraries, on the models of sizes already benched into OUT")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -300,6 +302,10 @@ def main():
     for size in (int(s) for s in args.sizes.split(",")):
         model = (at_size(checkpoint, size, out) if args.init == "trained" else
                  recalibrated_init(data, out, size, args.recal_images, args.threads))
+        if args.raw_only and (out / f"{size}px" / "matrix_entry.json").is_file():
+            raw(model, data, out / f"{size}px", args)
+            reports[size] = load_size(out / f"{size}px")
+            continue
         reports[size] = bench(model, data, out / f"{size}px", args)
         if args.raw:
             raw(model, data, out / f"{size}px", args)

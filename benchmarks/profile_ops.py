@@ -1,7 +1,7 @@
 """Where inference time goes, per op group, in OpenVINO and ONNX Runtime at batch 1 and 32.
 
-    .venv/bin/python benchmarks/profile.py --out runs/profile                       # 112 px, batch 1 and 32
-    .venv/bin/python benchmarks/profile.py --size 112 --batch 1 32 \\
+    .venv/bin/python benchmarks/profile_ops.py --out runs/profile                       # 112 px, batch 1 and 32
+    .venv/bin/python benchmarks/profile_ops.py --size 112 --batch 1 32 \\
         --backend openvino-int8 openvino-fp32 ort-fp32 ort-int8-qdq ort-int8-qoperator --threads 2
 
 Model: random init with BatchNorm recalibrated on synthetic faces (``run_matrix.recalibrated_init``, the same
@@ -21,6 +21,9 @@ classifier, reshapes). A node OpenVINO fused (conv + SiLU) is counted in the gro
 Profiling adds its own per-op overhead: compare ratios within one run, not absolute numbers across runs;
 ``uptime``'s load average is recorded with each timing (the machine may be shared).
 
+(Named ``profile_ops.py``, not ``profile.py``: a ``profile.py`` here would shadow the standard library's
+``profile`` module for every script in this folder, and torch imports it.)
+
 Writes ``OUT/profile.json`` and ``OUT/profile.md``; also MACs per group (from the ONNX graph's shapes),
 used by the roofline note in docs/bench.md.
 """
@@ -39,13 +42,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from edgefer.fileio import write_json, write_text
+
 HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
-    sys.path.pop(0)  # this file is named like the standard library's profile module: keep that one importable
-
-import numpy as np  # noqa: E402
-
-from edgefer.fileio import write_json, write_text  # noqa: E402
 
 GROUPS = ("conv", "depthwise", "se", "silu", "eltwise", "reorder", "other")
 GROUP_LABELS = {"conv": "dense conv", "depthwise": "depthwise conv", "se": "SE (pool, FC, sigmoid, mul)",
