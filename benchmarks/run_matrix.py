@@ -18,6 +18,11 @@ default. Latency does not depend on the weights.
 Each size runs ``edgefer bench`` in its own process (so peak RSS is per run), writing ``OUT/<size>px/``;
 then ``OUT/matrix.json`` and ``OUT/matrix.md`` collect the tables and where each goal stands, for every size
 measured into OUT so far (re-running one size with ``--sizes 48`` replaces only that size).
+
+``--raw`` adds, per size and in the same run right after its bench, the libraries driven by hand on the same
+exported models (``raw_backends.py``: PyTorch eager, ONNX Runtime FP32 and INT8, OpenVINO FP32 and INT8), written
+to ``OUT/<size>px/raw.json``; the tables then show edgefer's time over the raw library's (its overhead or gain)
+and the speed ratios against eager and ORT FP32, each from one run.
 """
 
 from __future__ import annotations
@@ -62,8 +67,10 @@ def train(data: Path, out: Path, steps: int, size: int, threads: int) -> Path:
     return run
 
 
-def recalibrated_init(data: Path, out: Path, size: int, images: int, threads: int) -> Path:
-    """Random init (seed 0) with BatchNorm running statistics recalibrated on training images at ``size``."""
+def recalibrated_init(data: Path, out: Path, size: int, images: int, threads: int,
+                      arch: str = "tf_efficientnetv2_s") -> Path:
+    """Random init (seed 0) of ``arch`` with BatchNorm running statistics recalibrated on training images at
+    ``size``."""
     import numpy as np
     import torch
 
@@ -71,13 +78,13 @@ def recalibrated_init(data: Path, out: Path, size: int, images: int, threads: in
     from edgefer.models import create_model, save_checkpoint, spec_for
     from edgefer.preprocess import prepare
 
-    run = out / f"init-bn-recal-{size}px"
+    run = out / (f"init-bn-recal-{size}px" if arch == "tf_efficientnetv2_s" else f"init-bn-recal-{arch}-{size}px")
     if (run / "model.json").is_file():
         return run
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    model = create_model("tf_efficientnetv2_s", drop_rate=0.0, drop_path_rate=0.0)
-    spec = spec_for(model, size, arch="tf_efficientnetv2_s")
+    model = create_model(arch, drop_rate=0.0, drop_path_rate=0.0)
+    spec = spec_for(model, size, arch=arch)
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
@@ -134,11 +141,86 @@ def bench(checkpoint: Path, data: Path, out: Path, args) -> dict:
 
 
 def load_size(out: Path) -> dict:
-    """A size's bench.json plus how run_matrix ran it."""
+    """A size's bench.json plus how run_matrix ran it (and the raw rows, when measured)."""
     report = json.loads((out / "bench.json").read_text())
     entry = json.loads((out / "matrix_entry.json").read_text())
     report["matrix_command"], report["matrix_wall_s"] = entry["command"], entry["wall_s"]
+    if (out / "raw.json").is_file():
+        report["raw"] = json.loads((out / "raw.json").read_text())
     return report
+
+
+def raw(checkpoint: Path, data: Path, out: Path, args) -> None:
+    """The libraries driven by hand on the models the bench at ``out`` exported (raw_backends.py)."""
+    from raw_backends import measure_raw
+
+    batches = tuple(int(b) for b in args.batches.split(","))
+    budget = {"iters": args.iters, "duration": args.duration, "warmup": args.warmup}
+    started = time.time()
+    rows = measure_raw(out, checkpoint, data, args.threads, batches, budget)
+    write_json(out / "raw.json", {"rows": rows, "threads": args.threads, "budget": budget,
+                                  "wall_s": round(time.time() - started, 1)})
+
+
+def speed_ratios(rep: dict) -> list[tuple[str, float | None, str]]:
+    """(what, ratio, from which rows) for the speed goals, from edgefer's rows and from the raw rows."""
+    rows = {r["key"]: r for r in rep["rows"] if r["status"] == "ok" and r.get("latency")}
+    raw_rows = {r["key"]: r for r in (rep.get("raw") or {}).get("rows", []) if r["status"] == "ok"}
+    b32 = "32"
+
+    def b1(row):  # p50 of the batch-1 call, edgefer or raw row
+        return row["b1"]["p50_ms"] if "b1" in row else row["latency"]["model_b1"]["p50_ms"]
+
+    def ips(row):
+        table = row["throughput"] if "b1" in row else row["latency"]["throughput"]
+        return table[b32]["throughput_ips"] if b32 in table else None
+
+    out = []
+    for source, table, eager, ort_fp32 in (("edgefer", rows, "pytorch-fp32", "onnxruntime-fp32"),
+                                           ("by hand", raw_rows, "raw-pytorch-fp32", "raw-ort-fp32")):
+        int8 = {k: r for k, r in table.items() if "int8" in k and not k.startswith(("ort-trt", "tensorrt"))}
+        if eager in table and int8:
+            best = min(int8, key=lambda k: b1(int8[k]))
+            out.append((f"best INT8 batch-1 speed-up over eager ({source}; goal >= 10x)",
+                        b1(table[eager]) / b1(int8[best]), f"{eager} / {best}"))
+            fast = max((k for k in int8 if ips(int8[k])), key=lambda k: ips(int8[k]), default=None)
+            if fast and ips(table[eager]):
+                out.append((f"best INT8 batch-32 throughput over eager ({source}; goal >= 12x)",
+                            ips(int8[fast]) / ips(table[eager]), f"{fast} / {eager}"))
+        ort_int8 = {k: r for k, r in int8.items() if "ort-int8" in k or k.startswith("onnxruntime-int8")}
+        if ort_fp32 in table and ort_int8:
+            best = min(ort_int8, key=lambda k: b1(ort_int8[k]))
+            out.append((f"ONNX Runtime INT8 / FP32 batch-1 speed-up ({source}; goal >= 1.5x)",
+                        b1(table[ort_fp32]) / b1(ort_int8[best]), f"{ort_fp32} / {best}"))
+    return out
+
+
+def raw_markdown(rep: dict) -> list[str]:
+    if not rep.get("raw"):
+        return []
+    rows = {r["key"]: r for r in rep["rows"]}
+    lines = ["", "Libraries driven by hand in the same run (`--raw`; random input; load average at each "
+             "measurement's start). edgefer / raw: edgefer's row's time over the raw library's (> 1: edgefer "
+             "is slower).", "",
+             "| raw row | b1 p50 ms | b32 img/s | load | edgefer / raw b1 | raw / edgefer b32 img/s |",
+             "|---|---|---|---|---|---|"]
+    for r in rep["raw"]["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['label']} | {r['status']}: {r['reason']} | | | | |")
+            continue
+        tp = r["throughput"].get("32")
+        ours = rows.get(r["edgefer_row"] or "")
+        ratio_b1 = ratio_b32 = "–"
+        if ours and ours["status"] == "ok" and ours.get("latency"):
+            ratio_b1 = f"{ours['latency']['model_b1']['p50_ms'] / r['b1']['p50_ms']:.2f}"
+            theirs = ours["latency"]["throughput"].get("32")
+            if tp and theirs:
+                ratio_b32 = f"{tp['throughput_ips'] / theirs['throughput_ips']:.2f}"
+        lines.append(f"| {r['label']} | {r['b1']['p50_ms']:.2f} | {tp['throughput_ips']:.0f} | "
+                     f"{r['b1']['load_average_1min']:.1f} | {ratio_b1} | {ratio_b32} |" if tp else
+                     f"| {r['label']} | {r['b1']['p50_ms']:.2f} | – | {r['b1']['load_average_1min']:.1f} | "
+                     f"{ratio_b1} | {ratio_b32} |")
+    return lines
 
 
 def markdown(reports: dict[int, dict], train_note: str) -> str:
@@ -162,6 +244,14 @@ def markdown(reports: dict[int, dict], train_note: str) -> str:
                   f"{load[0]:.1f} on 2 cores when it started)", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
+        lines += raw_markdown(rep)
+        ratios = speed_ratios(rep)
+        if ratios:
+            lines += ["", "| speed ratio (one run) | value | rows |", "|---|---|---|"]
+            lines += [f"| {what} | {value:.2f}x | {which} |" for what, value, which in ratios]
+        if not rep["goals"]:
+            lines.append("")
+            continue
         lines += ["", "| goal | value | met |", "|---|---|---|"]
         for g in rep["goals"]:
             value = "not measured" if g["value"] is None else (
@@ -191,6 +281,10 @@ def main():
     ap.add_argument("--recal-images", type=int, default=256)
     ap.add_argument("--train-steps", type=int, default=120, help="with --init trained; 0: the plain random init")
     ap.add_argument("--train-size", type=int, default=112)
+    ap.add_argument("--raw", action="store_true",
+                    help="also time the libraries driven by hand on the same models, right after each size's bench")
+    ap.add_argument("--raw-only", action="store_true",
+                    help="time only the raw libraries, on the models of sizes already benched into OUT")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -208,7 +302,14 @@ def main():
     for size in (int(s) for s in args.sizes.split(",")):
         model = (at_size(checkpoint, size, out) if args.init == "trained" else
                  recalibrated_init(data, out, size, args.recal_images, args.threads))
+        if args.raw_only and (out / f"{size}px" / "matrix_entry.json").is_file():
+            raw(model, data, out / f"{size}px", args)
+            reports[size] = load_size(out / f"{size}px")
+            continue
         reports[size] = bench(model, data, out / f"{size}px", args)
+        if args.raw:
+            raw(model, data, out / f"{size}px", args)
+            reports[size] = load_size(out / f"{size}px")
     for done in sorted(out.glob("*px/matrix_entry.json")):  # sizes measured by an earlier invocation stay
         size = int(done.parent.name[:-2])
         reports.setdefault(size, load_size(done.parent))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..fileio import atomic_path, write_json, write_text
 from .env import describe
+from .sanity import outlier_lines
 
 SYNTHETIC_NOTE = "SYNTHETIC data (procedurally drawn faces, not FER2013): accuracy numbers say nothing about FER2013"
 
@@ -152,13 +153,15 @@ def to_markdown(report: dict) -> str:
     ]
     for warning in env.get("warnings", []):
         lines.append(f"> warning: {warning}")
+    lines += [f"> warning: {line}" for line in outlier_lines(report)]
     header, cells = table_rows(report)
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
     lines += ["", "Δ F1 pts: macro-F1 minus the reference's, in points; agree: top-1 agreement with the reference; "
               "b1: batch-1 model call (`.run` on prepared input); e2e: `.predict` on a 48x48 uint8 face incl. "
               "preprocessing; img/s: images per second at that batch size.", ""]
-    lines += ["## Goals (stated for 112 px on 2 CPU cores)", "", "| goal | value | met |", "|---|---|---|"]
+    if report.get("goals"):
+        lines += ["## Goals", "", "| goal | value | met |", "|---|---|---|"]
     for g in report.get("goals", []):
         value = "not measured" if g["value"] is None else (
             f"{g['value']:.2%}" if g["unit"] == "fraction" else f"{g['value']:.2f} {g['unit']}")
@@ -217,10 +220,12 @@ def print_table(report: dict, console=None) -> None:
             console.print(f"[dim]{r['label']}: {r['status']}: {r['reason']}[/dim]")
     for warning in report["environment"].get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")
+    for line in outlier_lines(report):
+        console.print(f"[yellow]warning:[/yellow] {line}")
     for g in report.get("goals", []):
         if g["met"] is not None:
             verdict = "[green]met[/green]" if g["met"] else "[red]not met[/red]"
-            console.print(f"goal (stated for 112 px, 2 cores) {verdict}: {g['goal']}")
+            console.print(f"goal {verdict}: {g['goal']}")
 
 
 # ------------------------------------------------------------------------------------------------ plots

@@ -49,7 +49,8 @@ def measure(fn, *, batch: int = 1, warmup: int = DEFAULT_WARMUP, iters: int | No
 
 
 def summarize(ms: np.ndarray, *, batch: int = 1, warmup: int = 0, total_s: float | None = None) -> dict:
-    """Summary statistics of per-call times in milliseconds."""
+    """Summary statistics of per-call times in milliseconds, in call order (``first_ms`` is the first timed
+    call and ``max_rest_ms`` the slowest of the others: ``edgefer.bench.sanity`` checks them for warm-up leaks)."""
     ms = np.asarray(ms, np.float64)
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     mean = float(ms.mean())
@@ -65,5 +66,7 @@ def summarize(ms: np.ndarray, *, batch: int = 1, warmup: int = 0, total_s: float
         "std_ms": float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
         "min_ms": float(ms.min()),
         "max_ms": float(ms.max()),
+        "first_ms": float(ms[0]),
+        "max_rest_ms": float(ms[1:].max()) if ms.size > 1 else float(ms[0]),
         "throughput_ips": float(batch * 1e3 / mean) if mean > 0 else 0.0,
     }
