@@ -68,13 +68,17 @@ def create_model(
             raise
         raise ModelError(f"--pretrained {arch}: cannot fetch the timm hub weights ({type(exc).__name__}); "
                          "offline, pass a local file with --weights PATH") from None
-    if not pretrained or (model.pretrained_cfg or {}).get("num_classes") != num_classes:
-        zero_classifier(model)  # a new head: its default init is far too large for a few classes
     return model
 
 
+def has_new_classifier(model, num_classes: int, from_weights: bool) -> bool:
+    """Whether create_model left the classifier at its random init: always from scratch, and with
+    --pretrained/--weights whenever the class count differs from the weights' (timm then drops their head)."""
+    return not from_weights or (getattr(model, "pretrained_cfg", None) or {}).get("num_classes") != num_classes
+
+
 def zero_classifier(model) -> None:
-    """Start a new classifier at zero: every class gets the same logit (loss ln(classes)) and the first
+    """Start a new classifier at zero (the trainer does, for a head that has_new_classifier): every class gets the same logit (loss ln(classes)) and the first
     gradients shape the head instead of undoing random logits. timm's default head init (uniform in
     +-1/sqrt(classes), made for 1000 classes) gives 7-class logits in the tens: a from-scratch
     tf_efficientnetv2_s starts at loss 4.8 with gradient norms near 2000 (docs/training.md)."""

@@ -55,7 +55,7 @@ def trained_run(fer_csv, tmp_path_factory):
 
     loop.save_checkpoint = capturing
     try:
-        result = _cli("train", "--data", fer_csv, "--out", run, "--epochs", "2", *TINY)
+        result = _cli("train", "--data", fer_csv, "--out", run, "--epochs", "2", "--loss", "weighted-ce", *TINY)
     finally:
         loop.save_checkpoint = original
     assert result.exit_code == 0, result.output
@@ -72,7 +72,7 @@ def test_train_end_to_end_writes_the_run_directory(trained_run, fer_csv):
     assert (run / "eval_test_confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((run / "model.json").read_text())
     splits = prepare_splits(fer_csv, val_fraction=0.1, seed=0)
-    # weighted-CE (the default) uses the data layer's inverse-frequency weights of the train split
+    # weighted-CE uses the data layer's inverse-frequency weights of the train split
     np.testing.assert_allclose(meta["class_weights"], class_weights(splits.train.class_counts(), "inverse"))
     assert meta["class_counts"] == splits.train.class_counts().tolist()
     assert meta["synthetic"] is True and "SYNTHETIC" in output
@@ -80,6 +80,8 @@ def test_train_end_to_end_writes_the_run_directory(trained_run, fer_csv):
     assert json.loads((run / "splits.json").read_text()) == json.loads(json.dumps(splits.manifest))
     assert set(meta["versions"]) >= {"torch", "timm", "edgefer"}
     assert meta["config"]["arch"] == "test_efficientnet" and meta["spec"]["channels"] == 1
+    assert (meta["config"]["recipe"], meta["config"]["lr"]) == ("scratch", 2e-3)  # resolved, not None
+    assert "learning curve" in output and "val-F1" in output
     assert set(meta["metrics"]) == {"val", "test", "private_test"}
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -467,10 +469,13 @@ def test_pretrained_offline_fails_fast_naming_the_host(monkeypatch, fer_csv, tmp
 def test_new_classifier_starts_at_zero_and_scratch_recipe_is_resolved():
     import torch
 
-    from edgefer.models import create_model
+    from edgefer.models import create_model, has_new_classifier, zero_classifier
     from edgefer.train.config import RECIPE_DEFAULTS, TrainConfig
 
     model = create_model("test_efficientnet", num_classes=7)
+    assert has_new_classifier(model, 7, from_weights=False) and has_new_classifier(model, 7, from_weights=True)
+    assert not has_new_classifier(model, 1000, from_weights=True)  # a 1000-class head comes from the weights
+    zero_classifier(model)
     logits = model.eval()(torch.randn(2, 1, 32, 32))
     assert torch.equal(logits, torch.zeros(2, 7))  # loss ln(7) at the first step
     scratch = TrainConfig().resolved()

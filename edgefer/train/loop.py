@@ -26,11 +26,13 @@ from ..models import (
     META_NAME,
     WEIGHTS_NAME,
     create_model,
+    has_new_classifier,
     load_checkpoint,
     optimizer_param_groups,
     read_checkpoint_meta,
     save_checkpoint,
     spec_for,
+    zero_classifier,
 )
 from ..progress import progress
 from ..spec import FER2013_LABELS
@@ -197,6 +199,8 @@ def _fit(config: TrainConfig, resume: bool, log, exist_ok: bool, state: dict) ->
 
     model_kwargs = {"drop_rate": config.drop_rate, "drop_path_rate": config.drop_path_rate}
     model = create_model(config.arch, pretrained=config.pretrained, weights=config.weights, **model_kwargs)
+    if has_new_classifier(model, len(FER2013_LABELS), config.starts_from_weights):
+        zero_classifier(model)
     spec = spec_for(model, config.img_size, FER2013_LABELS, config.arch)
     model = model.to(hardware.device)
     if hardware.channels_last:
