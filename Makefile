@@ -13,8 +13,8 @@ DEMO        ?= demo
 DEMO_N      ?= 3000
 DEMO_ARCH   ?= tf_efficientnetv2_s
 DEMO_SIZE   ?= 48
-DEMO_STEPS  ?= 400
-DEMO_EPOCHS ?= 6
+DEMO_STEPS  ?= 150
+DEMO_EPOCHS ?= 3
 DEMO_DATA   := $(DEMO)/fer_synth.csv
 
 .PHONY: install test demo lint clean
