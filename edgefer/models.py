@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import ModelError, require
-from .fileio import atomic_path, read_json, sha256_file, write_json
+from .fileio import read_json, sha256_file, write_bytes, write_json
 from .spec import FER2013_LABELS, ModelSpec
 
 CHECKPOINT_FORMAT = "edgefer-checkpoint/1"
@@ -59,13 +59,79 @@ def create_model(
         except (pickle.UnpicklingError, SafetensorError, ValueError, EOFError) as exc:  # not a weights file
             raise ModelError(f"--weights {path}: not a readable state dict or safetensors file "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if pretrained:
+        check_hub(arch)
     try:
-        return timm.create_model(arch, pretrained=pretrained, **kwargs)
+        model = timm.create_model(arch, pretrained=pretrained, **kwargs)
     except OSError as exc:  # no network and nothing cached (huggingface_hub / urllib errors are OSErrors)
         if not pretrained:
             raise
         raise ModelError(f"--pretrained {arch}: cannot fetch the timm hub weights ({type(exc).__name__}); "
                          "offline, pass a local file with --weights PATH") from None
+    return model
+
+
+def has_new_classifier(model, num_classes: int, from_weights: bool) -> bool:
+    """Whether create_model left the classifier at its random init: always from scratch, and with
+    --pretrained/--weights whenever the class count differs from the weights' (timm then drops their head)."""
+    return not from_weights or (getattr(model, "pretrained_cfg", None) or {}).get("num_classes") != num_classes
+
+
+def zero_classifier(model) -> None:
+    """Start a new classifier at zero (the trainer does, for a head that has_new_classifier): every class gets the same logit (loss ln(classes)) and the first
+    gradients shape the head instead of undoing random logits. timm's default head init (uniform in
+    +-1/sqrt(classes), made for 1000 classes) gives 7-class logits in the tens: a from-scratch
+    tf_efficientnetv2_s starts at loss 4.8 with gradient norms near 2000 (docs/training.md)."""
+    import torch
+
+    head = model.get_classifier()
+    if isinstance(head, torch.nn.Linear):
+        with torch.no_grad():
+            head.weight.zero_()
+            if head.bias is not None:
+                head.bias.zero_()
+
+
+HUB_TIMEOUT_S = 3.0
+
+
+def check_hub(arch: str, timeout: float = HUB_TIMEOUT_S) -> None:
+    """Fail fast when --pretrained weights are neither cached nor reachable: one TCP connection attempt to
+    the hub (a few seconds) instead of huggingface_hub's minute of retries."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    timm = _timm()
+    try:
+        cfg = timm.models.get_pretrained_cfg(arch)
+    except (RuntimeError, KeyError, ValueError):
+        return  # unknown to timm's registry: let timm report it
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if hub_id and _hub_cached(hub_id):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ModelError(f"--pretrained {arch}: HF_HUB_OFFLINE is set and the weights are not cached; "
+                         "pass a local file with --weights PATH")
+    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if hub_id else (getattr(cfg, "url", "") or "")
+    host = urlparse(url).hostname
+    if not host:
+        return
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as exc:
+        raise ModelError(f"--pretrained {arch}: cannot reach {host} ({exc.strerror or type(exc).__name__}, "
+                         f"{timeout:g} s); offline, pass a local file with --weights PATH") from None
+
+
+def _hub_cached(hub_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    repo = hub_id.split("@")[0]
+    return any(isinstance(try_to_load_from_cache(repo, name), str)
+               for name in ("model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin"))
 
 
 def spec_for(model, img_size: int, labels=FER2013_LABELS, arch: str = "") -> ModelSpec:
@@ -98,13 +164,13 @@ def _in_chans(model) -> int:
 def save_checkpoint(directory: str | Path, model, spec: ModelSpec, model_kwargs: dict, **info) -> Path:
     """Write ``best.safetensors`` and ``model.json`` atomically; ``info`` is merged into model.json."""
     require("safetensors", "train", "saving checkpoints")
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory = Path(directory)
     weights = directory / WEIGHTS_NAME
     state = {k: v.detach().contiguous().cpu() for k, v in _unwrap(model).state_dict().items()}
-    with atomic_path(weights) as tmp:
-        save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
+    # bytes through fileio (mode 0644 like every artefact; safetensors' own file writer creates 0600)
+    write_bytes(weights, save(state, metadata={"format": CHECKPOINT_FORMAT}))
     meta = {
         "format": CHECKPOINT_FORMAT,
         "arch": spec.arch,

@@ -42,6 +42,7 @@ def trained_run(fer_csv, tmp_path_factory):
     import torch
 
     from edgefer.train import loop
+    from edgefer.train.evaluation import predict_logits
 
     run = tmp_path_factory.mktemp("runs") / "run"
     probe = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8))
@@ -49,12 +50,12 @@ def trained_run(fer_csv, tmp_path_factory):
     original = loop.save_checkpoint
 
     def capturing(directory, model, spec, model_kwargs, **info):
-        saved_logits.append(loop.predict_logits(model, probe, spec))
+        saved_logits.append(predict_logits(model, probe, spec))
         return original(directory, model, spec, model_kwargs, **info)
 
     loop.save_checkpoint = capturing
     try:
-        result = _cli("train", "--data", fer_csv, "--out", run, "--epochs", "2", *TINY)
+        result = _cli("train", "--data", fer_csv, "--out", run, "--epochs", "2", "--loss", "weighted-ce", *TINY)
     finally:
         loop.save_checkpoint = original
     assert result.exit_code == 0, result.output
@@ -71,7 +72,7 @@ def test_train_end_to_end_writes_the_run_directory(trained_run, fer_csv):
     assert (run / "eval_test_confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((run / "model.json").read_text())
     splits = prepare_splits(fer_csv, val_fraction=0.1, seed=0)
-    # weighted-CE (the default) uses the data layer's inverse-frequency weights of the train split
+    # weighted-CE uses the data layer's inverse-frequency weights of the train split
     np.testing.assert_allclose(meta["class_weights"], class_weights(splits.train.class_counts(), "inverse"))
     assert meta["class_counts"] == splits.train.class_counts().tolist()
     assert meta["synthetic"] is True and "SYNTHETIC" in output
@@ -79,6 +80,8 @@ def test_train_end_to_end_writes_the_run_directory(trained_run, fer_csv):
     assert json.loads((run / "splits.json").read_text()) == json.loads(json.dumps(splits.manifest))
     assert set(meta["versions"]) >= {"torch", "timm", "edgefer"}
     assert meta["config"]["arch"] == "test_efficientnet" and meta["spec"]["channels"] == 1
+    assert (meta["config"]["recipe"], meta["config"]["lr"]) == ("scratch", 2e-3)  # resolved, not None
+    assert "learning curve" in output and "val-F1" in output
     assert set(meta["metrics"]) == {"val", "test", "private_test"}
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -93,7 +96,7 @@ def test_checkpoint_reloads_with_identical_logits_and_numpy_preprocessing(traine
 
     from edgefer.models import load_checkpoint
     from edgefer.preprocess import prepare
-    from edgefer.train.loop import predict_logits
+    from edgefer.train.evaluation import predict_logits
 
     run, probe, saved_logits, _ = trained_run
     model, spec, _ = load_checkpoint(run)
@@ -174,6 +177,9 @@ def test_resume_with_workers_continues_bit_identically(fer_csv, tmp_path):
     assert "resuming" in output and "epoch 2" in output
     records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
+    header = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,step,lr,frozen_backbone,train_loss,")  # the trainer's order, not sorted
+    assert (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()[0] == header
     straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     assert all((straight[k] == resumed[k]).all() for k in straight)  # bit-identical continuation on CPU
 
@@ -257,8 +263,9 @@ def test_losses_and_sampling():
     import torch.nn.functional as F
 
     from edgefer.data import class_weights
-    from edgefer.train.loop import Runtime, build_loss, epoch_order
-    from edgefer.train.losses import ClassificationLoss
+    from edgefer.train.batches import epoch_order
+    from edgefer.train.hardware import Hardware
+    from edgefer.train.losses import ClassificationLoss, build_loss
 
     counts = np.array([400, 40, 300, 800, 500, 300, 500])
     logits, target = torch.randn(6, 7, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3, 4, 1])
@@ -272,10 +279,10 @@ def test_losses_and_sampling():
     torch.testing.assert_close(focal(logits, target), (-(1 - p) ** 2 * p.log()).mean())
 
     labels = np.repeat(np.arange(7), counts // 10)
-    shards = [epoch_order(labels, 0, 3, Runtime(torch.device("cpu"), rank, 2), False) for rank in (0, 1)]
+    shards = [epoch_order(labels, 0, 3, Hardware(torch.device("cpu"), rank, 2), False) for rank in (0, 1)]
     assert len(shards[0]) == len(shards[1])
     assert sorted(np.concatenate(shards).tolist()) == list(range(len(labels)))
-    balanced = np.bincount(labels[epoch_order(labels, 0, 0, Runtime(torch.device("cpu")), True)], minlength=7)
+    balanced = np.bincount(labels[epoch_order(labels, 0, 0, Hardware(torch.device("cpu")), True)], minlength=7)
     assert balanced.min() > 0.6 * balanced.max()  # disgust is 1/20 of happy in the data, ~1/7 of draws here
 
 
@@ -288,11 +295,16 @@ def test_losses_and_sampling():
         (["--data", "{csv}"], "--out is required"),
         (["--resume", "{tmp}"], "not a training run directory"),
         (["--data", "{csv}", "--out", "{tmp}/r", "--amp", "fp16", "--device", "cpu"], "--amp fp16 needs CUDA"),
+        (["--data", "{csv}", "--out", "{tmp}/r", "--val-fraction", "1.5"],
+         "--val-fraction: must be a share of the data strictly between 0 and 1 (e.g. 0.1), got 1.5"),
+        (["--data", "{csv}", "--out", "{tmp}/r", "--val-fraction", "1.0"], "strictly between 0 and 1"),
+        (["--data", "{csv}", "--out", "{tmp}/r", "--threads", "0"], "--threads: must be at least 1"),
+        (["--data", "{csv}", "--out", "{tmp}/r", "--drop-path-rate", "1"], "--drop-path-rate: must be in [0, 1)"),
     ],
 )
 def test_train_user_errors_are_one_line_exit_2(args, message, fer_csv, tmp_path):
     args = [a.format(csv=fer_csv, tmp=tmp_path) for a in args]
-    result = _cli("train", *args, "--threads", "1")
+    result = _cli("train", "--threads", "1", *args)
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1 and message in result.output
 
@@ -302,7 +314,8 @@ def test_train_refuses_to_overwrite_a_run(trained_run, fer_csv):
     before = (run / "best.safetensors").read_bytes()
     result = _cli("train", "--data", fer_csv, "--out", run, *TINY)
     assert result.exit_code == 2, result.output
-    assert "already holds a training run; continue it with --resume" in result.output
+    assert result.output.strip() == (f"edgefer: error: --out {run}: already holds a training run; continue it "
+                                     f"with --resume {run}, or pass --exist-ok to replace it (nothing was overwritten)")
     assert (run / "best.safetensors").read_bytes() == before
 
 
@@ -317,7 +330,10 @@ def test_eval_user_errors(trained_run, tmp_path):
 
 
 def test_pretrained_without_network_is_a_one_line_error(monkeypatch, fer_csv, tmp_path):
+    from edgefer import models
     from edgefer.compat import import_timm
+
+    monkeypatch.setattr(models, "check_hub", lambda arch: None)  # the fallback when the hub fails later
 
     timm = import_timm()
     real = timm.create_model
@@ -356,3 +372,113 @@ def test_weights_that_are_not_a_state_dict_are_refused_without_unpickling(fer_cs
         assert result.output.startswith(f"edgefer: error: --weights {tmp_path / name}: ")
         assert len(result.output.strip().splitlines()) == 1
     assert not marker.exists()
+
+
+def test_run_files_are_written_0644_like_every_artefact(trained_run):
+    import stat
+
+    from edgefer.fileio import _UMASK
+
+    run = trained_run[0]
+    for name in ("best.safetensors", "last_state.safetensors", "model.json", "metrics.csv"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o666 & ~_UMASK, name
+
+
+def test_eval_on_other_data_names_its_file_after_the_data(trained_run, tmp_path):
+    from edgefer.data import synthesize, write_fer_csv
+
+    run = trained_run[0]
+    before = (run / "eval_test.json").read_bytes()
+    other = write_fer_csv(tmp_path / "other.csv", synthesize(300, seed=1))
+    result = _cli("eval", "--model", run, "--data", other, "-q")
+    assert result.exit_code == 0, result.output
+    assert (run / "eval_test.json").read_bytes() == before  # the run's own evaluation is kept
+    written = run / "eval_test_other.json"
+    assert f"wrote {written} and {run / 'eval_test_other_confusion.png'}" in result.output
+    assert json.loads(written.read_text())["data"] == str(other)
+
+
+def test_train_and_eval_take_quiet_and_verbose():
+    for command in ("train", "eval"):
+        result = _cli(command, "--help")
+        assert "-q, --quiet" in result.output and "-v, --verbose" in result.output
+    help_text = " ".join(_cli("train", "--help").output.split())
+    assert "--exist-ok" in help_text and "--recipe [auto|scratch|finetune]" in help_text
+    assert "[default: (recipe: finetune 1.0, scratch 0.25)]" in help_text  # --warmup-epochs
+
+
+def test_exist_ok_replaces_a_run(fer_csv, tmp_path):
+    run = tmp_path / "run"
+    options = ["--data", fer_csv, "--out", run, "--max-steps", "2", "--limit-train", "64", "--epochs", "1",
+               *TINY[:2], "--img-size", "16", "--batch-size", "16", "--threads", "1", "-q"]
+    assert _cli("train", *options).exit_code == 0
+    (run / "eval_private_test.json").write_text("{}")  # a stale file of the old run
+    result = _cli("train", *options, "--exist-ok")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "eval_private_test.json").read_text())  # rewritten by the new run
+    assert json.loads((run / "last_state.json").read_text())["epoch"] == 1
+
+
+def test_ctrl_c_keeps_a_resumable_state_and_says_how_to_continue(monkeypatch, fer_csv, tmp_path):
+    from edgefer.train import loop
+
+    run = tmp_path / "run"
+    original, calls = loop._train_epoch, []
+
+    def interrupt_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_epoch", interrupt_second_epoch)
+    options = ["--data", fer_csv, "--limit-train", "64", "--epochs", "2", *TINY[:2], "--img-size", "16",
+               "--batch-size", "16", "--threads", "1"]
+    result = _cli("train", "--out", run, *options)
+    assert result.exit_code == 130
+    assert f"epoch 1 is saved in {run}: continue with `edgefer train --resume {run}`" in result.output
+    monkeypatch.setattr(loop, "_train_epoch", original)
+    result = _cli("train", "--resume", run, "-q")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_pretrained_offline_fails_fast_naming_the_host(monkeypatch, fer_csv, tmp_path):
+    import socket
+    import time
+
+    from edgefer import models
+
+    monkeypatch.setattr(models, "_hub_cached", lambda hub_id: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+
+    def unreachable(address, timeout=None):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    started = time.perf_counter()
+    result = _cli("train", "--data", fer_csv, "--out", tmp_path / "r", "--pretrained", *TINY)
+    assert time.perf_counter() - started < 30
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == ("edgefer: error: --pretrained test_efficientnet: cannot reach huggingface.co "
+                                     "(Network is unreachable, 3 s); offline, pass a local file with --weights PATH")
+    assert not (tmp_path / "r").exists()
+
+
+def test_new_classifier_starts_at_zero_and_scratch_recipe_is_resolved():
+    import torch
+
+    from edgefer.models import create_model, has_new_classifier, zero_classifier
+    from edgefer.train.config import RECIPE_DEFAULTS, TrainConfig
+
+    model = create_model("test_efficientnet", num_classes=7)
+    assert has_new_classifier(model, 7, from_weights=False) and has_new_classifier(model, 7, from_weights=True)
+    assert not has_new_classifier(model, 1000, from_weights=True)  # a 1000-class head comes from the weights
+    zero_classifier(model)
+    logits = model.eval()(torch.randn(2, 1, 32, 32))
+    assert torch.equal(logits, torch.zeros(2, 7))  # loss ln(7) at the first step
+    scratch = TrainConfig().resolved()
+    assert scratch.recipe == "scratch" and scratch.loss == RECIPE_DEFAULTS["scratch"]["loss"]
+    finetune = TrainConfig(weights="w.safetensors", lr=5e-4).resolved()
+    assert (finetune.recipe, finetune.lr, finetune.loss) == ("finetune", 5e-4, "weighted-ce")

@@ -16,10 +16,13 @@ from ..train.config import (
     AMP_MODES,
     CLASS_WEIGHT_METHODS,
     LOSSES,
+    RECIPE_DEFAULTS,
+    RECIPES,
     RESUMABLE_OVERRIDES,
     SPLITS,
     TrainConfig,
 )
+from .options import exist_ok_option, verbosity_options
 
 _DEFAULTS = TrainConfig()
 _FIELDS = {f.name for f in fields(TrainConfig)}
@@ -33,6 +36,8 @@ _OPTIONS = [
     ("--img-size", "Network input size; 48x48 faces are resized bilinearly.", dict(type=int)),
     ("--pretrained/--no-pretrained", "Start from timm hub weights (needs internet).", {}),
     ("--weights", "Local timm state dict or .safetensors to start from (offline).", dict(type=click.Path())),
+    ("--recipe", "Defaults for the options marked 'recipe': scratch (random init) or finetune (from weights); "
+     "auto = finetune with --pretrained/--weights, else scratch.", dict(type=click.Choice(RECIPES))),
     ("--drop-rate", "Dropout before the linear head.", dict(type=float)),
     ("--drop-path-rate", "Stochastic depth rate.", dict(type=float)),
     ("--val-fraction", "Stratified share of train held out for validation.", dict(type=float)),
@@ -84,6 +89,8 @@ def _config_options(command):
         name = _field(declaration)
         default = getattr(_DEFAULTS, name)
         kwargs = {"default": default, "show_default": default not in (None, ""), **extra}
+        if name in RECIPE_DEFAULTS["scratch"]:
+            kwargs["show_default"] = "recipe: " + ", ".join(f"{r} {v[name]}" for r, v in RECIPE_DEFAULTS.items())
         command = click.option(declaration, name, help=help_text, **kwargs)(command)
     return command
 
@@ -108,12 +115,16 @@ def _resumed_config(run_dir: str, given: dict) -> TrainConfig:
 
 @click.command(context_settings={"show_default": True})
 @click.option("--resume", type=click.Path(), help="Continue an interrupted run directory from its last epoch.")
+@exist_ok_option
+@verbosity_options
 @_config_options
 @click.pass_context
-def train(ctx, resume, **values):
-    """Train a FER classifier (class-weighted EfficientNetV2-S by default) into a run directory.
+def train(ctx, resume, exist_ok, **values):
+    """Train a FER classifier (EfficientNetV2-S by default) into a run directory.
 
-    Single process by default; under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel.
+    From scratch unless --pretrained or --weights is given (--recipe). Single process by default; under torchrun
+    (WORLD_SIZE > 1) it trains with DistributedDataParallel. Ctrl-C keeps the last finished epoch: continue
+    with --resume RUN_DIR.
     """
     given = _given(ctx, values)
     if resume:
@@ -124,12 +135,16 @@ def train(ctx, resume, **values):
                 raise InputError(f"--{required} is required (or --resume RUN_DIR)")
         if not Path(values["data"]).exists():
             raise DataError(f"--data {values['data']}: no such file or directory")
-        config = TrainConfig(**values).validate()
+        config = TrainConfig(**values).resolved()
 
     require("torch", "train", "training")
-    from ..train.loop import fit
+    from ..train.loop import fit, prepare_out
 
-    summary = fit(config, resume=bool(resume))
+    prepare_out(config, bool(resume), exist_ok, dry_run=True)
+    try:
+        summary = fit(config, resume=bool(resume), exist_ok=exist_ok)
+    except KeyboardInterrupt:  # fit has said how to continue
+        ctx.exit(130)
     if summary:
         parts = [f"{name}: accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f}"
                  for name, m in summary["metrics"].items()]
@@ -138,6 +153,7 @@ def train(ctx, resume, **values):
 
 
 @click.command()
+@verbosity_options
 @click.option("--model", "model_path", required=True, type=click.Path(),
               help="Checkpoint: run directory, its model.json or best.safetensors.")
 @click.option("--data", type=click.Path(), help="Data to score (default: the data the model was trained on).")
@@ -145,7 +161,8 @@ def train(ctx, resume, **values):
               help="Split to score; 'val' recreates the training validation split from the saved seed.")
 @click.option("--tta/--no-tta", default=None, help="Flip test-time augmentation (default: as trained).")
 @click.option("--json", "json_out", type=click.Path(),
-              help="Metrics JSON to write (default: <run>/eval_<split>.json); the confusion PNG goes beside it.")
+              help="Metrics JSON to write (default: <run>/eval_<split>.json for the training data, "
+                   "<run>/eval_<split>_<data name>.json for other data); the confusion PNG goes beside it.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, help="torch CPU threads.")
@@ -154,8 +171,11 @@ def evaluate(model_path, data, split, tta, json_out, batch_size, device, threads
     from ..data import prepare_splits
     from ..models import checkpoint_paths, load_checkpoint, read_checkpoint_meta
     require("torch", "train", "evaluating a checkpoint")
-    from ..train.loop import Runtime, evaluate_dataset, setup_runtime
+    from ..train.evaluation import evaluate_dataset
+    from ..train.hardware import Hardware, setup_hardware
     from ..train.report import format_report, write_evaluation
+
+    settings = TrainConfig(device=device, threads=threads, amp="off").validate()
 
     meta = read_checkpoint_meta(model_path)
     trained = meta.get("config", {})
@@ -174,18 +194,26 @@ def evaluate(model_path, data, split, tta, json_out, batch_size, device, threads
     if split == "val" and trained_on and trained_on != splits.fingerprint:
         click.echo(f"warning: {data} differs from the training data (fingerprint); 'val' is not the training "
                    "validation split", err=True)
-    runtime = setup_runtime(TrainConfig(device=device, threads=threads, amp="off"))
-    runtime = Runtime(runtime.device)
-    model, spec, meta = load_checkpoint(model_path, device=str(runtime.device))
+    hardware = Hardware(setup_hardware(settings).device)
+    model, spec, meta = load_checkpoint(model_path, device=str(hardware.device))
     tta = meta.get("config", {}).get("tta", False) if tta is None else tta
-    report = evaluate_dataset(model, dataset, spec, batch_size, tta, runtime)
+    report = evaluate_dataset(model, dataset, spec, batch_size, tta, hardware)
     synthetic = bool(splits.synthetic)
     click.echo(format_report(report, f"{meta['arch']} on {data} [{split}]" + (" SYNTHETIC data" if synthetic else "")))
-    json_out = Path(json_out) if json_out else checkpoint_paths(model_path)[1].parent / f"eval_{split}.json"
+    if not json_out:
+        # the run's own eval_<split>.json is about its training data; other data gets a file named after it
+        same_data = trained_on == splits.fingerprint if trained_on else str(data) == str(trained.get("data"))
+        name = f"eval_{split}.json" if same_data else f"eval_{split}_{_slug(Path(data).stem)}.json"
+        json_out = checkpoint_paths(model_path)[1].parent / name
     json_path, png = write_evaluation(report, json_out, title=f"{meta['arch']} on {split}", model=str(model_path),
                                       data=str(data), split=split, tta=tta, data_fingerprint=splits.fingerprint,
                                       synthetic=synthetic)
     click.echo(f"wrote {json_path} and {png}")
+
+
+def _slug(name: str) -> str:
+    """A file-name-safe version of a data set's name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "data"
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node=N -m edgefer.cli.train --data ... --out ...

@@ -7,7 +7,7 @@ Attributes are imported lazily so that ``edgefer.train.config`` stays torch-free
 
 from importlib import import_module
 
-_EXPORTS = {"TrainConfig": "config", "fit": "loop", "predict_logits": "loop", "evaluate_dataset": "loop"}
+_EXPORTS = {"TrainConfig": "config", "fit": "loop", "predict_logits": "evaluation", "evaluate_dataset": "evaluation"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,3 +33,14 @@ class ClassificationLoss(torch.nn.Module):
         if self.weights is not None:
             per_class = per_class * self.weights
         return per_class.sum(dim=1).mean()
+
+
+def build_loss(config, counts: np.ndarray) -> tuple[ClassificationLoss, np.ndarray | None]:
+    """The criterion of a TrainConfig and the class weights it uses (None for plain CE)."""
+    from ..data import class_weights
+
+    weights = None if config.loss == "ce" else class_weights(counts, method=config.class_weights)
+    gamma = config.focal_gamma if config.loss == "focal" else 0.0
+    loss = ClassificationLoss(None if weights is None else torch.as_tensor(weights, dtype=torch.float32),
+                              config.label_smoothing, gamma)
+    return loss, weights

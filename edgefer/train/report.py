@@ -26,9 +26,11 @@ class EpochLog:
             self.records = [r for r in records if r["epoch"] <= completed_epochs]
 
     def append(self, record: dict) -> None:
+        """Add one epoch's record; the columns keep the trainer's order (that of the newest record), also
+        after --resume, whose earlier records come back from the JSONL file."""
         self.records.append(record)
-        write_text(self.directory / METRICS_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
-        columns = list(dict.fromkeys(key for r in self.records for key in r))
+        write_text(self.directory / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in self.records))
+        columns = list(dict.fromkeys([*record, *(key for r in self.records for key in r)]))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -85,3 +87,16 @@ def write_evaluation(report: dict, json_path: str | Path, title: str = "", **ext
     write_json(json_path, {**extra, **report})
     png = save_confusion_png(report, json_path.with_name(json_path.stem + "_confusion.png"), title)
     return json_path, png
+
+
+CURVE_COLUMNS = (("epoch", "epoch", "{:d}"), ("step", "step", "{:d}"), ("lr", "lr", "{:.1e}"),
+                 ("train_loss", "loss", "{:.3f}"), ("train_accuracy", "train-acc", "{:.3f}"),
+                 ("val_accuracy", "val-acc", "{:.3f}"), ("val_macro_f1", "val-F1", "{:.3f}"),
+                 ("train_seconds", "seconds", "{:.0f}"))
+
+
+def format_curve(records: list[dict]) -> str:
+    """The learning curve as a compact table, one row per epoch record."""
+    header = "  ".join(f"{title:>9}" for _, title, _ in CURVE_COLUMNS)
+    rows = ["  ".join(f"{fmt.format(r[key]):>9}" for key, _, fmt in CURVE_COLUMNS) for r in records]
+    return "\n".join(["learning curve", header, *rows])
