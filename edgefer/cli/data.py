@@ -11,6 +11,7 @@ import click
 from ..data.synth import SYNTH_CSV_NAME, synth_csv_path
 from .options import exist_ok_option, printable, printable_strings, verbosity_options
 
+
 @click.group()
 def data():
     """FER2013 data: make synthetic data, inspect a data set."""
