@@ -17,8 +17,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-import os
-import platform
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bench.env import library_versions, machine_summary
 from .errors import InputError, require
 
 ONNX_NAME = "model_qdq.onnx"
@@ -36,6 +35,7 @@ RESULT_NAME = "qat.json"
 SCALES_NAME = "qat_scales.json"
 CACHE_NAME = "model_qdq.calib"
 ENGINE = "nvidia-modelopt"
+QAT_TOOLS = ("nvidia-modelopt", "torch", "onnx", "onnxruntime", "openvino")
 QUANTIZED_LAYERS = ("Conv2d", "Linear")  # everything else keeps its quantizers disabled
 
 
@@ -149,8 +149,9 @@ def _run(config: QatConfig, log, command: str) -> QatResult:
     from .export import calibration
     from .fileio import staged_dir, write_json
     from .models import load_checkpoint, read_checkpoint_meta
+    from .train.batches import load_splits
     from .train.config import TrainConfig
-    from .train.loop import build_loss, load_splits
+    from .train.losses import build_loss
 
     clock, seconds = time.perf_counter(), {}
     meta = read_checkpoint_meta(config.from_run)
@@ -162,7 +163,7 @@ def _run(config: QatConfig, log, command: str) -> QatResult:
     overrides = {"data": config.data or train_config.data,
                  "limit_train": config.limit_train if config.limit_train is not None else train_config.limit_train,
                  "batch_size": config.batch_size or train_config.batch_size}
-    train_config = TrainConfig.from_dict({**train_config.to_dict(), **overrides})
+    train_config = TrainConfig.from_dict({**train_config.to_dict(), **overrides}).resolved()
     if not Path(train_config.data).exists():
         raise InputError(f"--data {train_config.data}: no such file or directory")
     torch.manual_seed(config.seed)
@@ -221,11 +222,13 @@ def _run(config: QatConfig, log, command: str) -> QatResult:
         fidelity = [_fidelity(name, reference, logits, evaluation.labels, spec, fp32_f1) for name, logits in
                     fidelity_rows]
         seconds["total"] = round(time.perf_counter() - clock, 3)
+        engine = {"engine": ENGINE, **library_versions(QAT_TOOLS, skip_missing=True)}
         result = QatResult(out=str(out), split=split, images=len(evaluation), fp32_macro_f1=fp32_f1,
                            fidelity=fidelity, quantizers=count_quantizers(quantized),
                            qdq_nodes=qdq_consumers(stage / ONNX_NAME), files=sorted(files + [RESULT_NAME]),
                            scales=len(amax), calibration_cache=CACHE_NAME if cache else None, seconds=seconds,
-                           synthetic=bool(splits.synthetic), engine=_engine_versions(), machine=_machine(),
+                           synthetic=bool(splits.synthetic), engine=engine,
+                           machine=machine_summary(),
                            command=command)
         write_json(stage / RESULT_NAME, {**asdict(result), "config": asdict(config), "arch": meta.get("arch"),
                                          "calibration": calib.manifest})
@@ -289,9 +292,10 @@ def fine_tune(model, teacher, train, spec, train_config, criterion, config: QatC
 
     from .progress import progress
     from .train.augment import Augmentation
-    from .train.loop import EpochBatches, Runtime, epoch_order
+    from .train.batches import EpochBatches, epoch_order
+    from .train.hardware import Hardware
 
-    runtime = Runtime(torch.device("cpu"))
+    hardware = Hardware(torch.device("cpu"))
     augmentation = Augmentation.from_config(train_config)
     images, labels = torch.from_numpy(np.ascontiguousarray(train.images)), torch.from_numpy(train.labels)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -301,7 +305,7 @@ def fine_tune(model, teacher, train, spec, train_config, criterion, config: QatC
     teacher.eval()
     for epoch in range(config.epochs):
         model.train(not config.freeze_bn)
-        order = epoch_order(train.labels, config.seed, epoch, runtime, train_config.balanced_sampler)
+        order = epoch_order(train.labels, config.seed, epoch, hardware, train_config.balanced_sampler)
         batches = EpochBatches(images, labels, order, train_config.batch_size, augmentation, spec,
                                spec.num_classes, config.seed, epoch, 0)
         total = 0.0
@@ -442,7 +446,7 @@ def _save_weights(model, path: Path) -> None:
 
 
 def _logits(model, images, spec) -> np.ndarray:
-    from .train.loop import predict_logits
+    from .train.evaluation import predict_logits
 
     return predict_logits(model, images, spec, desc="eval").numpy()
 
@@ -471,19 +475,6 @@ def _fidelity(name, reference, logits, labels, spec, fp32_f1) -> Fidelity:
                     round((fp32_f1 - f1) * 100, 3))
 
 
-def _engine_versions() -> dict:
-    versions = {"engine": ENGINE}
-    for name in ("nvidia-modelopt", "torch", "onnx", "onnxruntime", "openvino"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def _machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count()}
 
 
 class _quiet:

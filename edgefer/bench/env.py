@@ -80,16 +80,24 @@ def memory_gib() -> float | None:
     return round(int(match.group(1)) / 2**20, 1) if match else None
 
 
-def library_versions(names=LIBRARIES) -> dict:
+def library_versions(names=LIBRARIES, skip_missing: bool = False) -> dict:
+    """Installed versions of ``names`` (None, or left out with ``skip_missing``, when not installed)."""
     versions = {"python": platform.python_version()}
     for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = None
+            if not skip_missing:
+                versions[name] = None
     if versions.get("tensorrt") is None and "tensorrt" in sys.modules:  # JetPack's apt install has no dist-info
         versions["tensorrt"] = getattr(sys.modules["tensorrt"], "__version__", None)
     return versions
+
+
+def machine_summary() -> dict:
+    """The short machine record that export.json and qat.json carry."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count()}
 
 
 def gpu_info() -> list[dict]:

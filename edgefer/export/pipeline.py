@@ -11,15 +11,14 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from ..bench.env import library_versions, machine_summary
 from ..fileio import sha256_file, staged_dir, write_json
 from ..progress import activity
 from ..spec import FER2013_LABELS
@@ -108,7 +107,8 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
                 **{k: v for k, v in calib.manifest.items() if k != "ids"}, "bundle": "calibration/manifest.json"},
             data=_data_report(splits, data),
             conversion=output.conversion, quantization=output.quantization, int8_search=output.int8_search,
-            tensorrt=output.tensorrt, created_utc=_now(), tools=_tool_versions(), machine=_machine())
+            tensorrt=output.tensorrt, created_utc=_now(), tools=library_versions(TOOLS, skip_missing=True),
+            machine=machine_summary())
         result.timings = {**timings, "total_seconds": round(time.perf_counter() - start, 3)}
         write_json(stage / FILE_NAME, result.to_json())
         _hook("before-publish")
@@ -205,19 +205,6 @@ def _hook(stage_name: str) -> None:
         time.sleep(3600)
 
 
-def _tool_versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for name in TOOLS:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def _machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count()}
 
 
 def _now() -> str:
