@@ -202,7 +202,22 @@ def test_cli_unknown_split_is_one_line_error(checkpoint, fer_csv, tmp_path):
     result = CliRunner().invoke(main, ["bench", "--model", str(checkpoint), "--data", str(fer_csv), "--split", "dev",
                                        "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "unknown split 'dev' (use 'auto', 'all' or one of" in result.output
+    assert "Invalid value for '--split': 'dev' is not one of 'auto', 'all', 'train', 'val', 'test', " in result.output
+
+
+def test_cli_options_are_generated_from_bench_settings():
+    from dataclasses import fields
+
+    from edgefer.bench.run import SPLITS, BenchSettings
+
+    help_text = " ".join(CliRunner().invoke(main, ["bench", "--help"], terminal_width=200).output.split())
+    assert f"--split [{'|'.join(SPLITS)}]" in help_text and "[default: auto]" in help_text
+    assert "--batch TEXT Batch sizes for throughput (comma-separated). [default: 1,32]" in help_text
+    for f in fields(BenchSettings):  # every setting has its option (export_options: the export options it takes)
+        declared = [f.metadata["option"]] if "option" in f.metadata else [
+            "--" + name.replace("_", "-") for name in f.metadata["export_options"]]
+        for declaration in declared:
+            assert all(f"{flag} " in help_text for flag in declaration.split("/")), (f.name, declaration)
 
 
 def test_measure_budgets_and_statistics():
