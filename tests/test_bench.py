@@ -81,7 +81,7 @@ def test_bench_schema_rows_and_reports(bench_run):
     for row in report["rows"]:
         assert set(row) >= ROW_FIELDS, row["key"]
     status = {r["key"]: r for r in report["rows"]}
-    for key in ("pytorch-fp32", "onnxruntime-fp32", "ort-trt-int8", "openvino-int8"):
+    for key in ("pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "ort-trt-int8", "openvino-int8"):
         assert status[key]["status"] == "ok", (key, status[key]["reason"], status[key].get("traceback"))
     for key in ("ort-trt-fp16", "openvino-fp32", "openvino-fp16"):
         assert status[key]["status"] == "skipped" and "--targets" in status[key]["reason"]
@@ -96,6 +96,9 @@ def test_bench_schema_rows_and_reports(bench_run):
     # speed goals are stated for tf_efficientnetv2_s at 112 px on 2 threads: none for this 32 px test model
     assert not [g for g in report["goals"] if g["unit"] in ("x faster", "images/s")]
     assert "issue" not in output.lower() and "x faster" not in output
+    ort_int8 = status["onnxruntime-int8"]
+    assert ort_int8["label"] == "ONNX Runtime INT8 (CPU)" and ort_int8["backend"] == "onnxruntime"
+    assert ort_int8["model_path"].endswith("onnx-int8/model.int8.onnx") and ort_int8["latency"]["model_b1"]["runs"] == 3
 
     with open(out / "bench.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -159,7 +162,7 @@ def test_missing_backend_keeps_row_with_reason(bench_run, fer_csv, tmp_path, mon
     assert status["ort-trt-int8"]["status"] == "skipped"
     assert report["gate"]["passed"] is False and "no INT8 row" in report["gate"]["violations"][0]
     saved = json.loads((tmp_path / "bench.json").read_text())
-    assert saved["rows"][4]["reason"] == status["openvino-fp32"]["reason"]
+    assert saved["rows"][ROW_KEYS.index("openvino-fp32")]["reason"] == status["openvino-fp32"]["reason"]
 
 
 def test_gate_and_cli_exit_code(monkeypatch, tmp_path):
@@ -199,7 +202,22 @@ def test_cli_unknown_split_is_one_line_error(checkpoint, fer_csv, tmp_path):
     result = CliRunner().invoke(main, ["bench", "--model", str(checkpoint), "--data", str(fer_csv), "--split", "dev",
                                        "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "unknown split 'dev' (use 'auto', 'all' or one of" in result.output
+    assert "Invalid value for '--split': 'dev' is not one of 'auto', 'all', 'train', 'val', 'test', " in result.output
+
+
+def test_cli_options_are_generated_from_bench_settings():
+    from dataclasses import fields
+
+    from edgefer.bench.run import SPLITS, BenchSettings
+
+    help_text = " ".join(CliRunner().invoke(main, ["bench", "--help"], terminal_width=200).output.split())
+    assert f"--split [{'|'.join(SPLITS)}]" in help_text and "[default: auto]" in help_text
+    assert "--batch TEXT Batch sizes for throughput (comma-separated). [default: 1,32]" in help_text
+    for f in fields(BenchSettings):  # every setting has its option (export_options: the export options it takes)
+        declared = [f.metadata["option"]] if "option" in f.metadata else [
+            "--" + name.replace("_", "-") for name in f.metadata["export_options"]]
+        for declaration in declared:
+            assert all(f"{flag} " in help_text for flag in declaration.split("/")), (f.name, declaration)
 
 
 def test_measure_budgets_and_statistics():

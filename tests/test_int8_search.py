@@ -60,10 +60,13 @@ def damaged_calib(fer_csv, tmp_path_factory):
 @pytest.fixture(scope="module")
 def searched(checkpoint, fer_csv, tmp_path_factory):
     out = tmp_path_factory.mktemp("searched")
+    stale = out.with_name(out.name + ".int8_search.json")  # an earlier failed search's report beside --out
+    stale.write_text("{}")
     result = CliRunner().invoke(main, [
         "export", "--model", str(checkpoint), "--target", "tensorrt", "--int8", "--data", str(fer_csv), *CALIB,
         "--max-drop", "0.05", "--min-agreement", "0.6", "--search-attempts", "6", "--exporter", "legacy", "--out", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)
+    assert not stale.exists()  # removed: it described a failure, not this export
     return out, json.loads((out / "export.json").read_text()), result.output
 
 
@@ -113,8 +116,10 @@ def test_impossible_bound_fails_clearly_and_leaves_the_report(checkpoint, fer_cs
     assert result.exit_code == 2, result.output + repr(result.exception)
     line = next(x for x in result.output.splitlines() if x.startswith("edgefer: error:"))
     assert line.startswith("edgefer: error: INT8 search: no recipe kept the macro-F1 drop within --max-drop 0 ")
-    assert "after 7 attempt(s)" in line and "best attempt #" in line and str(out / "int8_search.json") in line
-    report = json.loads((out / "int8_search.json").read_text())
+    failure_report = tmp_path / "out.int8_search.json"  # beside --out: never mistaken for part of an export
+    assert "after 7 attempt(s)" in line and "best attempt #" in line and str(failure_report) in line
+    assert not out.exists() and not (out / "int8_search.json").exists()
+    report = json.loads(failure_report.read_text())
     assert not report["passed"] and report["chosen"] is None and len(report["attempts"]) == 7
     assert all(a["macro_f1_drop"] > 0 for a in report["attempts"])
     best = min(report["attempts"], key=lambda a: (a["macro_f1_drop"], -a["top1_agreement"]))

@@ -41,6 +41,8 @@ ROWS: tuple[RowDef, ...] = (
     RowDef("pytorch-fp32", "PyTorch eager FP32", "torch", "fp32", None, ".safetensors", ("torch", "timm"), "train"),
     RowDef("onnxruntime-fp32", "ONNX Runtime FP32", "onnxruntime", "fp32", "onnx", ".onnx",
            ("onnx", "onnxruntime"), "onnx"),
+    RowDef("onnxruntime-int8", "ONNX Runtime INT8 (CPU)", "onnxruntime", "int8", "onnx", ".onnx",
+           ("onnx", "onnxruntime"), "onnx"),  # edgefer export --target onnx --int8 (quantizer ort-cpu)
     RowDef("ort-trt-fp16", "TensorRT FP16 graph (ORT CPU)", "onnxruntime", "fp16", "tensorrt", ".onnx",
            ("onnx", "onnxruntime"), "onnx"),
     RowDef("ort-trt-int8", "TensorRT INT8 Q/DQ graph (ORT CPU)", "onnxruntime", "int8", "tensorrt", ".onnx",
@@ -65,7 +67,7 @@ GROUPS = {
     "torch": ("pytorch-fp32",),
     "pytorch": ("pytorch-fp32",),
     "onnx": ("onnxruntime-fp32",),
-    "onnxruntime": ("onnxruntime-fp32", "ort-trt-fp16", "ort-trt-int8"),
+    "onnxruntime": ("onnxruntime-fp32", "onnxruntime-int8", "ort-trt-fp16", "ort-trt-int8"),
     "openvino": ("openvino-fp32", "openvino-fp16", "openvino-int8"),
     "tensorrt": ("ort-trt-fp16", "ort-trt-int8", "tensorrt-fp16", "tensorrt-int8"),
     "fp32": tuple(r.key for r in ROWS if r.precision == "fp32"),

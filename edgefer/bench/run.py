@@ -18,14 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.readers import SPLIT_ORDER
 from ..errors import EdgeferError, InputError, MissingDependency
+from ..export.config import option
 from ..preprocess import prepare
 from ..progress import progress
 from . import sanity
 from .energy import PowerMonitor
 from .env import capture
 from .memory import PeakMemory
-from .rows import ROWS, Producer, RowDef, _Missing, artifact_size, missing_reason, select_rows
+from .rows import GROUPS, ROWS, Producer, RowDef, _Missing, artifact_size, missing_reason, select_rows
 from .timing import DEFAULT_WARMUP, measure
 
 SCHEMA = "edgefer-bench"
@@ -42,25 +44,47 @@ GOAL_AGREEMENT = 0.995
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "BenchSettings", "run_bench"]
 
 
+SPLITS = ("auto", "all", *SPLIT_ORDER)  # --split: auto = the test split when the data has one, else all of it
+EXPORT_OPTIONS = ("calib_size", "parity_atol")  # ExportConfig.build names the bench CLI offers
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """What ``run_bench`` measures and how: the split, the rows (``--targets``), batch sizes, threads, the timing
     budget, an image limit, a calibration bundle for INT8 exports, the ``--fail-on-drop`` bound, flat export
-    options (``ExportConfig.build`` names) and whether to draw plots."""
+    options (``ExportConfig.build`` names) and whether to draw plots. ``edgefer bench`` generates its options from
+    the field metadata (``option``, ``help``, ``click``: ``type``, ``choices``, ``min``, ``min_open``, ``exists``,
+    ``ints``: comma-separated integers; ``export_options``: the export config fields it takes)."""
 
-    split: str = "auto"  # "auto": test when the data has one, else the whole labelled data; "all"; a split name
-    targets: str | list[str] | None = None
-    batches: tuple[int, ...] = (1, 32)
-    threads: int | None = None
-    iters: int | None = None
-    duration: float | None = None
-    warmup: int = DEFAULT_WARMUP
-    limit: int | None = None
-    calib: str | Path | None = None
-    calib_data: str | Path | None = None
-    fail_on_drop: float | None = None
-    export_options: dict = field(default_factory=dict)
-    plots: bool = True
+    split: str = field(default="auto", metadata=option(
+        "--split", "Images to measure accuracy on: auto (the test split, else the whole labelled data), all, or a "
+        "split name.", choices=SPLITS))
+    targets: str | list[str] | None = field(default=None, metadata=option(
+        "--targets", f"Rows to run: comma-separated row keys or groups ({', '.join(GROUPS)}); default all. The FP32 "
+        "reference always runs.", type=str))
+    batches: tuple[int, ...] = field(default=(1, 32), metadata=option(
+        "--batch", "Batch sizes for throughput (comma-separated).", ints=True))
+    threads: int | None = field(default=None, metadata=option(
+        "--threads", "CPU threads (default: all usable cores).", type=int, min=1))
+    iters: int | None = field(default=None, metadata=option(
+        "--iters", "Timed runs per measurement (budget).", type=int, min=1))
+    duration: float | None = field(default=None, metadata=option(
+        "--duration", "Seconds per measurement (budget; default 3 s when --iters is not given).", type=float, min=0,
+        min_open=True))
+    warmup: int = field(default=DEFAULT_WARMUP, metadata=option(
+        "--warmup", "Untimed runs first.", type=int, min=0))
+    limit: int | None = field(default=None, metadata=option(
+        "--limit", "Use only the first N images of the split.", type=int, min=1))
+    calib: str | Path | None = field(default=None, metadata=option(
+        "--calib", "Calibration bundle for INT8 exports (default: drawn from --data's train split).", exists=True))
+    calib_data: str | Path | None = field(default=None, metadata=option(
+        "--calib-data", "Labelled data to draw the INT8 calibration set from (default: --data's train split, or a "
+        "disjoint stratified part of a folder evaluated whole).", exists=True))
+    fail_on_drop: float | None = field(default=None, metadata=option(
+        "--fail-on-drop", "Exit 3 when an INT8 row loses more macro-F1 than this (fraction: 0.01 = 1 point).",
+        type=float, min=0))
+    export_options: dict = field(default_factory=dict, metadata={"export_options": EXPORT_OPTIONS})
+    plots: bool = field(default=True, metadata=option("--plots/--no-plots", "Draw the PNG plots."))
 
 
 def run_bench(model: str | Path, data: str | Path, *, out_dir: str | Path, console=None, **settings) -> dict:

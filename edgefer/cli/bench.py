@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..bench.run import BenchSettings
+from ..export.config import CalibOptions, OnnxOptions
 from .options import exist_ok_option, verbosity_options
 
 GATE_EXIT = 3  # the benchmark ran but an INT8 row lost more macro-F1 than --fail-on-drop allows
@@ -19,41 +21,62 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
     return batches
 
 
+def _click_kwargs(f) -> dict:
+    """click.option keyword arguments for one ``BenchSettings`` field from its metadata."""
+    from dataclasses import MISSING
+
+    extra = dict(f.metadata["click"])
+    default = f.default_factory() if f.default is MISSING else f.default
+    kwargs = {"default": default, "help": f.metadata["help"]}
+    if extra.pop("ints", False):
+        kwargs.update(callback=_batches, default=",".join(map(str, default)), show_default=True, type=str)
+    elif "choices" in extra:
+        kwargs.update(type=click.Choice(extra.pop("choices")), show_default=True)
+    elif extra.pop("exists", False):
+        kwargs["type"] = click.Path(exists=True)
+    elif "min" in extra:
+        bounds = {"min": extra.pop("min"), "min_open": extra.pop("min_open", False)}
+        number = extra.pop("type")
+        kwargs["type"] = click.IntRange(**bounds) if number is int else click.FloatRange(**bounds)
+        kwargs["show_default"] = default is not None
+    kwargs.update(extra)
+    return kwargs
+
+
+# export options the bench passes through: ExportConfig.build name -> (the export config field declaring it, the
+# bound checked here already)
+_EXPORT_FIELDS = {"calib_size": (CalibOptions, "size", click.IntRange(min=1)),
+                  "parity_atol": (OnnxOptions, "parity_atol", click.FloatRange(min=0))}
+
+
+def _settings_options(command):
+    """Options generated from ``BenchSettings`` (field metadata: ``option``, ``help``, ``click``), the way
+    ``edgefer train`` generates its options from ``TrainConfig``; ``export_options`` becomes the export options
+    it names, declared as ``edgefer export`` declares them (default: the export's own)."""
+    from dataclasses import fields
+
+    for f in reversed(fields(BenchSettings)):
+        if "export_options" in f.metadata:
+            for name in reversed(f.metadata["export_options"]):
+                group, field_name, bounded = _EXPORT_FIELDS[name]
+                meta = next(g for g in fields(group) if g.name == field_name).metadata
+                command = click.option(meta["option"], f"export__{name}", default=None, type=bounded,
+                                       help=f"{meta['help']} (edgefer export's default when not given)")(command)
+            continue
+        command = click.option(f.metadata["option"], f.name, **_click_kwargs(f))(command)
+    return command
+
+
 @click.command()
 @click.option("--model", "model", required=True, type=click.Path(exists=True),
               help="edgefer checkpoint (run dir, model.json or best.safetensors) or an ONNX classifier")
 @click.option("--data", required=True, type=click.Path(exists=True), help="FER2013 CSV or image folders")
-@click.option("--split", default="auto", show_default=True,
-              help="images to measure accuracy on: auto (the test split, else the whole labelled data), all, or a "
-                   "split name (train/val/test/private_test)")
-@click.option("--targets", default="all", show_default=True,
-              help="rows to run: comma-separated row keys or groups (all, torch, onnx, onnxruntime, openvino, "
-                   "tensorrt, fp32, fp16, int8); the FP32 reference always runs")
-@click.option("--batch", "batches", default="1,32", show_default=True, callback=_batches,
-              help="batch sizes for throughput")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all usable cores)")
-@click.option("--iters", type=click.IntRange(min=1), default=None, help="timed runs per measurement (budget)")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="seconds per measurement (budget; default 3 s when --iters is not given)")
-@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="untimed runs first")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="use only the first N images of the split")
-@click.option("--calib", type=click.Path(exists=True), default=None,
-              help="calibration bundle for INT8 exports (default: drawn from --data's train split)")
-@click.option("--calib-data", type=click.Path(exists=True), default=None,
-              help="labelled data to draw the INT8 calibration set from (default: --data's train split, or a "
-                   "disjoint stratified part of a folder evaluated whole)")
-@click.option("--calib-size", type=click.IntRange(min=1), default=None,
-              help="calibration images drawn for INT8 exports (edgefer export's default when not given)")
-@click.option("--parity-atol", type=click.FloatRange(min=0), default=None,
-              help="max |logit difference| PyTorch vs ONNX the export accepts (edgefer export's default when not given)")
+@_settings_options
 @click.option("--out", "out_dir", default="runs/bench", show_default=True, type=click.Path(file_okay=False),
               help="report directory (bench.json, bench.csv, bench.md, PNGs, exported models under models/)")
-@click.option("--fail-on-drop", type=click.FloatRange(min=0), default=None,
-              help=f"exit {GATE_EXIT} when an INT8 row loses more macro-F1 than this (fraction: 0.01 = 1 point)")
-@click.option("--no-plots", is_flag=True, help="skip the PNG plots")
 @exist_ok_option
 @verbosity_options
-def bench(model, data, out_dir, calib_size, parity_atol, no_plots, exist_ok, **settings):
+def bench(model, data, out_dir, exist_ok, **values):
     """Benchmark every available backend x precision against the FP32 reference.
 
     Rows that cannot run here (missing runtime, no GPU) or that fail keep their place with the reason.
@@ -67,9 +90,9 @@ def bench(model, data, out_dir, calib_size, parity_atol, no_plots, exist_ok, **s
 
     check_output(out_dir, "dir", exist_ok)
     console = Console(stderr=True)
-    export_options = {k: v for k, v in (("calib_size", calib_size), ("parity_atol", parity_atol)) if v is not None}
-    report = run_bench(model, data, out_dir=out_dir, console=console, export_options=export_options,
-                       plots=not no_plots, **settings)
+    export_options = {k.split("__", 1)[1]: values.pop(k) for k in list(values) if k.startswith("export__")}
+    export_options = {k: v for k, v in export_options.items() if v is not None}
+    report = run_bench(model, data, out_dir=out_dir, console=console, export_options=export_options, **values)
     print_table(report, Console())
     files = report["files"]
     click.echo(f"report: {files['markdown']}  (json: {files['json']}, csv: {files['csv']})")

@@ -23,7 +23,7 @@ OPSET = 18  # torch 2.13's dynamo exporter cannot down-convert EfficientNet's Pa
 PRESETS = ("mixed", "performance")  # NNCF (edgefer.export.openvino)
 CALIB_METHODS = ("moving-average", "minmax", "entropy", "percentile")  # = edgefer.export.qdq.CALIB_METHODS
 DEFAULT_CALIB_METHOD = "moving-average"
-QUANTIZERS = ("ort", "nncf")
+QUANTIZERS = ("ort-cpu", "ort", "nncf")
 CHECK_SIZE = 1000  # validation images used by the export's own checks
 DROP_UNITS = "an absolute macro-F1 difference; 0.005 = 0.5 percentage points"
 
@@ -90,7 +90,8 @@ class QuantOptions:
     """Which INT8 quantizer runs and with which settings (one quantization, or the search's starting point)."""
 
     quantizer: str | None = field(default=None, metadata=option(
-        "--quantizer", "INT8 quantizer: ort (ONNX Runtime Q/DQ; onnx/tensorrt), nncf (openvino).", choices=QUANTIZERS))
+        "--quantizer", "INT8 quantizer: ort-cpu (ONNX Runtime CPU kernels, U8S8 + INT32 bias; onnx, the default), ort (TensorRT-style "
+        "Q/DQ graph; tensorrt, or onnx), nncf (openvino).", choices=QUANTIZERS))
     method: str = field(default=DEFAULT_CALIB_METHOD, metadata=option(
         "--calib-method", "Q/DQ calibration method.", choices=CALIB_METHODS))
     keep_fp: tuple[str, ...] = field(default=(), metadata=option(

@@ -104,8 +104,9 @@ def onnx_fp16(ctx: StepContext) -> StepOutput:
     return _fp16_onnx(ctx)
 
 
-@register("onnx", "int8", quantizers=("ort",))
+@register("onnx", "int8", quantizers=("ort-cpu", "ort"), default_quantizer="ort-cpu")
 def onnx_int8(ctx: StepContext) -> StepOutput:
+    """ort-cpu: ONNX Runtime's CPU INT8 graph (edgefer.export.ort_int8); ort: the TensorRT-style Q/DQ graph."""
     return _int8(ctx, "model.int8.onnx", quantize_bias=True)
 
 
@@ -152,6 +153,13 @@ def _fp16_onnx(ctx: StepContext) -> StepOutput:
     return StepOutput(produced, conversion=to_fp16(ctx.fp32_onnx, produced, ctx.spec))
 
 
+def failed_search_report(out_dir: Path) -> Path:
+    """Where a failed INT8 search's report goes: ``<out>.int8_search.json`` BESIDE the output directory, never
+    inside it (nothing is published on failure, and a previous export there must not seem to include it)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".int8_search.json")
+
+
 def _int8(ctx: StepContext, name: str, quantize_bias: bool = False) -> StepOutput:
     """One quantization with the user's recipe, or the accuracy-bounded search (``--max-drop``)."""
     config, produced = ctx.config, ctx.stage / name
@@ -160,8 +168,10 @@ def _int8(ctx: StepContext, name: str, quantize_bias: bool = False) -> StepOutpu
 
         inputs = search.SearchInputs(ctx.fp32_onnx, ctx.spec, ctx.calib, ctx.images, ctx.labels, ctx.reference,
                                      ctx.classes or None)
+        failure_report = failed_search_report(ctx.out_dir)
         report = search.run(inputs, produced, config.search, config.quant, target=config.target,
-                            quantize_bias=quantize_bias, report_path=ctx.out_dir / "int8_search.json")
+                            quantize_bias=quantize_bias, report_path=failure_report)
+        failure_report.unlink(missing_ok=True)  # a failed earlier search's report no longer describes this output
         chosen = report["attempts"][report["chosen"]]
         quantization = {"int8_search_attempt": chosen["index"], **chosen["recipe"], "excluded_nodes": chosen["excluded"]}
         return StepOutput(produced, quantization=quantization, int8_search=report)

@@ -1,4 +1,4 @@
-"""INT8 quantizers behind one interface (``base.Quantizer``): ORT Q/DQ (``qdq``) and NNCF (``nncf``)."""
+"""INT8 quantizers behind one interface (``base.Quantizer``): ONNX Runtime CPU (``ort_cpu``), TensorRT-style ORT Q/DQ (``qdq``) and NNCF (``nncf``)."""
 
 from .base import REGISTRY, Quantizer, create
 

@@ -15,6 +15,7 @@ import numpy as np
 
 # CLI name -> "module:class" (imported only when used)
 REGISTRY = {
+    "ort-cpu": "edgefer.export.quantizers.ort_cpu:OrtCpuQuantizer",
     "ort": "edgefer.export.quantizers.qdq:QdqQuantizer",
     "nncf": "edgefer.export.quantizers.nncf:NncfQuantizer",
 }
