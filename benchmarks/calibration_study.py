@@ -114,6 +114,7 @@ def gate_runs(args, run: Path, data: Path, spec, test_images, test_labels, fp32_
     from edgefer.errors import ExportError
     from edgefer.export import ExportConfig, check, export
     from edgefer.metrics import classification_report
+    from edgefer.export.steps import failed_search_report
 
     results = {}
     runs = [(target, agreement) for agreement in (None, args.min_agreement) for target in args.gate_targets.split(",")]
@@ -129,7 +130,7 @@ def gate_runs(args, run: Path, data: Path, spec, test_images, test_labels, fp32_
         except ExportError as exc:
             print(f"gate {key}: {exc}", flush=True)
             results[key] = {"passed": False, "error": str(exc), "seconds": round(time.perf_counter() - clock, 1),
-                            "int8_search": json.loads((out / "int8_search.json").read_text())}
+                            "int8_search": json.loads(failed_search_report(out).read_text())}
             continue
         logits = check.logits(model, test_images, spec)
         report = classification_report(test_labels, logits.argmax(1), spec.labels)
