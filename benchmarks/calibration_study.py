@@ -113,8 +113,8 @@ def gate_runs(args, run: Path, data: Path, spec, test_images, test_labels, fp32_
     """The accuracy gate per target; the chosen model also scored on the held-out test images."""
     from edgefer.errors import ExportError
     from edgefer.export import ExportConfig, check, export
-    from edgefer.metrics import classification_report
     from edgefer.export.steps import failed_search_report
+    from edgefer.metrics import classification_report
 
     results = {}
     runs = [(target, agreement) for agreement in (None, args.min_agreement) for target in args.gate_targets.split(",")]
