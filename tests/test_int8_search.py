@@ -18,12 +18,13 @@ from edgefer.export import ExportConfig, check
 from edgefer.export import export as run_export
 from edgefer.export.calibration import CalibrationWarning, draw, from_data
 from edgefer.export.config import CALIB_METHODS, QuantOptions
+from edgefer.export.quantizers.macs import CONV_OP_TYPES
 from edgefer.export.quantizers.nncf import RECIPES as NNCF_RECIPES
 from edgefer.export.quantizers.nncf import NncfQuantizer, _unquantized_ops
-from edgefer.export.quantizers.qdq import QDQ_OPS, QdqQuantizer
+from edgefer.export.quantizers.qdq import PLACEMENTS, QDQ_OPS, QdqQuantizer
 from edgefer.export.search import Attempt, choose
 from edgefer.export.search.loop import _doubling
-from edgefer.export.search.selection import SELECTION_BY_STRUCTURE
+from edgefer.export.search.selection import SELECTION_BY_STRUCTURE, describe_kept
 from tests.backends import needs_nncf, needs_onnxruntime, needs_openvino, needs_torch
 
 
@@ -102,6 +103,13 @@ def test_reachable_bound_picks_a_passing_recipe(searched, fer_csv):
     assert result["quantization"] == {"int8_search_attempt": chosen["index"], **chosen["recipe"],
                                       "excluded_nodes": chosen["excluded"]}
     assert f"chose attempt #{chosen['index']} of {len(attempts)}" in output
+    # every attempt reports the share of convolution MACs in INT8; the CLI prints the chosen one's
+    assert all(0 <= a["conv_macs_int8"] <= 1 and 0 < a["conv_macs"]["int8"] <= a["conv_macs"]["total"]
+               for a in attempts)
+    assert all(a["conv_macs_int8"] == 1.0 and a["kept_in_float"] == [] for a in attempts if a["stage"] == "A")
+    assert search["conv_macs_int8"] == chosen["conv_macs_int8"]
+    assert f"conv MACs in INT8: {100 * chosen['conv_macs_int8']:.1f} %" in output
+    assert describe_kept(chosen) in output
     assert not (out / "int8_search.json").exists()
 
 
@@ -120,13 +128,22 @@ def test_impossible_bound_fails_clearly_and_leaves_the_report(checkpoint, fer_cs
     assert all(a["macro_f1_drop"] > 0 for a in report["attempts"])
     best = min(report["attempts"], key=lambda a: (a["macro_f1_drop"], -a["top1_agreement"]))
     assert f"best attempt #{best['index']} " in line and f"drop {best['macro_f1_drop']:.4f}" in line
-    # Stage B: the best Stage-A recipe with the top 1, 2, 4 ranked layers kept in floating point
-    ranked = [layer["layer"] for layer in report["sensitivity"]["ranking"]]
+    # Stage A: every calibration method (and the other Q/DQ placements with the best one)
+    stage_a = [a for a in report["attempts"] if a["stage"] == "A"]
+    assert len(stage_a) == len(CALIB_METHODS) + max(len(PLACEMENTS) - 1, 0)
+    # Stage B: the best Stage-A recipe with the top 1, 2, 4 ranked NON-convolution layers in floating point; every
+    # convolution stays INT8 (the damaged set cannot pass, so the budget ends in Stage B or C)
+    sensitivity = report["sensitivity"]
+    others = [layer["layer"] for layer in sensitivity["ranking"] if layer["op"] not in CONV_OP_TYPES]
     stage_b = [a for a in report["attempts"] if a["stage"] == "B"]
-    assert [a["excluded_count"] for a in stage_b] == [1, 2, 4]
-    assert all(a["excluded"] == ranked[: a["excluded_count"]] for a in stage_b)
-    assert {a["recipe"]["method"] for a in stage_b} == {report["attempts"][report["sensitivity"]["base_attempt"]]
+    assert [a["excluded_count"] for a in stage_b] == list(_doubling(sensitivity["non_conv_layers"]))[:7 - len(stage_a)]
+    assert all(a["excluded"][:len(others)] == others[: a["excluded_count"]] for a in stage_b)
+    assert all(a["conv_macs_int8"] == 1.0 for a in report["attempts"] if a["stage"] in "AB")
+    assert all(k["op"] not in CONV_OP_TYPES and k["conv_macs"] is None for a in stage_b for k in a["kept_in_float"])
+    assert {a["recipe"]["method"] for a in stage_b} == {report["attempts"][sensitivity["base_attempt"]]
                                                         ["recipe"]["method"]}
+    for a in (a for a in report["attempts"] if a["stage"] == "C"):  # convolutions leave INT8 only after all others
+        assert a["excluded_count"] > sensitivity["non_conv_layers"] and a["conv_macs_int8"] < 1.0
     assert not (out / "export.json").exists() and not list(out.glob("*.onnx"))
 
 
@@ -420,7 +437,7 @@ def test_search_keeps_convolutions_in_int8_until_everything_else_failed(monkeypa
 
 
 def test_search_stops_at_non_convolution_fallback_when_it_passes(monkeypatch, tmp_path):
-    from edgefer.export.search.selection import describe_attempt, describe_kept
+    from edgefer.export.search.selection import describe_attempt
 
     report = _fake_search(monkeypatch, tmp_path, lambda note: "s1" in note["excluded"])
     assert [(a["stage"], a["excluded"]) for a in report["attempts"][3:]] == [("B", ["a1"]), ("B", ["a1", "s1"])]
@@ -439,14 +456,15 @@ def test_attempts_are_timed_through_the_runtime_with_deployment_settings(checkpo
     batch-1 calls on the attempt's file opened with the runtime's defaults (no threads, no precision override),
     what EmotionRecognizer.open deploys."""
     from edgefer.data import prepare_splits
-    from edgefer.export.calibration import CalibrationSet
     from edgefer.export.config import SearchOptions
     from edgefer.export.search import SearchInputs, run
     from edgefer.runtime import base
     from edgefer.spec import ModelSpec
 
-    result = export(checkpoint, "onnx", "fp32", tmp_path / "fp32", exporter="legacy", data=fer_csv, calib_size=64,
-                    calib_floor=4)
+    result = export(checkpoint, "onnx", "fp32", tmp_path / "fp32", exporter="legacy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        calib = from_data(fer_csv, 64, floor=4)
     spec = ModelSpec.from_dict(result["spec"])
     val = prepare_splits(fer_csv).val
     opened, real_open = [], base.open_backend
@@ -461,14 +479,13 @@ def test_attempts_are_timed_through_the_runtime_with_deployment_settings(checkpo
         return handle
 
     monkeypatch.setattr(base, "open_backend", recording_open)
-    inputs = SearchInputs(tmp_path / "fp32" / "model.onnx", spec, CalibrationSet.load(tmp_path / "fp32" / "calibration"),
-                          val.images[:128], val.labels[:128])
-    report = run(inputs, tmp_path / "int8.onnx", SearchOptions(max_drop=0.5, attempts=1), QuantOptions(),
-                 target="onnx")
+    inputs = SearchInputs(tmp_path / "fp32" / "model.onnx", spec, calib, val.images, val.labels)
+    report = run(inputs, tmp_path / "int8.onnx", SearchOptions(max_drop=0.5, attempts=1),
+                 QuantOptions(quantizer="ort"), target="onnx")
     [attempt] = report["attempts"]
     timed = [r for r in opened if r["path"] == "attempt-0.onnx" and set(r["batches"]) == {1}]
     assert len(timed) == 1 and len(timed[0]["batches"]) >= check.LATENCY_RUNS + check.LATENCY_WARMUP
     assert timed[0]["backend"] == "onnxruntime" and timed[0]["threads"] is None and timed[0]["precision"] is None
     scored = [r for r in opened if r["path"] == "attempt-0.onnx" and r is not timed[0]]
-    assert len(scored) == 1 and sum(scored[0]["batches"]) == 128
+    assert len(scored) == 1 and sum(scored[0]["batches"]) == len(val.images)
     assert attempt["latency_ms"] > 0 and attempt["conv_macs_int8"] == 1.0
