@@ -231,6 +231,19 @@ def test_openvino_search_tries_nncf_presets(checkpoint, fer_csv, tmp_path):
     assert (tmp_path / "model.int8.xml").is_file() and (tmp_path / "model.int8.bin").is_file()
     chosen = search["attempts"][search["chosen"]]
     assert result["checks"]["exported"]["macro_f1"] == pytest.approx(chosen["macro_f1"], abs=1e-9)
+    # the IR's convolution MACs (OpenVINO shapes) add up to the FP32 ONNX graph's; what NNCF leaves in float by
+    # its own rules (here the squeeze-excitation convolutions) is listed as kept in float
+    import onnx
+
+    from edgefer.export.quantizers.macs import onnx_layer_map
+
+    fp32_total = onnx_layer_map(onnx.load(str(tmp_path / "model.onnx"))).share()["total"]
+    for a in search["attempts"]:
+        macs = a["conv_macs"]
+        assert macs["total"] == fp32_total and a["conv_macs_int8"] == pytest.approx(macs["int8"] / fp32_total)
+        assert 0.9 < a["conv_macs_int8"] <= 1 and a["excluded"] == []
+        assert sum(k["conv_macs"] for k in a["kept_in_float"]) == fp32_total - macs["int8"]
+        assert {k["op"] for k in a["kept_in_float"]} <= {"Convolution", "GroupConvolution", "MatMul"}
     # the OpenVINO ranking names ops of the IR fed by a FakeQuantize, the stem with an exact input
     from edgefer.export.calibration import CalibrationSet
     from edgefer.preprocess import prepare

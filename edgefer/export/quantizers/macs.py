@@ -10,9 +10,10 @@ Its multiply-accumulates per image, from the shapes ONNX shape inference gives:
 
 In an ONNX Runtime Q/DQ graph a layer runs in INT8 when both its activation input and its weight are
 quantized (a ``DequantizeLinear`` produces them); otherwise TensorRT and ONNX Runtime run it in floating point.
-The OpenVINO (NNCF) counterpart is in ``quantizers.nncf``: there a layer is INT8 when a FakeQuantize feeds its
-activation input (NNCF quantizes a layer's weights whenever it quantizes its input; an op in the ignored
-scope gets neither).
+The OpenVINO (NNCF) counterpart is in ``quantizers.nncf``: there a layer is INT8 when NNCF quantized its
+weight (a FakeQuantize or compressed integer weights on the weight path; NNCF quantizes a layer's weights
+exactly when it quantizes the layer, its activation FakeQuantize possibly above a Reshape; an op in the
+ignored scope keeps FP32 weights).
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ class NncfQuantizer:
         return [{**base, "accuracy_control": True}] if self.validation is not None else []
 
     def layer_map(self, path: Path) -> LayerMap:
-        """Weighted ops of the NNCF IR with MACs per image; INT8 when a FakeQuantize feeds the activation input
-        (an op in the ignored scope has none)."""
+        """Weighted ops of the NNCF IR with MACs per image; INT8 when NNCF quantized the weight (an op in the
+        ignored scope keeps FP32 weights)."""
         from ..openvino import read_model
 
         return openvino_layer_map(read_model(path))
@@ -162,8 +162,21 @@ def openvino_layer_map(model) -> LayerMap:
         else:  # MatMul x @ W
             k = w[-1] if op.get_attributes().get("transpose_b") else w[-2] if len(w) >= 2 else w[0]
             macs = int(np.prod(out)) * int(k)
-        convs.append(ConvLayer(op.get_friendly_name(), kind, macs, _is_fake_quantize(op.input(0).get_source_output())))
+        convs.append(ConvLayer(op.get_friendly_name(), kind, macs, _quantized_weight(op.input(1).get_source_output())))
     return LayerMap(ops, tuple(convs))
+
+
+def _quantized_weight(output) -> bool:
+    """The weight path holds a FakeQuantize or an integer constant (NNCF's compressed weights: i8 Constant ->
+    Convert -> Multiply). NNCF quantizes a layer's weights exactly when it quantizes the layer (its activation
+    FakeQuantize may sit above shape-only ops such as Reshape); an op in the ignored scope keeps FP32 weights."""
+    node = output.get_node()
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    if kind == "Constant":
+        return node.get_output_element_type(0).get_type_name() in ("i8", "u8", "i4", "u4")
+    return any(_quantized_weight(port.get_source_output()) for port in node.inputs())
 
 
 def _layout(x: np.ndarray, nhwc: bool) -> np.ndarray:
@@ -171,9 +184,9 @@ def _layout(x: np.ndarray, nhwc: bool) -> np.ndarray:
 
 
 def _unquantized_ops(model) -> list[str]:
-    """Weighted ops with no FakeQuantize on any input: the layers an NNCF model runs in floating point."""
-    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPENVINO_OPS
-            and not any(_is_fake_quantize(port.get_source_output()) for port in op.inputs())]
+    """Weighted ops whose weights NNCF left in floating point: the layers an NNCF model runs in floating point
+    (the same rule as the conv-MAC share, ``openvino_layer_map``)."""
+    return [layer.name for layer in openvino_layer_map(model).convs if not layer.int8]
 
 
 def _is_fake_quantize(output) -> bool:
