@@ -283,7 +283,7 @@ def test_openvino_accuracy_control_attempt_reports_its_fp32_layers(checkpoint, f
 
 # --- the share of convolution MACs in INT8, the order of fallbacks, what was kept in float, the runtime ------------
 
-def _qdq_graph():
+def _qdq_graph(height=8, width=8):
     """A hand-built Q/DQ graph with known MACs per image (dynamic batch, 3x8x8 input):
     conv_a 3->4 3x3 pad 1: quantized input and weight           8*8*4 * 3*3*3 = 6912 (INT8)
     conv_b depthwise 4->4 3x3 pad 1, group 4: quantized input,  8*8*4 * 1*3*3 = 2304 (float: FP32 weight)
@@ -324,7 +324,7 @@ def _qdq_graph():
     nodes.append(helper.make_node("GlobalAveragePool", ["d"], ["p"], name="pool"))
     nodes.append(helper.make_node("Flatten", ["p"], ["f"], name="flatten"))
     nodes.append(helper.make_node("Gemm", [qdq("f"), int8_weight("wfc", (7, 8))], ["y"], name="fc", transB=1))
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, height, width])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
@@ -358,6 +358,11 @@ def test_conv_mac_share_of_a_hand_built_qdq_graph(tmp_path):
     backend = open_backend(tmp_path / "g.onnx", "onnxruntime", spec=spec)
     assert backend.run(np.zeros((2, 3, 8, 8), np.float32)).shape == (2, 7)
     backend.close()
+    # shapes that inference cannot know (here: symbolic height and width) are measured in one batch-1 run
+    onnx.save(_qdq_graph("H", "W"), str(tmp_path / "symbolic.onnx"))
+    assert [c.name for c in onnx_layer_map(onnx.load(str(tmp_path / "symbolic.onnx"))).convs] == ["fc"]
+    measured = QdqQuantizer(tmp_path / "symbolic.onnx", None, spec, QuantOptions()).layer_map(tmp_path / "symbolic.onnx")
+    assert measured.convs == layers.convs
 
 
 class _FakeQuantizer:

@@ -56,12 +56,21 @@ class LayerMap:
         return [{"node": name, "op": self.ops.get(name), "conv_macs": macs.get(name)} for name in names]
 
 
-def onnx_layer_map(proto) -> LayerMap:
-    """The convolution layers of an ONNX graph (FP32 or Q/DQ) with their MACs per image and INT8 status."""
+def onnx_layer_map(proto, measure=None) -> LayerMap:
+    """The convolution layers of an ONNX graph (FP32 or Q/DQ) with their MACs per image and INT8 status.
+
+    Shapes come from ONNX shape inference; ``measure`` (``names -> {name: shape}``, e.g. one batch-1 run of the
+    model) supplies those it cannot infer (TensorFlow-style "same" padding computes its pads from the input
+    shape at run time, which leaves every later shape unknown)."""
     import onnx
 
     shapes = _static_shapes(proto)
     nodes = list(proto.graph.node)
+    if measure is not None:
+        wanted = [t for node in nodes if node.op_type in CONV_OP_TYPES and len(node.input) >= 2
+                  for t in (node.input[0], node.input[1], node.output[0]) if t not in shapes]
+        if wanted:
+            shapes.update({name: tuple(shape) for name, shape in measure(list(dict.fromkeys(wanted))).items()})
     producers = {out: node for node in nodes for out in node.output}
     constants = _constants(proto.graph)
 
@@ -113,7 +122,7 @@ def _static_shapes(proto) -> dict:
             dims[0].Clear()
             dims[0].dim_value = 1
     del model.graph.value_info[:]
-    model = onnx.shape_inference.infer_shapes(model)
+    model = onnx.shape_inference.infer_shapes(model, data_prop=True)  # pads computed from shapes (tf_ "same")
     shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
     for value in (*model.graph.input, *model.graph.value_info, *model.graph.output):
         dims = value.type.tensor_type.shape.dim

@@ -50,7 +50,16 @@ class QdqQuantizer:
     def layer_map(self, path: Path) -> LayerMap:
         """Convolution layers of the Q/DQ graph (MACs, INT8 when a DequantizeLinear feeds input and weight)."""
         onnx = require("onnx", "onnx", "INT8 quantization")
-        return onnx_layer_map(onnx.load(str(path)))
+        proto = onnx.load(str(path))
+
+        def measure(names: list[str]) -> dict:  # shapes inference leaves unknown: one batch of a black image
+            from ..calibration import Batches
+
+            x = next(iter(Batches(np.zeros((1, 8, 8), np.uint8), self.spec, 1)))
+            values = _onnx_probe(proto, names)(x)
+            return {n: (1, *np.shape(v)[1:]) for n, v in values.items()}  # per image
+
+        return onnx_layer_map(proto, measure)
 
     def quantize(self, recipe: dict, excluded: list[str], path: Path) -> dict:
         from ..qdq import quantize_qdq
