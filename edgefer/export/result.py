@@ -145,7 +145,7 @@ class ExportResult:
                          f"{ref['accuracy']:.3f} -> {exported['accuracy']:.3f}")
             lines.append(line)
         if self.int8_search:
-            from .search.selection import describe_attempt
+            from .search.selection import describe_attempt, describe_kept
 
             search = self.int8_search
             chosen = search["attempts"][search["chosen"]]
@@ -153,6 +153,8 @@ class ExportResult:
                          f"#{chosen['index']} of {len(search['attempts'])} ({describe_attempt(chosen)}): drop "
                          f"{chosen['macro_f1_drop']:.4f}, top-1 agreement {chosen['top1_agreement']:.4f}; every "
                          f"attempt is in {out / FILE_NAME} int8_search")
+            if "kept_in_float" in chosen:
+                lines.append(f"    {describe_kept(chosen)}")
         step = self.tensorrt
         if step is not None and step.built:
             lines.append(f"  TensorRT {step.sidecar['tensorrt']} engine: {out / step.engine}")

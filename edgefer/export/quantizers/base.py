@@ -26,12 +26,14 @@ SENSITIVITY_MEASURE = ("added relative L2 error: ||int8 - fp32|| / ||fp32|| of t
 
 class Quantizer(Protocol):
     """``name``: reported name; ``runtime``: what scores and times its models; ``suffix``: model file suffix;
-    ``recipes``: Stage-A recipes of the search, in order."""
+    ``recipes``: Stage-A recipes of the search, in order; ``conv_ops``: the op types that count as convolution
+    layers in its models (``macs``)."""
 
     name: str
     runtime: str
     suffix: str
     recipes: tuple[dict, ...]
+    conv_ops: tuple[str, ...]
 
     def default_recipe(self) -> dict:
         """The recipe of a single (unsearched) quantization, from the user's options."""
@@ -39,8 +41,16 @@ class Quantizer(Protocol):
     def quantize(self, recipe: dict, excluded: list[str], path: Path) -> dict:
         """Quantize with ``recipe``, keeping ``excluded`` layers in floating point; write ``path``; return info."""
 
+    def recipe_variants(self, best: dict) -> list[dict]:
+        """More recipe changes (e.g. another Q/DQ placement) tried with the best Stage-A recipe, before any layer
+        is kept in floating point."""
+
     def fallback_recipes(self, base: dict) -> list[dict]:
-        """Recipes to try before the sensitivity fallback when no Stage-A recipe passes."""
+        """Recipes that may take convolutions out of INT8 (NNCF accuracy control): tried after the
+        non-convolution fallback, before the search's own convolution fallback."""
+
+    def layer_map(self, path: Path):
+        """``macs.LayerMap`` of a quantized model: op types by name, convolution layers with MACs and INT8 status."""
 
     def copy(self, source: Path, target: Path) -> None:
         """Copy a quantized model (with its companion files)."""

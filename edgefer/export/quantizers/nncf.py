@@ -16,6 +16,7 @@ from ...errors import require
 from ...metrics import classification_report
 from ...preprocess import prepare
 from .base import rank, relative_errors
+from .macs import ConvLayer, LayerMap
 
 RECIPES = (
     {"preset": "mixed", "fast_bias_correction": True},
@@ -29,6 +30,7 @@ class NncfQuantizer:
     """NNCF post-training INT8 on the OpenVINO model; layers are OpenVINO op friendly names."""
 
     name, runtime, suffix, recipes = "nncf", "openvino (INFERENCE_PRECISION_HINT=f32)", ".xml", RECIPES
+    conv_ops = WEIGHTED_OPENVINO_OPS
 
     def __init__(self, fp32_onnx, calib, spec, options, *, quantize_bias: bool = False, validation=None):
         self.fp32_onnx, self.calib, self.spec, self.options = Path(fp32_onnx), calib, spec, options
@@ -37,9 +39,21 @@ class NncfQuantizer:
     def default_recipe(self) -> dict:
         return {"preset": self.options.preset, "fast_bias_correction": self.options.fast_bias_correction}
 
+    def recipe_variants(self, best: dict) -> list[dict]:
+        """The presets and bias corrections are all in ``recipes``."""
+        return []
+
     def fallback_recipes(self, base: dict) -> list[dict]:
-        """``nncf.quantize_with_accuracy_control`` with the best Stage-A preset, before the search's own ranking."""
+        """``nncf.quantize_with_accuracy_control`` with the best Stage-A preset: it reverts whatever quantizers it
+        ranks worst, convolutions included, so the search runs it after the non-convolution fallback."""
         return [{**base, "accuracy_control": True}] if self.validation is not None else []
+
+    def layer_map(self, path: Path) -> LayerMap:
+        """Weighted ops of the NNCF IR with MACs per image; INT8 when NNCF quantized the weight (an op in the
+        ignored scope keeps FP32 weights)."""
+        from ..openvino import read_model
+
+        return openvino_layer_map(read_model(path))
 
     def quantize(self, recipe: dict, excluded: list[str], path: Path) -> dict:
         from ..openvino import quantize_openvino
@@ -115,14 +129,64 @@ class NncfQuantizer:
         return rank(layers, relative_errors(fp32_run, _openvino_probe(int8, available)[1], x, chunk=self.spec.batch))
 
 
+def openvino_layer_map(model) -> LayerMap:
+    """``macs.LayerMap`` of an OpenVINO model: Convolution / GroupConvolution / ConvolutionBackpropData / MatMul
+    with a constant weight, MACs per image from the static shapes (batch dimension left out)."""
+    constant: dict = {}
+
+    def is_constant(node) -> bool:
+        key = node.get_friendly_name()
+        if key not in constant:
+            kind = node.get_type_name()
+            constant[key] = kind == "Constant" or (kind != "Parameter" and node.get_input_size() > 0 and all(
+                is_constant(port.get_source_output().get_node()) for port in node.inputs()))
+        return constant[key]
+
+    ops = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
+    convs = []
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind not in WEIGHTED_OPENVINO_OPS or not is_constant(op.input(1).get_source_output().get_node()):
+            continue
+        shapes = [op.get_input_partial_shape(0), op.input(1).get_partial_shape(), op.get_output_partial_shape(0)]
+        if any(s.rank.is_dynamic or any(d.is_dynamic for d in list(s)[1:]) for s in shapes):
+            continue
+        x, w, out = ([d.get_length() for d in list(s)[1:]] for s in shapes)
+        w = [shapes[1][0].get_length(), *w]  # the weight's own first dimension is not a batch
+        if kind == "Convolution":
+            macs = int(np.prod(out)) * int(np.prod(w[1:]))
+        elif kind == "GroupConvolution":  # (groups, out/groups, in/groups, kh, kw)
+            macs = int(np.prod(out)) * int(np.prod(w[2:]))
+        elif kind == "ConvolutionBackpropData":  # (in, out, kh, kw)
+            macs = int(np.prod(x)) * int(np.prod(w[1:]))
+        else:  # MatMul x @ W
+            k = w[-1] if op.get_attributes().get("transpose_b") else w[-2] if len(w) >= 2 else w[0]
+            macs = int(np.prod(out)) * int(k)
+        convs.append(ConvLayer(op.get_friendly_name(), kind, macs, _quantized_weight(op.input(1).get_source_output())))
+    return LayerMap(ops, tuple(convs))
+
+
+def _quantized_weight(output) -> bool:
+    """The weight path holds a FakeQuantize or an integer constant (NNCF's compressed weights: i8 Constant ->
+    Convert -> Multiply). NNCF quantizes a layer's weights exactly when it quantizes the layer (its activation
+    FakeQuantize may sit above shape-only ops such as Reshape); an op in the ignored scope keeps FP32 weights."""
+    node = output.get_node()
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    if kind == "Constant":
+        return node.get_output_element_type(0).get_type_name() in ("i8", "u8", "i4", "u4")
+    return any(_quantized_weight(port.get_source_output()) for port in node.inputs())
+
+
 def _layout(x: np.ndarray, nhwc: bool) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x
 
 
 def _unquantized_ops(model) -> list[str]:
-    """Weighted ops with no FakeQuantize on any input: the layers an NNCF model runs in floating point."""
-    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPENVINO_OPS
-            and not any(_is_fake_quantize(port.get_source_output()) for port in op.inputs())]
+    """Weighted ops whose weights NNCF left in floating point: the layers an NNCF model runs in floating point
+    (the same rule as the conv-MAC share, ``openvino_layer_map``)."""
+    return [layer.name for layer in openvino_layer_map(model).convs if not layer.int8]
 
 
 def _is_fake_quantize(output) -> bool:

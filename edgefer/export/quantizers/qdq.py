@@ -16,10 +16,14 @@ import numpy as np
 
 from ...errors import require
 from ...fileio import atomic_path
+from .. import qdq as _qdq
 from ..qdq import CALIB_METHODS
 from .base import rank, relative_errors
+from .macs import CONV_OP_TYPES, LayerMap, onnx_layer_map
 
-RECIPES = tuple({"method": method} for method in CALIB_METHODS)
+# where Q/DQ goes, when ``qdq.quantize_qdq`` offers a choice (``placement=``): its default first
+PLACEMENTS = tuple(sorted(getattr(_qdq, "PLACEMENTS", ()), key=lambda p: p != getattr(_qdq, "DEFAULT_PLACEMENT", p)))
+RECIPES = tuple({"method": method, **({"placement": PLACEMENTS[0]} if PLACEMENTS else {})} for method in CALIB_METHODS)
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -27,24 +31,44 @@ class QdqQuantizer:
     """ONNX Runtime Q/DQ INT8 (the TensorRT / ONNX Runtime graph); layers are ONNX node names."""
 
     name, runtime, suffix, recipes = "onnxruntime-qdq", "onnxruntime", ".onnx", RECIPES
+    conv_ops = CONV_OP_TYPES
 
     def __init__(self, fp32_onnx, calib, spec, options, *, quantize_bias: bool = False, validation=None):
         self.fp32_onnx, self.calib, self.spec, self.options = Path(fp32_onnx), calib, spec, options
         self.keep_fp, self.batch_size, self.quantize_bias = tuple(options.keep_fp), options.batch_size, quantize_bias
 
     def default_recipe(self) -> dict:
-        return {"method": self.options.method}
+        return {"method": self.options.method, **({"placement": PLACEMENTS[0]} if PLACEMENTS else {})}
+
+    def recipe_variants(self, best: dict) -> list[dict]:
+        """The best calibration method with each other Q/DQ placement (none when ``quantize_qdq`` has one)."""
+        return [{**best, "placement": p} for p in PLACEMENTS if p != best.get("placement")]
 
     def fallback_recipes(self, base: dict) -> list[dict]:
         return []
+
+    def layer_map(self, path: Path) -> LayerMap:
+        """Convolution layers of the Q/DQ graph (MACs, INT8 when a DequantizeLinear feeds input and weight)."""
+        onnx = require("onnx", "onnx", "INT8 quantization")
+        proto = onnx.load(str(path))
+
+        def measure(names: list[str]) -> dict:  # shapes inference leaves unknown: one batch of a black image
+            from ..calibration import Batches
+
+            x = next(iter(Batches(np.zeros((1, 8, 8), np.uint8), self.spec, 1)))
+            values = _onnx_probe(proto, names)(x)
+            return {n: (1, *np.shape(v)[1:]) for n, v in values.items()}  # per image
+
+        return onnx_layer_map(proto, measure)
 
     def quantize(self, recipe: dict, excluded: list[str], path: Path) -> dict:
         from ..qdq import quantize_qdq
 
         keep = (*self.keep_fp, *(glob.escape(name) for name in excluded))
         with contextlib.redirect_stdout(io.StringIO()):  # ORT's entropy/percentile calibrators print() progress
+            placement = {"placement": recipe["placement"]} if "placement" in recipe else {}
             info = quantize_qdq(self.fp32_onnx, self.calib, self.spec, path, method=recipe["method"], keep_fp=keep,
-                                batch_size=self.batch_size, quantize_bias=self.quantize_bias)
+                                batch_size=self.batch_size, quantize_bias=self.quantize_bias, **placement)
         if excluded:
             _float_inputs(path, set(excluded))
         return info

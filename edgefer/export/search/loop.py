@@ -1,15 +1,20 @@
-"""The accuracy-bounded INT8 search: try calibration recipes, then FP32 fallbacks, until the macro-F1 drop
-against FP32 on labelled validation images is within ``--max-drop`` (docs/int8_search.md).
+"""The accuracy-bounded INT8 search: try recipes, then floating-point fallbacks, until the macro-F1 drop against
+FP32 on labelled validation images is within ``--max-drop`` (docs/int8_search.md). Convolutions leave INT8 last:
 
-- Stage A, the quantizer's calibration recipes (Q/DQ: moving-average, minmax, entropy, percentile; NNCF:
-  mixed / performance presets and mixed with the full bias correction).
-- Stage B, only when no Stage-A recipe passes: the quantizer's fallback recipes (NNCF: one
-  ``nncf.quantize_with_accuracy_control`` attempt), then the quantized layers of the best Stage-A attempt ranked
-  by the quantization error they ADD (the quantizer's sensitivity probe) and the top 1, 2, 4, 8, ... kept in
-  floating point; once one passes the count is bisected down.
+- Stage A, recipes: the quantizer's calibration recipes (Q/DQ: moving-average, minmax, entropy, percentile;
+  NNCF: mixed / performance presets and mixed with the full bias correction), then its recipe variants with the
+  best of them (Q/DQ: the other placement, when ``qdq.quantize_qdq`` offers one).
+- Stage B, only when no recipe passes: the quantized layers of the best Stage-A attempt are ranked by the
+  quantization error they ADD (the quantizer's sensitivity probe); the top 1, 2, 4, ... NON-convolution layers
+  (SiLU, squeeze-excitation, residual additions, pooling) are kept in floating point; every convolution stays
+  INT8. Once one passes the count is bisected down.
+- Stage C, only when Stage B cannot pass: the quantizer's fallback recipes (NNCF: one
+  ``nncf.quantize_with_accuracy_control`` attempt), then every non-convolution layer in floating point plus the
+  top 1, 2, 4, ... ranked convolution layers; once one passes the count is bisected down.
 
 Every attempt is scored and timed through ``edgefer.check`` / ``edgefer.runtime`` (the deployment settings),
-recorded as an ``Attempt``, and the kept one is chosen by ``selection.choose``.
+its share of convolution MACs in INT8 counted (``quantizers.macs``), recorded as an ``Attempt``, and the kept
+one is chosen by ``selection.choose``.
 """
 
 from __future__ import annotations
@@ -86,8 +91,8 @@ def run(inputs: SearchInputs, out_path: str | Path, options: SearchOptions, quan
         for recipe in progress(quantizer.recipes, total=len(quantizer.recipes), desc="int8 search: recipes"):
             if not search.attempt("A", recipe, []):
                 break
-        for recipe in quantizer.fallback_recipes(search.best().recipe):
-            if search.passed() or not search.attempt("B", recipe, []):
+        for recipe in quantizer.recipe_variants(search.best().recipe):
+            if search.passed() or not search.attempt("A", recipe, []):
                 break
         if not search.passed() and search.can_continue():
             report["sensitivity"] = search.fallback(sensitivity_images)
@@ -96,6 +101,7 @@ def run(inputs: SearchInputs, out_path: str | Path, options: SearchOptions, quan
         chosen = choose(search.attempts, by_latency=target != "tensorrt")
         report["passed"] = chosen is not None
         report["chosen"] = None if chosen is None else chosen.index
+        report["conv_macs_int8"] = None if chosen is None else chosen.conv_macs_int8
         if chosen is None:
             if report_path is not None:
                 write_json(report_path, report)
@@ -137,6 +143,7 @@ class _Search:
         info = self.quantizer.quantize(recipe, excluded, path)
         excluded = info.get("fp32_layers", excluded)  # NNCF accuracy control decides its own
         spec, labels = self.inputs.spec, self.inputs.labels
+        layers = self.quantizer.layer_map(path)
         logits = check.logits(path, self.inputs.images, spec, desc=f"int8 search: attempt {index}")
         scored = check.report_by_name(self.inputs.match(), labels, logits)
         drop = self.reference_report["macro_f1"] - scored["macro_f1"]
@@ -149,37 +156,57 @@ class _Search:
             accuracy=scored["accuracy"], macro_f1_drop=drop, max_abs_logit_diff=compared["max_abs_logit_diff"],
             mean_abs_logit_diff=compared["mean_abs_logit_diff"], top1_agreement=compared["top1_agreement"],
             shortfall=shortfall, per_class_f1=_per_class_f1(scored), latency_ms=check.latency_ms(path),
-            quantization_seconds=info["seconds"], seconds=round(time.perf_counter() - clock, 3))
+            quantization_seconds=info["seconds"], seconds=round(time.perf_counter() - clock, 3),
+            conv_macs_int8=layers.share()["share"], conv_macs={k: v for k, v in layers.share().items() if k != "share"},
+            kept_in_float=layers.kept_in_float(excluded))
         self.attempts.append(entry)
         self.files[index] = path
         return entry
 
     def fallback(self, sensitivity_images: int) -> dict:
-        """Stage B: rank the quantized layers of the best Stage-A attempt, then keep the top k in FP32."""
+        """Stages B and C: rank the quantized layers of the best Stage-A attempt; keep the top k non-convolution
+        layers in FP32 (B); if even all of them do not pass, the quantizer's fallback recipes, then all of them plus
+        the top k convolution layers (C)."""
         base = self.best()
         clock = time.perf_counter()
         images = self.quantizer.calib.images[:sensitivity_images]  # in the model's layout and fixed batch
         x = np.concatenate(list(Batches(images, self.inputs.spec, len(images))))
         ranking = self.quantizer.sensitivity(self.files[base.index], x)
+        convs = [layer["layer"] for layer in ranking if layer["op"] in self.quantizer.conv_ops]
+        others = [layer["layer"] for layer in ranking if layer["op"] not in self.quantizer.conv_ops]
         summary = {"measure": SENSITIVITY_MEASURE, "base_attempt": base.index, "images": int(len(x)),
-                   "layers": len(ranking), "seconds": round(time.perf_counter() - clock, 3), "ranking": ranking[:20]}
-        names = [layer["layer"] for layer in ranking]
+                   "layers": len(ranking), "conv_layers": len(convs), "non_conv_layers": len(others),
+                   "seconds": round(time.perf_counter() - clock, 3), "ranking": ranking[:20]}
+        if others:
+            self._exclude("B", base.recipe, [], others)
+        if self.passed() or not self.can_continue():
+            return summary
+        for recipe in self.quantizer.fallback_recipes(base.recipe):
+            entry = self.attempt("C", recipe, [])
+            if entry is None or entry.passed:
+                return summary
+        if convs:
+            self._exclude("C", base.recipe, others, convs)
+        return summary
+
+    def _exclude(self, stage: str, recipe: dict, fixed: list[str], names: list[str]) -> None:
+        """Keep ``fixed`` and the top 1, 2, 4, ... of ``names`` in FP32 until one passes (or all of ``names`` are
+        in FP32, or the budget is spent), then bisect the count down."""
         failed, passed = 0, None  # the largest failing and smallest passing k so far
         for k in _doubling(len(names)):
-            entry = self.attempt("B", base.recipe, names[:k])
+            entry = self.attempt(stage, recipe, [*fixed, *names[:k]])
             if entry is None:
-                return summary
+                return
             if entry.passed:
                 passed = k
                 break
             failed = k
         while passed is not None and passed - failed > 1:  # fewer FP32 layers: bisect the count down
             k = (failed + passed) // 2
-            entry = self.attempt("B", base.recipe, names[:k])
+            entry = self.attempt(stage, recipe, [*fixed, *names[:k]])
             if entry is None:
                 break
             failed, passed = (failed, k) if entry.passed else (k, passed)
-        return summary
 
 
 def _doubling(n: int):

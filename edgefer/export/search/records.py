@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 @dataclass
 class Attempt:
     index: int
-    stage: str  # "A": a calibration recipe; "B": a fallback (accuracy control, or layers kept in FP32)
+    stage: str  # "A": a recipe; "B": non-convolution layers kept in FP32; "C": convolutions out of INT8 too
     recipe: dict
     excluded: list[str]
     macro_f1: float
@@ -22,6 +22,9 @@ class Attempt:
     latency_ms: float
     quantization_seconds: float
     seconds: float
+    conv_macs_int8: float | None = None  # share of the convolution layers' MACs the model runs in INT8
+    conv_macs: dict = field(default_factory=dict)  # {"int8": MACs per image in INT8, "total": all conv MACs}
+    kept_in_float: list = field(default_factory=list)  # [{"node", "op", "conv_macs"}]: excluded + float convs
     excluded_count: int = field(init=False)
     passed: bool = field(init=False)
 
@@ -33,5 +36,6 @@ class Attempt:
         out = asdict(self)
         order = ("index", "stage", "recipe", "excluded", "excluded_count", "macro_f1", "accuracy", "macro_f1_drop",
                  "max_abs_logit_diff", "mean_abs_logit_diff", "top1_agreement", "shortfall", "passed",
-                 "per_class_f1", "latency_ms", "quantization_seconds", "seconds")
+                 "conv_macs_int8", "conv_macs", "kept_in_float", "per_class_f1", "latency_ms",
+                 "quantization_seconds", "seconds")
         return {k: out[k] for k in order}

@@ -6,22 +6,43 @@ from ..config import DROP_UNITS
 from .records import Attempt
 
 LATENCY_TIE = 0.10  # latencies within 10 % are measurement noise on a shared CPU: prefer the higher macro-F1
-SELECTION_BY_LATENCY = f"fastest passing attempt; latencies within {LATENCY_TIE:.0%} tie, higher macro-F1 wins"
-SELECTION_BY_STRUCTURE = ("passing attempt with the fewest layers in floating point (the most INT8 for TensorRT), "
-                          "then the higher macro-F1; CPU latencies of TensorRT Q/DQ graphs are not a TensorRT proxy")
+SELECTION_BY_LATENCY = (f"fastest passing attempt; latencies within {LATENCY_TIE:.0%} tie, then the higher macro-F1, "
+                        "the larger share of convolution MACs in INT8, fewer layers in floating point")
+SELECTION_BY_STRUCTURE = ("passing attempt with the largest share of convolution MACs in INT8, then the fewest layers "
+                          "in floating point (the most INT8 for TensorRT), then the higher macro-F1; CPU latencies of "
+                          "TensorRT Q/DQ graphs are not a TensorRT proxy")
 
 
 def choose(attempts: list[Attempt], by_latency: bool = True) -> Attempt | None:
-    """The fastest passing attempt; within LATENCY_TIE of the fastest, the highest macro-F1 (then fewest FP32
-    layers, then the earliest). ``by_latency=False``: the fewest FP32 layers, then the highest macro-F1."""
+    """The fastest passing attempt; within LATENCY_TIE of the fastest, the highest macro-F1 (then the largest
+    conv-MAC share in INT8, the fewest FP32 layers, the earliest). ``by_latency=False``: the largest conv-MAC
+    share in INT8, then the fewest FP32 layers, then the highest macro-F1."""
     passing = [a for a in attempts if a.passed]
     if not passing:
         return None
     if not by_latency:
-        return min(passing, key=lambda a: (a.excluded_count, -a.macro_f1, a.index))
+        return min(passing, key=lambda a: (-_share(a), a.excluded_count, -a.macro_f1, a.index))
     fastest = min(a.latency_ms for a in passing)
     tied = [a for a in passing if a.latency_ms <= fastest * (1 + LATENCY_TIE)]
-    return min(tied, key=lambda a: (-a.macro_f1, a.excluded_count, a.index))
+    return min(tied, key=lambda a: (-a.macro_f1, -_share(a), a.excluded_count, a.index))
+
+
+def _share(attempt: Attempt) -> float:
+    return 1.0 if attempt.conv_macs_int8 is None else attempt.conv_macs_int8
+
+
+def conv_share_text(share: float | None) -> str:
+    """``conv MACs in INT8: 97.3 %`` (``n/a`` for a model without convolution layers)."""
+    return "conv MACs in INT8: n/a" if share is None else f"conv MACs in INT8: {100 * share:.1f} %"
+
+
+def describe_kept(attempt: Attempt | dict, limit: int = 6) -> str:
+    """``kept in float: /blocks.1/Add (Add), /conv_head/Conv (Conv) and 3 more`` or ``nothing kept in float``."""
+    kept = attempt["kept_in_float"] if isinstance(attempt, dict) else attempt.kept_in_float
+    if not kept:
+        return "nothing kept in float"
+    shown = ", ".join(f"{k['node']} ({k['op']})" for k in kept[:limit])
+    return f"kept in float: {shown}{f' and {len(kept) - limit} more' if len(kept) > limit else ''}"
 
 
 def closest(attempt: Attempt) -> tuple:
@@ -31,12 +52,12 @@ def closest(attempt: Attempt) -> tuple:
 
 
 def describe_attempt(attempt: Attempt | dict) -> str:
-    """``method=moving-average, 2 layer(s) in FP32``: an attempt's recipe in one phrase."""
+    """``method=moving-average, 2 layer(s) in FP32, conv MACs in INT8: 97.3 %``: an attempt in one phrase."""
     if isinstance(attempt, dict):
-        recipe, count = attempt["recipe"], attempt["excluded_count"]
+        recipe, count, share = attempt["recipe"], attempt["excluded_count"], attempt.get("conv_macs_int8")
     else:
-        recipe, count = attempt.recipe, attempt.excluded_count
-    return f"{', '.join(f'{k}={v}' for k, v in recipe.items())}, {count} layer(s) in FP32"
+        recipe, count, share = attempt.recipe, attempt.excluded_count, attempt.conv_macs_int8
+    return f"{', '.join(f'{k}={v}' for k, v in recipe.items())}, {count} layer(s) in FP32, {conv_share_text(share)}"
 
 
 def failure_message(report: dict, attempts: list[Attempt], report_path) -> str:
