@@ -26,7 +26,9 @@ def _echo_warnings():
     from ..export.calibration import CalibrationWarning
 
     for warning in caught:
-        if issubclass(warning.category, CalibrationWarning):
+        from ..export.tensorrt import EngineWarning
+
+        if issubclass(warning.category, (CalibrationWarning, EngineWarning)):
             click.echo(f"edgefer: warning: {warning.message}", err=True)
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
@@ -210,9 +212,13 @@ def _summary(result: dict, out: Path) -> str:
 @click.option("--int8", is_flag=True, help="INT8 engine from a Q/DQ ONNX (no calibrator: scales are in the graph).")
 @click.option("--sidecar", type=_PATH, help="JSON spec when the ONNX carries no edgefer metadata.")
 @_engine_options
+@click.option("--calib-cache", type=_PATH, help="TensorRT 10.x implicit INT8 (DLA): calibration cache for the FP32 "
+              "graph (model.int8.calib from edgefer export); implies --int8.")
+@click.option("--allow-gpu-fallback/--no-gpu-fallback", default=True, show_default=True,
+              help="With --dla-core: run layers DLA cannot run on the GPU (else the build fails).")
 @click.option("--print-only", is_flag=True, help="Print the equivalent trtexec commands instead of building.")
 def build_engine(onnx_model, out, fp32, fp16, int8, sidecar, batch, workspace, timing_cache, dla_core,
-                 strongly_typed, print_only):
+                 strongly_typed, calib_cache, allow_gpu_fallback, print_only):
     """Build a TensorRT engine (+ JSON sidecar) from an exported ONNX, on the device that will run it.
 
     The precision defaults to the graph's own (Q/DQ -> int8, FP16 weights -> fp16, else fp32).
@@ -222,17 +228,25 @@ def build_engine(onnx_model, out, fp32, fp16, int8, sidecar, batch, workspace, t
     from ..export.source import open_source
 
     spec = open_source(onnx_model, sidecar).spec
+    int8 = int8 or calib_cache is not None
     precision = _precision(fp16, int8, fp32) if (fp16 or int8 or fp32) else tensorrt.detect_precision(onnx_model)
-    options = tensorrt.fit_to_graph(_engine(precision, batch, workspace, timing_cache, dla_core, strongly_typed),
-                                    onnx_model)
+    import dataclasses
+
+    options = tensorrt.fit_to_graph(dataclasses.replace(  # --calib-cache/--allow-gpu-fallback: build-engine only
+        _engine(precision, batch, workspace, timing_cache, dla_core, strongly_typed),
+        calib_cache=str(calib_cache) if calib_cache else None, allow_gpu_fallback=allow_gpu_fallback).validate(),
+        onnx_model)
     engine = out or tensorrt.engine_path_for(onnx_model)
     if print_only:
         from ..export.onnx import io_names
 
-        for major in (10, 11):
+        with _echo_warnings():
+            tensorrt.check_int8_source(onnx_model, options, 10)
+        for major in (10,) if options.calib_cache else (10, 11):  # TensorRT 11: no implicit INT8
             click.echo(tensorrt.trtexec_command(onnx_model, engine, spec, options, io_names(onnx_model)[0], major))
         return
     require("tensorrt", "tensorrt", "building TensorRT engines")
-    info = tensorrt.build_engine(onnx_model, engine, options, spec=spec)
+    with _echo_warnings():
+        info = tensorrt.build_engine(onnx_model, engine, options, spec=spec)
     click.echo(f"wrote {engine} (TensorRT {info['tensorrt']}, {precision}, GPU {info['gpu']}, batch "
                f"{options.min_batch}/{options.opt_batch}/{options.max_batch}) and {engine}.json")

@@ -205,7 +205,7 @@ def _check_set(splits, calib, check_size: int):
 
 
 def _run(source, spec, target, precision, quantizer, stage, calib, images, labels, timings, **opt) -> dict:
-    from . import check, onnx, openvino, qdq
+    from . import check, onnx, openvino, qdq, trt_cache
 
     fp32_onnx = stage / "model.onnx"
     result: dict = {"checks": {}}
@@ -250,7 +250,10 @@ def _run(source, spec, target, precision, quantizer, stage, calib, images, label
         produced = stage / ("model.int8.qdq.onnx" if target == "tensorrt" else "model.int8.onnx")
         result["quantization"] = qdq.quantize_qdq(
             fp32_onnx, calib, spec, produced, method=opt["calib_method"], keep_fp=opt["keep_fp"],
-            batch_size=opt["calib_batch_size"], quantize_bias=target == "onnx")
+            batch_size=opt["calib_batch_size"], quantize_bias=target == "onnx",
+            # TensorRT: NVIDIA's Q/DQ placement + the TensorRT 10 calibration cache (implicit INT8 / DLA)
+            placement="nvidia" if target == "tensorrt" else "all",
+            trt_cache=trt_cache.cache_path_for(produced) if target == "tensorrt" else None)
     elif target == "openvino" and precision in ("fp32", "fp16"):
         produced = stage / ("model.xml" if precision == "fp32" else "model.fp16.xml")
         result["conversion"] = openvino.to_ir(fp32_onnx, produced, spec, fp16=precision == "fp16")
@@ -275,7 +278,7 @@ def _run(source, spec, target, precision, quantizer, stage, calib, images, label
 
 def _tensorrt_step(onnx_path: Path, spec, options: EngineOptions, build: bool | None, timings: dict) -> dict:
     """Build the engine where TensorRT is installed; otherwise describe the build for the target device."""
-    from . import tensorrt
+    from . import tensorrt, trt_cache
     from .onnx import io_names
 
     engine = tensorrt.engine_path_for(onnx_path)
@@ -289,6 +292,10 @@ def _tensorrt_step(onnx_path: Path, spec, options: EngineOptions, build: bool | 
             "tensorrt_11": tensorrt.trtexec_command(onnx_path.name, engine.name, spec, options, input_name, 11),
         },
     }
+    cache = trt_cache.cache_path_for(onnx_path)
+    if cache.is_file():  # TensorRT 10.x implicit INT8 (DLA on JetPack 6): the FP32 graph + the calibration cache
+        step["implicit_int8"] = {"calib_cache": cache.name, **tensorrt.implicit_int8_commands(
+            "model.onnx", cache.name, "model.int8.implicit.engine", spec, options, input_name)}
     available = importlib.util.find_spec("tensorrt") is not None
     if build is None:
         build = available
