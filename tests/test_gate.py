@@ -127,7 +127,7 @@ def test_sensitivity_ranks_quantized_layers_by_added_error(checkpoint, fer_csv, 
         calib = from_data(fer_csv, 64, floor=4)
     quantizer = gate._QDQQuantizer(tmp_path / "model.onnx", calib, spec, (), batch_size=32, quantize_bias=False,
                                    subset_size=None)
-    quantize_qdq(tmp_path / "model.onnx", calib, spec, tmp_path / "q.onnx")
+    quantize_qdq(tmp_path / "model.onnx", calib, spec, tmp_path / "q.onnx", placement="all")  # every op ranked
     ranking = quantizer.sensitivity(tmp_path / "q.onnx", prepare(calib.images[:16], spec, color="gray"))
     graph = onnx.load(str(tmp_path / "q.onnx")).graph
     producers = {o: n.op_type for n in graph.node for o in n.output}
