@@ -72,23 +72,40 @@ def tensors_to_calibrate(proto, op_types=None) -> list[str]:
 
 
 def _augment(proto, tensors: list[str], reduce: bool):
-    """A copy of ``proto`` whose outputs are ``tensors`` (or their ReduceMin/ReduceMax when ``reduce``)."""
+    """A copy of ``proto`` whose outputs are ``tensors`` (or their ReduceMin/ReduceMax when ``reduce``).
+
+    Each reduction follows its tensor's producer in node order, so the runtime can free the tensor as soon as
+    its last consumer ran, instead of keeping every tensor alive until reductions placed at the end.
+    """
     onnx = require("onnx", "onnx", "INT8 calibration")
     from onnx import TensorProto, helper
 
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     del model.graph.output[:]
-    outputs = []
-    for i, name in enumerate(tensors):
-        if reduce:
-            for op in ("ReduceMin", "ReduceMax"):
-                out = f"edgefer_calib_{i}_{op}"
-                model.graph.node.append(helper.make_node(op, [name], [out], keepdims=0, name=out))
-                outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
-        else:
-            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    model.graph.output.extend(outputs)
+    if not reduce:
+        model.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in tensors)
+        return model
+    index = {name: i for i, name in enumerate(tensors)}
+    outputs, nodes = [], []
+
+    def reductions(name):
+        for op in ("ReduceMin", "ReduceMax"):
+            out = f"edgefer_calib_{index[name]}_{op}"
+            nodes.append(helper.make_node(op, [name], [out], keepdims=0, name=out))
+            outputs.append((index[name], op, helper.make_tensor_value_info(out, TensorProto.FLOAT, [])))
+
+    for tensor in model.graph.input:
+        if tensor.name in index:
+            reductions(tensor.name)
+    for node in proto.graph.node:
+        nodes.append(node)
+        for name in node.output:
+            if name in index:
+                reductions(name)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.output.extend(info for _, _, info in sorted(outputs, key=lambda o: (o[0], o[1] != "ReduceMin")))
     return model
 
 
@@ -131,6 +148,7 @@ def collect_ranges(model_path: str | Path, batches, tensors: list[str] | None = 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.enable_mem_pattern = False  # the arena would otherwise keep the largest batch's plan
+    options.enable_cpu_mem_arena = False  # free each tensor when its last consumer ran
     with tempfile.TemporaryDirectory(prefix="edgefer-ranges-") as tmp:
         path = Path(tmp) / "augmented.onnx"
         onnx.save(augmented, str(path))
