@@ -245,3 +245,15 @@ def test_tensorrt_int8_export_writes_cache_and_implicit_commands(tiny_onnx, fer_
                            "--optShapes=input:8x1x16x16 --maxShapes=input:32x1x16x16 --memPoolSize=workspace:1024M "
                            "--int8 --fp16 --calib=model.int8.calib"}
     assert "model.int8.calib" in {f["path"] for f in result["files"]}
+
+
+@needs_torch
+@needs_onnxruntime
+def test_dla_report_on_test_efficientnet(tiny_onnx):
+    from edgefer.export.dla import dla_report
+
+    report = dla_report(tiny_onnx / "model.onnx", batch=1)
+    # SiLU (Sigmoid + Mul), the convolutions and the squeeze-excite Mul all fit DLA's published limits
+    assert report.unsupported == [] and report.graph == []
+    assert {f.op_type for f in report.unchecked} == {"GlobalAveragePool", "ReduceMean", "Flatten", "Gemm"}
+    assert "dynamic batch" in dla_report(tiny_onnx / "model.onnx").graph[0]
