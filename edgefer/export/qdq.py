@@ -1,6 +1,11 @@
 """Reduced-precision ONNX graphs that carry their types in the graph (what strongly typed TensorRT needs):
 FP16 with FP32 inputs/outputs, and INT8 Q/DQ calibrated on a calibration bundle with ONNX Runtime's quantizer.
 
+INT8 Q/DQ goes where NVIDIA places it for TensorRT by default (``placement="nvidia"``: inputs of weighted
+layers and the skip input of residual additions; docs/tensorrt.md) or on every op ONNX Runtime quantizes
+(``placement="all"``). Activation ranges are collected batch by batch (``act_ranges``) and handed to
+``quantize_static`` as its calibration cache; the same ranges can be written as a TensorRT calibration cache.
+
 ``quantize_qdq`` is one call per setting (calibration method, excluded nodes), so an accuracy gate can call
 it in a loop with ``check.evaluate`` until the macro-F1 drop is within bounds.
 """
