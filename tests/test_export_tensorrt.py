@@ -31,6 +31,8 @@ SPEC = ModelSpec(input_size=112)
     (EngineOptions(workspace_mb=0), "--workspace must be >= 1 MiB"),
     (EngineOptions(dla_core=-1), "--dla-core must be >= 0"),
     (EngineOptions(precision="fp32", dla_core=0), "DLA has no FP32 kernels"),
+    (EngineOptions(dla_core=0), "--dla-core needs a fixed batch (e.g. --batch 8): DLA has no dynamic shapes, got 1,8,32"),
+    (EngineOptions(precision="fp16", calib_cache="m.calib"), "--calib-cache needs --int8 (got fp16)"),
 ])
 def test_engine_options_are_validated(options, message):
     with pytest.raises(ExportError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -45,19 +47,20 @@ def test_parse_batch():
 
 
 def test_trtexec_commands_for_tensorrt_10_and_11():
-    int8 = EngineOptions(precision="int8", min_batch=1, opt_batch=4, max_batch=16, workspace_mb=512,
-                         timing_cache="cache.bin", dla_core=0)
+    int8 = EngineOptions(precision="int8", min_batch=4, opt_batch=4, max_batch=4, workspace_mb=512,
+                         timing_cache="cache.bin", dla_core=0).validate()
     v10 = trtexec_command("m.int8.qdq.onnx", "m.int8.engine", SPEC, int8, "input", 10)
-    assert v10 == ("trtexec --onnx=m.int8.qdq.onnx --saveEngine=m.int8.engine --minShapes=input:1x1x112x112 "
-                   "--optShapes=input:4x1x112x112 --maxShapes=input:16x1x112x112 --memPoolSize=workspace:512M "
+    assert v10 == ("trtexec --onnx=m.int8.qdq.onnx --saveEngine=m.int8.engine --minShapes=input:4x1x112x112 "
+                   "--optShapes=input:4x1x112x112 --maxShapes=input:4x1x112x112 --memPoolSize=workspace:512M "
                    "--int8 --fp16 --timingCacheFile=cache.bin --useDLACore=0 --allowGPUFallback")
     v11 = trtexec_command("m.int8.qdq.onnx", "m.int8.engine", SPEC, int8, "input", 11)
     assert "--stronglyTyped" in v11 and "--int8" not in v11 and "--fp16" not in v11
     fp16_typed = EngineOptions(precision="fp16", strongly_typed=True)
     assert trtexec_command("a.onnx", "a.engine", SPEC, fp16_typed, "x", 10).endswith("--stronglyTyped")
     assert "--fp16" not in trtexec_command("a.onnx", "a.engine", SPEC, EngineOptions(precision="fp32"), "x", 10)
-    assert build_engine_command("m.fp16.onnx", "m.fp16.engine", EngineOptions(precision="fp16", dla_core=1)) == (
-        "edgefer build-engine m.fp16.onnx --out m.fp16.engine --fp16 --batch 1,8,32 --workspace 1024 --dla-core 1")
+    dla = EngineOptions(precision="fp16", dla_core=1, min_batch=1, opt_batch=1, max_batch=1)
+    assert build_engine_command("m.fp16.onnx", "m.fp16.engine", dla) == (
+        "edgefer build-engine m.fp16.onnx --out m.fp16.engine --fp16 --batch 1,1,1 --workspace 1024 --dla-core 1")
 
 
 def test_engine_names():

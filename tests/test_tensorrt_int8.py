@@ -234,8 +234,8 @@ def test_build_engine_cli_prints_the_implicit_int8_commands(fp32_graph):
     assert line.endswith(f"--int8 --fp16 --calib={fp32_graph.cache} --useDLACore=1 --allowGPUFallback")
     assert "--maxShapes=input:2x1x16x16" in line
     commands = implicit_int8_commands("model.onnx", "model.int8.calib", "m.engine", SPEC,
-                                      EngineOptions(dla_core=0, allow_gpu_fallback=False))
-    assert commands["build_engine_command"] == ("edgefer build-engine model.onnx --out m.engine --int8 --batch 1,8,32 "
+                                      EngineOptions(dla_core=0, allow_gpu_fallback=False, min_batch=8, max_batch=8))
+    assert commands["build_engine_command"] == ("edgefer build-engine model.onnx --out m.engine --int8 --batch 8,8,8 "
                                                 "--workspace 1024 --calib-cache model.int8.calib --dla-core 0 "
                                                 "--no-gpu-fallback")
     assert commands["trtexec_command"].endswith("--int8 --fp16 --calib=model.int8.calib --useDLACore=0")

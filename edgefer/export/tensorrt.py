@@ -54,6 +54,9 @@ class EngineOptions:
             raise ExportError(f"--dla-core must be >= 0, got {self.dla_core}")
         if self.dla_core is not None and self.precision == "fp32":
             raise ExportError("--dla-core needs --fp16 or --int8: DLA has no FP32 kernels")
+        if self.dla_core is not None and not self.min_batch == self.opt_batch == self.max_batch:
+            raise ExportError(f"--dla-core needs a fixed batch (e.g. --batch {self.opt_batch}): DLA has no dynamic "
+                              f"shapes, got {self.min_batch},{self.opt_batch},{self.max_batch}")
         if self.calib_cache is not None and self.precision != "int8":
             raise ExportError(f"--calib-cache needs --int8 (got {self.precision}): the cache holds INT8 scales")
         if self.calib_cache is not None and self.strongly_typed:
@@ -141,7 +144,7 @@ def implicit_int8_commands(fp32_onnx, calib_cache, engine_path, spec: ModelSpec,
                            input_name: str = "input") -> dict:
     """The TensorRT 10.x implicit-INT8 build (FP32 graph + calibration cache; what DLA needs on JetPack 6):
     the ``edgefer build-engine`` and ``trtexec`` lines. TensorRT 11 has no implicit INT8: it builds the Q/DQ graph."""
-    options = dataclasses.replace(options, precision="int8", calib_cache=str(calib_cache), strongly_typed=False)
+    options = dataclasses.replace(options, precision="int8", calib_cache=str(calib_cache), strongly_typed=False).validate()
     return {"build_engine_command": build_engine_command(fp32_onnx, engine_path, options),
             "trtexec_command": trtexec_command(fp32_onnx, engine_path, spec, options, input_name, 10)}
 
