@@ -50,7 +50,10 @@ BATCHES = [RNG.normal(scale=s, size=(5, 1, 8, 8)).astype(np.float32) for s in (1
 
 
 @pytest.mark.parametrize("memory_mb", [256, 0])  # 0: one image per sub-batch
-def test_minmax_and_moving_average_match_numpy(graph, memory_mb):
+def test_minmax_and_moving_average_match_numpy(graph, memory_mb, monkeypatch):
+    from edgefer.export import act_ranges
+
+    monkeypatch.setattr(act_ranges, "REDUCE_MEMORY_MB", memory_mb)
     ref = _reference(BATCHES)
     names = ["input", "conv", "relu", "logits"]
     minmax = collect_ranges(graph, BATCHES, names, method="minmax", memory_mb=memory_mb)

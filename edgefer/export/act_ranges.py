@@ -26,6 +26,7 @@ METHODS = ("moving-average", "minmax", "entropy", "percentile")
 ENTROPY_BINS = 512  # histogram bins for the entropy threshold search (128 quantized bins)
 PERCENTILE_BINS, PERCENTILE = 2048, 99.999  # ONNX Runtime's percentile defaults
 MEMORY_MB = 256  # budget for the full tensors of one sub-batch (histogram methods)
+REDUCE_MEMORY_MB = 1024  # budget, counted over every tensor, for one sub-batch of the min/max pass
 _FLOAT_TYPES = (1, 10)  # onnx TensorProto.FLOAT, FLOAT16
 
 
@@ -162,8 +163,13 @@ def collect_ranges(model_path: str | Path, batches, tensors: list[str] | None = 
     total = len(batches) if hasattr(batches, "__len__") else None
     stats = _Stats(tensors)
     session = _session(ort, _augment(proto, tensors, reduce=True))
+    # sub-batches bound the live activations (a batch of 32 at 224 px needs ~2.5 GiB on tf_efficientnetv2_s);
+    # the budget counts every tensor, of which only a fraction is alive at a time
+    chunk = max(1, (REDUCE_MEMORY_MB << 20) // _bytes_per_image(proto, tensors))
     for batch in progress(batches, total=total, desc=desc or f"calibrate ({method})"):
-        stats.update(session.run(None, {input_name: np.ascontiguousarray(batch, dtype=np.float32)}))
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        for start in range(0, len(batch), chunk):
+            stats.update(session.run(None, {input_name: batch[start: start + chunk]}), new_batch=start == 0)
         stats.images += len(batch)
     del session
     if not stats.batch_lows:
@@ -190,9 +196,15 @@ class _Stats:
         self.batch_lows: list[np.ndarray] = []
         self.batch_highs: list[np.ndarray] = []
 
-    def update(self, outputs) -> None:
-        self.batch_lows.append(np.array([float(o) for o in outputs[0::2]]))
-        self.batch_highs.append(np.array([float(o) for o in outputs[1::2]]))
+    def update(self, outputs, new_batch: bool = True) -> None:
+        lows = np.array([float(o) for o in outputs[0::2]])
+        highs = np.array([float(o) for o in outputs[1::2]])
+        if new_batch:
+            self.batch_lows.append(lows)
+            self.batch_highs.append(highs)
+        else:  # a later sub-batch of the same batch: the batch's min and max
+            self.batch_lows[-1] = np.minimum(self.batch_lows[-1], lows)
+            self.batch_highs[-1] = np.maximum(self.batch_highs[-1], highs)
 
     def result(self, method: str) -> ActivationRanges:
         lows, highs = np.array(self.batch_lows), np.array(self.batch_highs)
