@@ -110,17 +110,11 @@ def _augment(proto, tensors: list[str], reduce: bool):
     return model
 
 
-def _bytes_per_image(proto, tensors: list[str]) -> int:
-    """Bytes of the ``tensors`` for one image, from the shapes shape inference recorded (unknown dims: 1)."""
-    infos = {vi.name: vi for vi in list(proto.graph.value_info) + list(proto.graph.output) + list(proto.graph.input)}
-    total = 0
-    for name in tensors:
-        dims = infos[name].type.tensor_type.shape.dim if name in infos else []
-        size = 1
-        for d in list(dims)[1:]:
-            size *= d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
-        total += 4 * size
-    return max(total, 1)
+def _measured_bytes_per_image(ort, proto, tensors: list[str], image: np.ndarray) -> int:
+    """Bytes of the ``tensors`` for one image, measured by running it (shape inference loses the spatial
+    sizes after the computed "same" padding of tf_* models, so the graph alone underestimates them)."""
+    session = _session(ort, _augment(proto, tensors, reduce=False))
+    return max(1, sum(o.nbytes for o in session.run(None, {proto.graph.input[0].name: image})))
 
 
 def _session(ort, model):
@@ -161,11 +155,15 @@ def collect_ranges(model_path: str | Path, batches, tensors: list[str] | None = 
         raise ExportError(f"{model_path}: no float tensors to calibrate")
     input_name = proto.graph.input[0].name
     total = len(batches) if hasattr(batches, "__len__") else None
+    first = next(iter(batches), None)
+    if first is None:
+        raise ExportError("calibration set is empty: no batches to calibrate on")
+    per_image = _measured_bytes_per_image(ort, proto, tensors, np.ascontiguousarray(first[:1], dtype=np.float32))
     stats = _Stats(tensors)
     session = _session(ort, _augment(proto, tensors, reduce=True))
     # sub-batches bound the live activations (a batch of 32 at 224 px needs ~2.5 GiB on tf_efficientnetv2_s);
     # the budget counts every tensor, of which only a fraction is alive at a time
-    chunk = max(1, (REDUCE_MEMORY_MB << 20) // _bytes_per_image(proto, tensors))
+    chunk = max(1, (REDUCE_MEMORY_MB << 20) // per_image)
     for batch in progress(batches, total=total, desc=desc or f"calibrate ({method})"):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         for start in range(0, len(batch), chunk):
@@ -177,7 +175,7 @@ def collect_ranges(model_path: str | Path, batches, tensors: list[str] | None = 
     if method in ("minmax", "moving-average"):
         return stats.result(method)
     amax = stats.result("minmax").amax
-    chunk = max(1, (memory_mb << 20) // _bytes_per_image(proto, tensors))
+    chunk = max(1, (memory_mb << 20) // per_image)
     histograms = _Histograms(method, tensors, amax)
     session = _session(ort, _augment(proto, tensors, reduce=False))
     del proto
