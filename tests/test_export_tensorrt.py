@@ -2,7 +2,9 @@
 needs ``tensorrt`` and a GPU and skips here with the reason."""
 
 import json
+import types
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -29,6 +31,8 @@ SPEC = ModelSpec(input_size=112)
     (EngineOptions(workspace_mb=0), "--workspace must be >= 1 MiB"),
     (EngineOptions(dla_core=-1), "--dla-core must be >= 0"),
     (EngineOptions(precision="fp32", dla_core=0), "DLA has no FP32 kernels"),
+    (EngineOptions(dla_core=0), "--dla-core needs a fixed batch (e.g. --batch 8): DLA has no dynamic shapes, got 1,8,32"),
+    (EngineOptions(precision="fp16", calib_cache="m.calib"), "--calib-cache needs --int8 (got fp16)"),
 ])
 def test_engine_options_are_validated(options, message):
     with pytest.raises(ExportError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -43,19 +47,20 @@ def test_parse_batch():
 
 
 def test_trtexec_commands_for_tensorrt_10_and_11():
-    int8 = EngineOptions(precision="int8", min_batch=1, opt_batch=4, max_batch=16, workspace_mb=512,
-                         timing_cache="cache.bin", dla_core=0)
+    int8 = EngineOptions(precision="int8", min_batch=4, opt_batch=4, max_batch=4, workspace_mb=512,
+                         timing_cache="cache.bin", dla_core=0).validate()
     v10 = trtexec_command("m.int8.qdq.onnx", "m.int8.engine", SPEC, int8, "input", 10)
-    assert v10 == ("trtexec --onnx=m.int8.qdq.onnx --saveEngine=m.int8.engine --minShapes=input:1x1x112x112 "
-                   "--optShapes=input:4x1x112x112 --maxShapes=input:16x1x112x112 --memPoolSize=workspace:512M "
+    assert v10 == ("trtexec --onnx=m.int8.qdq.onnx --saveEngine=m.int8.engine --minShapes=input:4x1x112x112 "
+                   "--optShapes=input:4x1x112x112 --maxShapes=input:4x1x112x112 --memPoolSize=workspace:512M "
                    "--int8 --fp16 --timingCacheFile=cache.bin --useDLACore=0 --allowGPUFallback")
     v11 = trtexec_command("m.int8.qdq.onnx", "m.int8.engine", SPEC, int8, "input", 11)
     assert "--stronglyTyped" in v11 and "--int8" not in v11 and "--fp16" not in v11
     fp16_typed = EngineOptions(precision="fp16", strongly_typed=True)
     assert trtexec_command("a.onnx", "a.engine", SPEC, fp16_typed, "x", 10).endswith("--stronglyTyped")
     assert "--fp16" not in trtexec_command("a.onnx", "a.engine", SPEC, EngineOptions(precision="fp32"), "x", 10)
-    assert build_engine_command("m.fp16.onnx", "m.fp16.engine", EngineOptions(precision="fp16", dla_core=1)) == (
-        "edgefer build-engine m.fp16.onnx --out m.fp16.engine --fp16 --batch 1,8,32 --workspace 1024 --dla-core 1")
+    dla = EngineOptions(precision="fp16", dla_core=1, min_batch=1, opt_batch=1, max_batch=1)
+    assert build_engine_command("m.fp16.onnx", "m.fp16.engine", dla) == (
+        "edgefer build-engine m.fp16.onnx --out m.fp16.engine --fp16 --batch 1,1,1 --workspace 1024 --dla-core 1")
 
 
 def test_engine_names():
@@ -147,3 +152,112 @@ def test_build_engine_and_sidecar(tiny_onnx, tmp_path, name, precision):
     assert sidecar["spec"]["precision"] == precision
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     assert runtime.deserialize_cuda_engine(engine.read_bytes()) is not None
+
+
+# --- INT8 for TensorRT: NVIDIA's Q/DQ placement and the calibration cache ---------------------------------------
+
+
+def _dq_consumers(proto) -> dict[str, int]:
+    from edgefer.export.qdq import qdq_consumers
+
+    return qdq_consumers(proto)
+
+
+@pytest.fixture(scope="module")
+def v2s_qdq(tmp_path_factory):
+    """Random-init tf_efficientnetv2_s at 48 px quantized with the default (NVIDIA) placement on 8 images
+    (export ~20 s, quantization ~30 s on 2 cores: built once)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from edgefer.data import synthesize
+    from edgefer.export.calibration import draw
+    from edgefer.export.onnx import save_onnx, torch_to_onnx
+    from edgefer.export.qdq import quantize_qdq
+    from edgefer.models import create_model, spec_for
+
+    out = tmp_path_factory.mktemp("v2s")
+    model = create_model("tf_efficientnetv2_s").eval()
+    spec = spec_for(model, 48)
+    proto, _ = torch_to_onnx(model, spec, "legacy")
+    save_onnx(proto, out / "model.onnx", spec)
+    calib = draw(synthesize(60, seed=0), 8, floor=1)
+    info = quantize_qdq(out / "model.onnx", calib, spec, out / "model.int8.qdq.onnx", method="minmax", batch_size=8,
+                        trt_cache=out / "model.int8.calib")
+    return types.SimpleNamespace(fp32=onnx.load(str(out / "model.onnx")), qdq=onnx.load(str(out / "model.int8.qdq.onnx")),
+                                 info=info, cache=out / "model.int8.calib")
+
+
+@pytest.mark.slow
+def test_nvidia_placement_on_tf_efficientnetv2_s(v2s_qdq):
+    """Q/DQ on every Conv input (activation + per-channel weight), the classifier Gemm and the skip input of
+    each residual Add; SiLU (Sigmoid, Mul), the squeeze-excite block (ReduceMean, Mul) and pooling stay in float."""
+    graph = v2s_qdq.qdq.graph
+    consumers = _dq_consumers(v2s_qdq.qdq)
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 170 and consumers["Conv"] == 2 * len(convs)
+    assert set(consumers) == {"Conv", "Gemm", "Add"} and consumers["Gemm"] == 2
+    assert v2s_qdq.info["qdq_consumers"] == consumers and v2s_qdq.info["placement"] == "nvidia"
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {t.name for t in graph.initializer}
+    residual = [n for n in graph.node if n.op_type == "Add" and any(producer.get(i) is not None and
+                producer[i].op_type == "DequantizeLinear" for i in n.input)]
+    kinds = [sorted(producer[i].op_type for i in add.input if i not in inits) for add in residual]
+    # after a projection Conv: only the skip input is quantized, the Conv output goes straight in (TensorRT fuses
+    # the Add into that Conv); after an activation (the first stage's ConvBnAct blocks): both inputs
+    assert kinds.count(["Conv", "DequantizeLinear"]) == 33 and kinds.count(["DequantizeLinear"] * 2) == 2
+    assert len(residual) == 35 and consumers["Add"] == 33 + 2 * 2
+    # every activation Q/DQ is per-tensor symmetric; weights per-channel; biases stay FP32
+    from onnx import numpy_helper
+
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for q in (n for n in graph.node if n.op_type == "QuantizeLinear"):
+        assert values[q.input[1]].size == 1 and not values[q.input[2]].any()
+    assert all(values[c.input[2]].dtype == np.float32 for c in convs if len(c.input) > 2)
+
+
+@pytest.mark.slow
+def test_calibration_cache_names_the_fp32_graph_tensors(v2s_qdq):
+    from edgefer.export.trt_cache import read_cache
+
+    cache = read_cache(v2s_qdq.cache)
+    graph = v2s_qdq.fp32.graph
+    activations = {"input"} | {o for n in graph.node if n.op_type in ("Conv", "Sigmoid", "Mul", "Add", "Gemm")
+                               for o in n.output}
+    assert cache.header == "TRT-100300-EntropyCalibration2"
+    assert activations <= set(cache.scales) and not {t.name for t in graph.initializer} & set(cache.scales)
+    assert all(0 < s < 1e3 for s in cache.scales.values())
+    assert v2s_qdq.info["trt_calib_cache"] == {"file": "model.int8.calib", "tensors": len(cache.scales),
+                                               "tensorrt": "10.3.0"}
+
+
+@needs_torch
+@needs_onnxruntime
+def test_tensorrt_int8_export_writes_cache_and_implicit_commands(tiny_onnx, fer_csv, tmp_path):
+    from edgefer.export import ExportConfig, export
+
+    out = tmp_path / "trt"
+    config = ExportConfig.build("tensorrt", "int8", calib_size=32, calib_floor=1)
+    result = export(tiny_onnx / "model.onnx", config, out, data=fer_csv).to_json()
+    assert result["quantization"]["placement"] == "nvidia" and (out / "model.int8.calib").is_file()
+    assert result["tensorrt"]["implicit_int8"] == {
+        "calib_cache": "model.int8.calib",
+        "build_engine_command": f"edgefer build-engine {out}/model.onnx --out {out}/model.int8.implicit.engine "
+                                f"--int8 --batch 1,8,32 --workspace 1024 --calib-cache {out}/model.int8.calib",
+        "trtexec_command": f"trtexec --onnx={out}/model.onnx --saveEngine={out}/model.int8.implicit.engine "
+                           "--minShapes=input:1x1x16x16 --optShapes=input:8x1x16x16 --maxShapes=input:32x1x16x16 "
+                           f"--memPoolSize=workspace:1024M --int8 --fp16 --calib={out}/model.int8.calib"}
+    assert {"model.onnx", "model.int8.calib"} <= {f["path"] for f in result["files"]}
+
+
+@needs_torch
+@needs_onnxruntime
+def test_dla_report_on_test_efficientnet(tiny_onnx):
+    from edgefer.export.dla import dla_report
+
+    report = dla_report(tiny_onnx / "model.onnx", batch=1)
+    # SiLU (Sigmoid + Mul), the convolutions and the squeeze-excite Mul all fit DLA's published limits
+    assert report.unsupported == [] and report.graph == []
+    assert {f.op_type for f in report.unchecked} == {"GlobalAveragePool", "ReduceMean", "Flatten", "Gemm"}
+    assert "dynamic batch" in dla_report(tiny_onnx / "model.onnx").graph[0]

@@ -7,6 +7,7 @@ heavy imports happen inside the commands.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -28,9 +29,10 @@ def _echo_warnings():
         warnings.simplefilter("always")
         yield
     from ..export.calibration import CalibrationWarning
+    from ..export.tensorrt import EngineWarning
 
     for warning in caught:
-        if issubclass(warning.category, CalibrationWarning):
+        if issubclass(warning.category, (CalibrationWarning, EngineWarning)):
             click.echo(f"edgefer: warning: {warning.message}", err=True)
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
@@ -188,10 +190,15 @@ def export(model, sidecar, target, fp16, int8, out, data, calib, calib_data, bui
 @click.option("--int8", is_flag=True, help="INT8 engine from a Q/DQ ONNX (no calibrator: scales are in the graph).")
 @click.option("--sidecar", type=_PATH, help="JSON spec when the ONNX carries no edgefer metadata.")
 @_engine_options
+@click.option("--calib-cache", type=_PATH, help="TensorRT 10.x implicit INT8 (DLA): calibration cache for the FP32 "
+              "graph (model.int8.calib from edgefer export); implies --int8.")
+@click.option("--allow-gpu-fallback/--no-gpu-fallback", default=True, show_default=True,
+              help="With --dla-core: run layers DLA cannot run on the GPU (else the build fails).")
 @click.option("--print-only", is_flag=True, help="Print the equivalent trtexec commands instead of building.")
 @exist_ok_option
 @verbosity_options
-def build_engine(onnx_model, out, fp32, fp16, int8, sidecar, print_only, exist_ok, **values):
+def build_engine(onnx_model, out, fp32, fp16, int8, sidecar, calib_cache, allow_gpu_fallback, print_only, exist_ok,
+                 **values):
     """Build a TensorRT engine (+ JSON sidecar) from an exported ONNX, on the device that will run it.
 
     The precision defaults to the graph's own (Q/DQ -> int8, FP16 weights -> fp16, else fp32).
@@ -201,18 +208,25 @@ def build_engine(onnx_model, out, fp32, fp16, int8, sidecar, print_only, exist_o
     from ..export.source import open_source
 
     spec = open_source(onnx_model, sidecar, option="ONNX_MODEL").spec
+    int8 = int8 or calib_cache is not None
     precision = _precision(fp16, int8, fp32) if (fp16 or int8 or fp32) else tensorrt.detect_precision(onnx_model)
-    options = tensorrt.fit_to_graph(_engine(precision, **_groups(values)["engine"]), onnx_model)
+    options = dataclasses.replace(_engine(precision, **_groups(values)["engine"]),
+                                  calib_cache=str(calib_cache) if calib_cache else None,
+                                  allow_gpu_fallback=allow_gpu_fallback).validate()
+    options = tensorrt.fit_to_graph(options, onnx_model)
     engine = out or tensorrt.engine_path_for(onnx_model)
     if not print_only:
         check_output(engine, "file", exist_ok)
     if print_only:
         from ..export.onnx import io_names
 
-        for major in (10, 11):
+        with _echo_warnings():
+            tensorrt.check_int8_source(onnx_model, options, 10)
+        for major in (10,) if options.calib_cache else (10, 11):  # TensorRT 11: no implicit INT8
             click.echo(tensorrt.trtexec_command(onnx_model, engine, spec, options, io_names(onnx_model)[0], major))
         return
     require("tensorrt", "tensorrt", "building TensorRT engines")
-    info = tensorrt.build_engine(onnx_model, engine, options, spec=spec)
+    with _echo_warnings():
+        info = tensorrt.build_engine(onnx_model, engine, options, spec=spec)
     click.echo(f"wrote {engine} (TensorRT {info['tensorrt']}, {precision}, GPU {info['gpu']}, batch "
                f"{options.min_batch}/{options.opt_batch}/{options.max_batch}) and {engine}.json")

@@ -1,6 +1,11 @@
 """Reduced-precision ONNX graphs that carry their types in the graph (what strongly typed TensorRT needs):
 FP16 with FP32 inputs/outputs, and INT8 Q/DQ calibrated on a calibration bundle with ONNX Runtime's quantizer.
 
+INT8 Q/DQ goes where NVIDIA places it for TensorRT by default (``placement="nvidia"``: inputs of weighted
+layers and the skip input of residual additions; docs/tensorrt.md) or on every op ONNX Runtime quantizes
+(``placement="all"``). Activation ranges are collected batch by batch (``act_ranges``) and handed to
+``quantize_static`` as its calibration cache; the same ranges can be written as a TensorRT calibration cache.
+
 ``quantize_qdq`` is one call per setting (calibration method, excluded nodes), so an accuracy gate can call
 it in a loop with ``check.evaluate`` until the macro-F1 drop is within bounds.
 """
@@ -13,14 +18,17 @@ import time
 from pathlib import Path
 
 from ..errors import ExportError, require
-from ..progress import progress
 from ..spec import ModelSpec
+from .act_ranges import ENTROPY_BINS, METHODS, collect_ranges, tensors_to_calibrate
 from .calibration import CalibrationSet
 from .onnx import save_onnx
 
-CALIB_METHODS = ("moving-average", "minmax", "entropy", "percentile")
+CALIB_METHODS = METHODS
 DEFAULT_CALIB_METHOD = "moving-average"  # best macro-F1 on this project's baseline (see docs/export.md)
-ENTROPY_BINS = 512  # entropy calibrator histogram bins (128 quantized bins): 2048 took 3.6x longer, scored no better
+PLACEMENTS = ("nvidia", "all")  # where Q/DQ goes: NVIDIA's rules for TensorRT, or every op ORT quantizes
+DEFAULT_PLACEMENT = "nvidia"
+WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+NVIDIA_OP_TYPES = (*WEIGHTED_OP_TYPES, "Add")
 NODE_ALIASES = ("first-conv", "classifier")  # --keep-fp shortcuts: the stem convolution, the final Gemm/MatMul
 
 
@@ -78,40 +86,6 @@ def resolve_nodes(proto, patterns) -> list[str]:
     return names
 
 
-def _entropy_ranges(model_path: Path, reader, workdir: Path) -> Path:
-    """Entropy (KL) activation ranges with ``ENTROPY_BINS`` histogram bins, saved as an ORT calibration cache.
-
-    ``quantize_static`` builds its entropy calibrator with 128 histogram bins and 128 quantized bins, which
-    leaves the threshold search no choice (the result equals MinMax).
-    """
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
-
-    calibrator = create_calibrator(
-        model_path, None, augmented_model_path=str(workdir / "augmented.onnx"),
-        calibrate_method=CalibrationMethod.Entropy,
-        extra_options={"symmetric": True, "num_bins": ENTROPY_BINS, "num_quantized_bins": 128},
-    )
-    calibrator.collect_data(reader)
-    cache = workdir / "ranges.json"
-    save_tensors_data(calibrator.compute_data(), cache)
-    return cache
-
-
-class _Reader:
-    """ONNX Runtime CalibrationDataReader over a calibration bundle, with a progress bar."""
-
-    def __init__(self, batches, input_name: str, desc: str):
-        self.batches, self.input_name, self.desc = batches, input_name, desc
-        self.rewind()
-
-    def get_next(self):
-        batch = next(self.iterator, None)
-        return None if batch is None else {self.input_name: batch}
-
-    def rewind(self):
-        self.iterator = iter(progress(self.batches, total=len(self.batches), desc=self.desc))
-
-
 def quantize_qdq(
     onnx_path: str | Path,
     calib: CalibrationSet,
@@ -122,56 +96,155 @@ def quantize_qdq(
     keep_fp=(),
     batch_size: int = 32,
     quantize_bias: bool = False,
+    placement: str = DEFAULT_PLACEMENT,
+    trt_cache: str | Path | None = None,
 ) -> dict:
     """INT8 Q/DQ ONNX: symmetric INT8 activations, per-channel symmetric INT8 weights, calibrated on ``calib``.
 
     ``method``: moving-average (MinMax with a moving average over batches), minmax, entropy, percentile.
     ``keep_fp``: node patterns left in floating point. ``quantize_bias=False`` keeps biases in FP32, which
     TensorRT requires (it fuses them itself); ONNX Runtime's own CPU kernels prefer INT32 biases.
+    ``placement``: ``nvidia`` (Q/DQ on the inputs of Conv/ConvTranspose/Gemm/MatMul and on the skip input of
+    residual Adds; see docs/tensorrt.md) or ``all`` (every op ONNX Runtime can quantize, inputs and outputs).
+    ``trt_cache``: also write a TensorRT calibration cache with the same ranges for every float tensor of the
+    FP32 graph (implicit INT8 / DLA on TensorRT 10.x).
+    Activation ranges are collected batch by batch (``act_ranges``), not by keeping every tensor in memory.
     """
     if method not in CALIB_METHODS:
         raise ExportError(f"--calib-method {method!r} is not supported; use one of {', '.join(CALIB_METHODS)}")
+    if placement not in PLACEMENTS:
+        raise ExportError(f"--placement {placement!r} is not supported; use one of {', '.join(PLACEMENTS)}")
     onnx = require("onnx", "onnx", "INT8 quantization")
     require("onnxruntime", "onnx", "INT8 quantization")
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    reader_type = type("CalibrationReader", (_Reader, CalibrationDataReader), {})
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": quantize_bias}
     calibrate_method = {
         "moving-average": CalibrationMethod.MinMax, "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
     }[method]
-    if method == "moving-average":
-        extra["CalibMovingAverage"] = True
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgefer-qdq-") as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
         quant_pre_process(str(onnx_path), str(prepared))
-        excluded = resolve_nodes(onnx.load(str(prepared)), keep_fp)
-        input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
-        reader = reader_type(calib.batches(spec, batch_size), input_name, f"calibrate ({method})")
-        ranges = None
-        if method == "entropy":
-            ranges = _entropy_ranges(prepared, reader, Path(tmp))
+        prepared_proto = onnx.load(str(prepared))
+        excluded = resolve_nodes(prepared_proto, keep_fp)
+        op_types = NVIDIA_OP_TYPES if placement == "nvidia" else None
+        nodes = _nvidia_nodes(prepared_proto, excluded) if placement == "nvidia" else None
+        ranges = _ranges(onnx_path, prepared, prepared_proto, op_types, calib, spec, batch_size, method,
+                         everything=trt_cache is not None)
+        del prepared_proto
+        cache = ranges.save_ort_cache(Path(tmp) / "ranges.json")
+        if placement == "nvidia":
+            extra["OpTypesToExcludeOutputQuantization"] = list(NVIDIA_OP_TYPES)
         quantize_static(
-            str(prepared), str(quantized), None if ranges else reader,
+            str(prepared), str(quantized), None,
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8, calibrate_method=calibrate_method, nodes_to_exclude=excluded,
-            extra_options=extra, calibration_cache_path=ranges,
+            op_types_to_quantize=list(op_types) if op_types else None, nodes_to_quantize=nodes,
+            extra_options=extra, calibration_cache_path=cache,
         )
         proto = onnx.load(str(quantized))
+    if placement == "nvidia":
+        _unquantize_conv_branch_of_residual_adds(proto.graph)
     info = {
-        "quantizer": "onnxruntime", "calib_method": method, "format": "QDQ", "activations": "int8 symmetric",
-        "weights": "int8 symmetric per-channel", "bias": "int32" if quantize_bias else "fp32",
-        **({"entropy_bins": ENTROPY_BINS} if method == "entropy" else {}), "calib_batch_size": batch_size, "calib_images": len(calib), "keep_fp": list(keep_fp),
-        "excluded_nodes": excluded, "seconds": round(time.perf_counter() - start, 3),
+        "quantizer": "onnxruntime", "calib_method": method, "placement": placement, "format": "QDQ",
+        "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
+        "bias": "int32" if quantize_bias else "fp32",
+        **({"entropy_bins": ENTROPY_BINS} if method == "entropy" else {}), "calib_batch_size": batch_size,
+        "calib_images": len(calib), "calibration": "streaming", "keep_fp": list(keep_fp),
+        "excluded_nodes": excluded, "qdq_consumers": qdq_consumers(proto),
     }
+    if trt_cache is not None:
+        from .trt_cache import DEFAULT_TENSORRT, write_cache
+
+        write_cache(trt_cache, ranges.amax)
+        info["trt_calib_cache"] = {"file": Path(trt_cache).name, "tensors": len(ranges.amax),
+                                   "tensorrt": DEFAULT_TENSORRT}
+    info["seconds"] = round(time.perf_counter() - start, 3)
     save_onnx(proto, out_path, spec.replace(precision="int8", extra={**spec.extra, "quantization": info}))
     return info
+
+
+def _ranges(onnx_path, prepared: Path, prepared_proto, op_types, calib, spec, batch_size: int, method: str,
+            everything: bool):
+    """Activation ranges for the tensors the quantizer needs (all float tensors of the FP32 graph when
+    ``everything``, for the TensorRT cache). Collected on the FP32 graph, whose tensor names TensorRT sees;
+    tensors that exist only in the prepared graph are collected there in a second pass."""
+    onnx = require("onnx", "onnx", "INT8 quantization")
+    needed = tensors_to_calibrate(prepared_proto, op_types)
+    if everything:
+        source = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
+        constants = _constant_tensors(source.graph)
+        names = [n for n in tensors_to_calibrate(source) if n not in constants]
+        del source
+        ranges = collect_ranges(onnx_path, calib.batches(spec, batch_size), names, method=method)
+        missing = [n for n in needed if n not in ranges.amax]
+        if missing:
+            more = collect_ranges(prepared, calib.batches(spec, batch_size), missing, method=method)
+            ranges.amax.update(more.amax)
+        return ranges
+    return collect_ranges(prepared, calib.batches(spec, batch_size), needed, method=method)
+
+
+def _constant_tensors(graph) -> set[str]:
+    """Tensors computed from initializers and Constant nodes only (folded by TensorRT; no activation range)."""
+    constant = {t.name for t in graph.initializer} | {""}
+    for node in graph.node:
+        if all(i in constant for i in node.input):
+            constant.update(node.output)
+    return constant
+
+
+def _nvidia_nodes(proto, excluded) -> list[str]:
+    """Nodes that get Q/DQ inputs under NVIDIA's placement: weighted layers and residual additions (an Add
+    whose two inputs are both computed, not constants)."""
+    constants = _constant_tensors(proto.graph)
+    names = []
+    for node in proto.graph.node:
+        if node.name in excluded:
+            continue
+        if node.op_type in WEIGHTED_OP_TYPES or (
+                node.op_type == "Add" and len(node.input) == 2 and not constants.intersection(node.input)):
+            names.append(node.name)
+    return names
+
+
+def _unquantize_conv_branch_of_residual_adds(graph) -> int:
+    """Drop the Q/DQ between a Conv and the residual Add it feeds: TensorRT fuses that Add into the Conv
+    (the Conv output stays in higher precision), and only the skip input is quantized. Returns the count."""
+    producer = {o: n for n in graph.node for o in n.output}
+    removed = 0
+    for node in graph.node:
+        if node.op_type != "Add":
+            continue
+        for i, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            src = producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+            if src is not None and src.op_type in WEIGHTED_OP_TYPES:
+                node.input[i] = q.input[0]
+                removed += 1
+                break  # one branch fuses into the Conv; the other input stays quantized
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    while True:
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    return removed
+
+
+def qdq_consumers(proto) -> dict[str, int]:
+    """How many inputs of each op type a DequantizeLinear feeds (weights included), e.g. {"Conv": 340}."""
+    dq_outputs = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        hits = sum(1 for i in node.input if i in dq_outputs)
+        if hits:
+            counts[node.op_type] = counts.get(node.op_type, 0) + hits
+    return dict(sorted(counts.items()))

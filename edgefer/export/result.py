@@ -41,6 +41,7 @@ class TensorRtStep:
     reason: str | None = None
     engine: str | None = None
     sidecar: dict | None = None
+    implicit_int8: dict | None = None  # TensorRT 10.x: FP32 graph + calibration cache (DLA), when the cache exists
 
     def to_json(self) -> dict:
         out = {"onnx": self.onnx, "build_engine_command": self.build_engine_command,
@@ -49,6 +50,8 @@ class TensorRtStep:
             out.update(engine=self.engine, sidecar=self.sidecar)
         else:
             out["reason"] = self.reason
+        if self.implicit_int8 is not None:
+            out["implicit_int8"] = self.implicit_int8
         return out
 
 
@@ -163,4 +166,8 @@ class ExportResult:
                       f"    {step.build_engine_command}",
                       f"  or with trtexec (TensorRT 10.x / JetPack 6): {step.trtexec_command['tensorrt_10']}",
                       f"  or with trtexec (TensorRT 11.x): {step.trtexec_command['tensorrt_11']}"]
+        if step is not None and step.implicit_int8 is not None:
+            lines += ["  TensorRT 10.x implicit INT8 (DLA on JetPack 6) from the FP32 graph and the calibration cache:",
+                      f"    {step.implicit_int8['build_engine_command']}",
+                      f"  or with trtexec: {step.implicit_int8['trtexec_command']}"]
         return "\n".join(lines)

@@ -178,14 +178,14 @@ def _int8(ctx: StepContext, name: str, quantize_bias: bool = False) -> StepOutpu
     from .quantizers import create
 
     quantizer = create(config.quant.quantizer, ctx.fp32_onnx, ctx.calib, ctx.spec, config.quant,
-                       quantize_bias=quantize_bias)
+                       quantize_bias=quantize_bias, trt_cache=config.target == "tensorrt")
     return StepOutput(produced, quantization=quantizer.quantize(quantizer.default_recipe(), [], produced))
 
 
 def _with_engine(ctx: StepContext, output: StepOutput) -> StepOutput:
     """Build the TensorRT engine where TensorRT is installed; otherwise describe the build for the device.
     Printed commands name the files where the export is published, as the user gave that directory."""
-    from . import tensorrt
+    from . import tensorrt, trt_cache
     from .onnx import io_names
 
     onnx_path = output.model
@@ -199,6 +199,11 @@ def _with_engine(ctx: StepContext, output: StepOutput) -> StepOutput:
         trtexec_command={f"tensorrt_{major}": tensorrt.trtexec_command(str(shown_onnx), str(shown_engine), ctx.spec,
                                                                         options, input_name, major)
                          for major in (10, 11)})
+    cache = trt_cache.cache_path_for(onnx_path)
+    if cache.is_file():  # TensorRT 10.x implicit INT8 (DLA on JetPack 6): the FP32 graph + the calibration cache
+        step.implicit_int8 = {"calib_cache": cache.name, **tensorrt.implicit_int8_commands(
+            str(ctx.out_dir / ctx.fp32_onnx.name), str(ctx.out_dir / cache.name),
+            str(ctx.out_dir / "model.int8.implicit.engine"), ctx.spec, options, input_name)}
     available = importlib.util.find_spec("tensorrt") is not None
     build = available if ctx.config.build_engine is None else ctx.config.build_engine
     if not build:

@@ -4,6 +4,8 @@ TensorRT 10.x (JetPack 6 ships 10.3) builds weakly typed networks: precision com
 (FP16; INT8 + FP16 for a Q/DQ graph, the Q/DQ nodes carry the scales, no calibrator). TensorRT 11.x only
 builds strongly typed networks: the types in the graph decide and there are no precision flags. Both get an
 optimisation profile for the dynamic batch, a workspace limit, a reusable timing cache and optional DLA.
+Implicit INT8 (TensorRT 10.x only, the INT8 path of DLA there): the FP32 graph plus a calibration cache
+(``trt_cache``), read by a calibrator that never asks for data (``cache_calibrator``).
 Without ``tensorrt`` the same build is described as an ``edgefer build-engine`` and a ``trtexec`` command.
 """
 
@@ -14,6 +16,7 @@ import json
 import shlex
 import subprocess
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +39,8 @@ class EngineOptions:
     timing_cache: str | None = None
     dla_core: int | None = None
     strongly_typed: bool | None = None  # None: TensorRT 11+ yes, 10.x no
+    calib_cache: str | None = None  # TensorRT calibration cache: implicit INT8 of an FP32 graph (TensorRT 10.x)
+    allow_gpu_fallback: bool = True  # DLA: layers DLA cannot run go to the GPU (False: the build fails instead)
 
     def validate(self) -> EngineOptions:
         if self.precision not in PRECISIONS:
@@ -49,6 +54,13 @@ class EngineOptions:
             raise ExportError(f"--dla-core must be >= 0, got {self.dla_core}")
         if self.dla_core is not None and self.precision == "fp32":
             raise ExportError("--dla-core needs --fp16 or --int8: DLA has no FP32 kernels")
+        if self.dla_core is not None and not self.min_batch == self.opt_batch == self.max_batch:
+            raise ExportError(f"--dla-core needs a fixed batch (e.g. --batch {self.opt_batch}): DLA has no dynamic "
+                              f"shapes, got {self.min_batch},{self.opt_batch},{self.max_batch}")
+        if self.calib_cache is not None and self.precision != "int8":
+            raise ExportError(f"--calib-cache needs --int8 (got {self.precision}): the cache holds INT8 scales")
+        if self.calib_cache is not None and self.strongly_typed:
+            raise ExportError("--calib-cache needs a weakly typed network (implicit INT8); drop --strongly-typed")
         return self
 
 
@@ -117,11 +129,24 @@ def trtexec_command(onnx_path, engine_path, spec: ModelSpec, options: EngineOpti
         args.append("--stronglyTyped")
     else:
         args += {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--fp16"]}[options.precision]
+        if options.calib_cache:
+            args.append(f"--calib={options.calib_cache}")
     if options.timing_cache:
         args.append(f"--timingCacheFile={options.timing_cache}")
     if options.dla_core is not None:
-        args += [f"--useDLACore={options.dla_core}", "--allowGPUFallback"]
+        args.append(f"--useDLACore={options.dla_core}")
+        if options.allow_gpu_fallback:
+            args.append("--allowGPUFallback")
     return shlex.join(str(a) for a in args)
+
+
+def implicit_int8_commands(fp32_onnx, calib_cache, engine_path, spec: ModelSpec, options: EngineOptions,
+                           input_name: str = "input") -> dict:
+    """The TensorRT 10.x implicit-INT8 build (FP32 graph + calibration cache; what DLA needs on JetPack 6):
+    the ``edgefer build-engine`` and ``trtexec`` lines. TensorRT 11 has no implicit INT8: it builds the Q/DQ graph."""
+    options = dataclasses.replace(options, precision="int8", calib_cache=str(calib_cache), strongly_typed=False).validate()
+    return {"build_engine_command": build_engine_command(fp32_onnx, engine_path, options),
+            "trtexec_command": trtexec_command(fp32_onnx, engine_path, spec, options, input_name, 10)}
 
 
 def build_engine_command(onnx_path, engine_path, options: EngineOptions) -> str:
@@ -129,15 +154,80 @@ def build_engine_command(onnx_path, engine_path, options: EngineOptions) -> str:
     args = ["edgefer", "build-engine", str(onnx_path), "--out", str(engine_path), f"--{options.precision}",
             "--batch", f"{options.min_batch},{options.opt_batch},{options.max_batch}",
             "--workspace", str(options.workspace_mb)]
+    if options.calib_cache:
+        args += ["--calib-cache", options.calib_cache]
     if options.timing_cache:
         args += ["--timing-cache", options.timing_cache]
     if options.dla_core is not None:
         args += ["--dla-core", str(options.dla_core)]
+        if not options.allow_gpu_fallback:
+            args.append("--no-gpu-fallback")
     return shlex.join(args)
 
 
 def _strongly_typed(options: EngineOptions, tensorrt_major: int) -> bool:
     return tensorrt_major >= 11 if options.strongly_typed is None else options.strongly_typed
+
+
+class EngineWarning(UserWarning):
+    """A build that runs but probably not as meant (an INT8 engine with nothing to take INT8 scales from)."""
+
+
+def has_qdq(onnx_path: str | Path) -> bool:
+    onnx = require("onnx", "onnx", "reading ONNX models")
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
+
+
+def check_int8_source(onnx_path: str | Path, options: EngineOptions, tensorrt_major: int) -> None:
+    """INT8 needs scales from somewhere: Q/DQ nodes (explicit) or a calibration cache (implicit, TensorRT 10.x).
+    Raises for combinations TensorRT refuses; warns (``EngineWarning``) when INT8 has no scales at all."""
+    if options.precision != "int8":
+        return
+    qdq = has_qdq(onnx_path)
+    if options.calib_cache and tensorrt_major >= 11:
+        raise ExportError(f"--calib-cache: TensorRT {tensorrt_major}.x has no implicit INT8 (calibration caches); "
+                          f"build the Q/DQ graph (model.int8.qdq.onnx) without --calib-cache")
+    if options.calib_cache and qdq:
+        raise ExportError(f"{onnx_path}: --calib-cache is for the FP32 graph (model.onnx); this graph has Q/DQ "
+                          f"nodes, whose scales TensorRT uses instead; drop --calib-cache or pass model.onnx")
+    if not options.calib_cache and not qdq:
+        warnings.warn(f"{onnx_path}: --int8 on a graph without Q/DQ nodes and without --calib-cache: TensorRT has no "
+                      f"INT8 scales and keeps every layer in FP16/FP32; build model.int8.qdq.onnx, or pass "
+                      f"--calib-cache model.int8.calib (TensorRT 10.x)", EngineWarning, stacklevel=2)
+
+
+def cache_calibrator(trt, cache: bytes, batch_size: int = 1):
+    """An ``IInt8EntropyCalibrator2`` that serves ``cache`` (header already for this TensorRT) and no data:
+    TensorRT reads the scales from the cache and never runs a calibration pass."""
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.cache, self.batch_size, self.batches_requested = cache, batch_size, 0
+
+        def get_batch_size(self):
+            return self.batch_size
+
+        def get_batch(self, names):
+            self.batches_requested += 1
+            return None  # no calibration data: everything comes from the cache
+
+        def read_calibration_cache(self):
+            return self.cache
+
+        def write_calibration_cache(self, cache):
+            return None
+
+    return CacheCalibrator()
+
+
+def _read_cache_for(trt, path: str) -> tuple[bytes, int]:
+    """The cache's bytes with the header of the running TensorRT (and EntropyCalibration2); its tensor count."""
+    from .trt_cache import read_cache, retarget
+
+    cache = retarget(read_cache(path), trt.__version__)
+    return cache.to_text().encode("ascii"), len(cache.scales)
 
 
 def gpu_name() -> str | None:
@@ -171,6 +261,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path | None = None,
         spec = open_source(onnx_path, sidecar).spec
     major = int(trt.__version__.split(".")[0])
     strongly_typed = _strongly_typed(options, major)
+    check_int8_source(onnx_path, options, major)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -187,17 +278,26 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path | None = None,
         if options.precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)
         if options.precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)  # scales come from the Q/DQ nodes: no calibrator
+            config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ graph: scales in the nodes; FP32 graph: the cache's
     if options.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = options.dla_core
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        if options.allow_gpu_fallback:
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     input_tensor = network.get_input(0)
     profile = builder.create_optimization_profile()
     shapes = [(b, spec.channels, spec.input_size, spec.input_size)
               for b in (options.min_batch, options.opt_batch, options.max_batch)]
     profile.set_shape(input_tensor.name, *shapes)
     config.add_optimization_profile(profile)
+    calibration = None
+    if options.calib_cache:
+        cache, tensors = _read_cache_for(trt, options.calib_cache)
+        calibrator = cache_calibrator(trt, cache, options.opt_batch)
+        config.int8_calibrator = calibrator
+        config.set_calibration_profile(profile)
+        calibration = {"calib_cache": Path(options.calib_cache).name, "calib_cache_tensors": tensors,
+                       "calibrator": "IInt8EntropyCalibrator2 (cache only)"}
     cache_path = Path(options.timing_cache) if options.timing_cache else None
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -223,6 +323,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path | None = None,
         "profile": {"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
         "options": asdict(options),
         "build_seconds": seconds,
+        **({"calibration": calibration} if calibration else {}),
     }
     write_json(sidecar_path(engine_path), info)
     return info

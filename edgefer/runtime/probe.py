@@ -12,10 +12,18 @@ import numpy as np
 from ..errors import require
 
 
-def open_probe(model, backend: str):
+def open_probe(model, backend: str, *, lean: bool = False):
+    """``lean`` (ONNX Runtime): free every tensor as soon as its last consumer ran and run each node right after
+    its producers (bounded memory for calibration graphs that reduce every activation)."""
     if backend == "onnxruntime":
         ort = require("onnxruntime", "onnx", "probing ONNX models")
-        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if lean:
+            options.enable_mem_pattern = False  # the arena would otherwise keep the largest batch's plan
+            options.enable_cpu_mem_arena = False
+            options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         feed = session.get_inputs()[0].name
         return lambda x: dict(zip(names, session.run(names, {feed: x})))

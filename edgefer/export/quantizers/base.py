@@ -59,12 +59,14 @@ class Quantizer(Protocol):
         """Quantized layers ranked by added error (``rank``), most sensitive first."""
 
 
-def create(name: str, fp32_onnx, calib, spec, options, *, quantize_bias: bool = False, validation=None) -> Quantizer:
+def create(name: str, fp32_onnx, calib, spec, options, *, quantize_bias: bool = False, validation=None,
+           trt_cache: bool = False) -> Quantizer:
     """The quantizer registered as ``name`` for ``fp32_onnx`` (``options``: ``QuantOptions``; ``validation``:
-    (images, labels, max_drop, attempts) for quantizers with their own accuracy control)."""
+    (images, labels, max_drop, attempts) for quantizers with their own accuracy control; ``trt_cache``: also
+    write a TensorRT 10 calibration cache next to every Q/DQ graph, where the quantizer can)."""
     module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)(fp32_onnx, calib, spec, options,
-                                                          quantize_bias=quantize_bias, validation=validation)
+    return getattr(importlib.import_module(module), cls)(fp32_onnx, calib, spec, options, quantize_bias=quantize_bias,
+                                                          validation=validation, trt_cache=trt_cache)
 
 
 def relative_errors(fp32_run, int8_run, x: np.ndarray, chunk: int | None = None) -> dict:

@@ -32,7 +32,8 @@ class NncfQuantizer:
     name, runtime, suffix, recipes = "nncf", "openvino (INFERENCE_PRECISION_HINT=f32)", ".xml", RECIPES
     conv_ops = WEIGHTED_OPENVINO_OPS
 
-    def __init__(self, fp32_onnx, calib, spec, options, *, quantize_bias: bool = False, validation=None):
+    def __init__(self, fp32_onnx, calib, spec, options, *, quantize_bias: bool = False, validation=None,
+                 trt_cache: bool = False):  # no TensorRT cache from an OpenVINO IR
         self.fp32_onnx, self.calib, self.spec, self.options = Path(fp32_onnx), calib, spec, options
         self.keep_fp, self.subset_size, self.validation = tuple(options.keep_fp), options.subset_size, validation
 

@@ -33,9 +33,11 @@ class QdqQuantizer:
     name, runtime, suffix, recipes = "onnxruntime-qdq", "onnxruntime", ".onnx", RECIPES
     conv_ops = CONV_OP_TYPES
 
-    def __init__(self, fp32_onnx, calib, spec, options, *, quantize_bias: bool = False, validation=None):
+    def __init__(self, fp32_onnx, calib, spec, options, *, quantize_bias: bool = False, validation=None,
+                 trt_cache: bool = False):
         self.fp32_onnx, self.calib, self.spec, self.options = Path(fp32_onnx), calib, spec, options
         self.keep_fp, self.batch_size, self.quantize_bias = tuple(options.keep_fp), options.batch_size, quantize_bias
+        self.trt_cache = trt_cache
 
     def default_recipe(self) -> dict:
         return {"method": self.options.method, **({"placement": PLACEMENTS[0]} if PLACEMENTS else {})}
@@ -63,18 +65,24 @@ class QdqQuantizer:
 
     def quantize(self, recipe: dict, excluded: list[str], path: Path) -> dict:
         from ..qdq import quantize_qdq
+        from ..trt_cache import cache_path_for
 
         keep = (*self.keep_fp, *(glob.escape(name) for name in excluded))
+        cache = {"trt_cache": cache_path_for(path)} if self.trt_cache else {}
         with contextlib.redirect_stdout(io.StringIO()):  # ORT's entropy/percentile calibrators print() progress
             placement = {"placement": recipe["placement"]} if "placement" in recipe else {}
             info = quantize_qdq(self.fp32_onnx, self.calib, self.spec, path, method=recipe["method"], keep_fp=keep,
-                                batch_size=self.batch_size, quantize_bias=self.quantize_bias, **placement)
+                                batch_size=self.batch_size, quantize_bias=self.quantize_bias, **placement, **cache)
         if excluded:
             _float_inputs(path, set(excluded))
         return info
 
     def copy(self, source: Path, target: Path) -> None:
+        from ..trt_cache import cache_path_for
+
         shutil.copyfile(source, target)
+        if cache_path_for(source).is_file():  # the TensorRT calibration cache of that graph goes with it
+            shutil.copyfile(cache_path_for(source), cache_path_for(target))
 
     def sensitivity(self, int8_path: Path, x: np.ndarray) -> list[dict]:
         """Rank the quantized nodes of a Q/DQ graph against the FP32 graph as ORT pre-processes it

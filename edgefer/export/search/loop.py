@@ -68,7 +68,8 @@ def run(inputs: SearchInputs, out_path: str | Path, options: SearchOptions, quan
         raise ExportError("--max-drop needs labelled validation images: pass --data PATH (FER2013 CSV or image "
                           "folders with class names)")
     quantizer = create(quant.quantizer, inputs.fp32_onnx, inputs.calib, spec, quant, quantize_bias=quantize_bias,
-                       validation=(images, labels, options.max_drop, options.attempts))
+                       validation=(images, labels, options.max_drop, options.attempts),
+                       trt_cache=target == "tensorrt")
     reference = inputs.reference
     if reference is None:
         reference = check.logits(inputs.fp32_onnx, images, spec, desc="int8 search: fp32 reference")
