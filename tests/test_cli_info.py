@@ -177,3 +177,14 @@ def test_tensorrt_engine_that_does_not_deserialise(tmp_path, monkeypatch):
     assert got["kind"] == "tensorrt" and got["inputs"] == []
     assert got["notes"][-1] == ("bindings not listed: RuntimeError: TensorRT could not deserialise it (another "
                                 "TensorRT version or GPU?)")
+
+
+def test_dla_report_section(artefacts):
+    tiny, folder = artefacts
+    got = info(tiny.onnx, "--dla-report", 1)
+    assert got["dla"]["nodes"] == got["node_count"] and got["dla"]["graph"] == []
+    assert {f["op_type"] for f in got["dla"]["findings"]} <= {"GlobalAveragePool", "ReduceMean", "Flatten", "Gemm"}
+    text = CliRunner().invoke(main, ["info", str(tiny.onnx), "--dla-report", "1"]).output
+    assert "DLA check of" in text and "DLA layer, limits not checked" in text
+    result = CliRunner().invoke(main, ["info", str(tiny.xml), "--dla-report", "1"])
+    assert result.exit_code == 2 and "--dla-report applies to ONNX models, not to a openvino" in result.output

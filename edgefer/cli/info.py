@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import UsageError
 from .options import printable, printable_strings, verbosity_options
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -73,8 +74,11 @@ class ArtefactInfo:
               help="How many op types to list, most frequent first (0: all).")
 @click.option("--sidecar", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON spec to show when the model has none embedded (default: <model>.json).")
+@click.option("--dla-report", "dla_batch", type=click.IntRange(min=1), default=None, metavar="BATCH",
+              help="ONNX only: also list the layers a Jetson DLA core cannot run (NVIDIA's published DLA layer "
+                   "restrictions) for an engine of this fixed batch size.")
 @verbosity_options
-def info(model: Path, as_json: bool, top: int, sidecar: Path | None):
+def info(model: Path, as_json: bool, top: int, sidecar: Path | None, dla_batch: int | None):
     """Show what MODEL is: an ONNX model (.onnx), an OpenVINO IR (.xml), a TensorRT engine (.engine/.plan)
     with its sidecar, or an edgefer checkpoint (run directory, model.json, best.safetensors).
 
@@ -83,12 +87,25 @@ def info(model: Path, as_json: bool, top: int, sidecar: Path | None):
     every file; for a checkpoint its architecture, metrics and training settings.
     """
     result = inspect_artefact(model, top=top, sidecar=sidecar)
-    click.echo(json.dumps(printable_strings(result.to_dict()), indent=2) if as_json else printable(format_info(result)))
+    dla = None
+    if dla_batch is not None:
+        if result.kind != "onnx":
+            raise UsageError(f"--dla-report applies to ONNX models, not to a {result.kind} ({model})")
+        from ..export.dla import dla_report
+
+        dla = dla_report(model, batch=dla_batch)
+    if as_json:
+        out = result.to_dict()
+        if dla is not None:
+            out["dla"] = asdict(dla)
+        click.echo(json.dumps(printable_strings(out), indent=2))
+    else:
+        text = format_info(result) + ("\n" + "\n".join(dla.lines()) if dla is not None else "")
+        click.echo(printable(text))
 
 
 def inspect_artefact(path: Path, top: int = 10, sidecar: Path | None = None) -> ArtefactInfo:
     """An ``ArtefactInfo`` for ``path``; UsageError for a file this command does not know."""
-    from ..errors import UsageError
 
     path = Path(path)
     suffix = path.suffix.lower()
