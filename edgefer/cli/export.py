@@ -7,14 +7,13 @@ heavy imports happen inside the commands.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from pathlib import Path
 
 import click
 
 from ..errors import ExportError
-from ..export.config import CalibOptions, OnnxOptions, QuantOptions, SearchOptions
+from ..export.config import CalibOptions, EngineSettings, OnnxOptions, QuantOptions, SearchOptions
 from ..export.steps import targets
 from ..fileio import check_output
 from .options import exist_ok_option, verbosity_options
@@ -60,7 +59,8 @@ def _config_options(*groups):
     return decorate
 
 
-_GROUPS = {CalibOptions: "calib", QuantOptions: "quant", OnnxOptions: "onnx", SearchOptions: "search"}
+_GROUPS = {CalibOptions: "calib", QuantOptions: "quant", OnnxOptions: "onnx", SearchOptions: "search",
+           EngineSettings: "engine"}
 
 
 def _groups(values: dict) -> dict:
@@ -72,34 +72,11 @@ def _groups(values: dict) -> dict:
     return out
 
 
-def _engine_options(func):
-    for decorator in reversed([
-        click.option("--batch", "engine__batch", default="1,8,32", show_default=True,
-                     help="TensorRT optimisation profile MIN,OPT,MAX batch (one number: fixed)."),
-        click.option("--workspace", "engine__workspace", default=1024, show_default=True, type=int, help="TensorRT workspace limit, MiB."),
-        click.option("--timing-cache", "engine__timing_cache", type=_PATH, help="TensorRT timing cache file (loaded if present, saved after)."),
-        click.option("--dla-core", "engine__dla_core", type=int, help="Jetson: build for this DLA core (GPU fallback on)."),
-        click.option("--strongly-typed/--weakly-typed", "engine__strongly_typed", default=None,
-                     help="TensorRT network typing (default: strongly typed on TensorRT 11+, weakly on 10.x)."),
-    ]):
-        func = decorator(func)
-    return func
-
-
 def _precision(fp16: bool, int8: bool, fp32: bool = False) -> str:
     if sum((fp16, int8, fp32)) > 1:
         raise ExportError("choose one precision: --fp16 or --int8 (FP32 is the default); "
                           "--fp16 --int8 together is not supported")
     return "int8" if int8 else "fp16" if fp16 else "fp32"
-
-
-def _engine(precision: str, batch: str, workspace: int, timing_cache, dla_core, strongly_typed):
-    from ..export.tensorrt import EngineOptions, parse_batch
-
-    lo, opt, hi = parse_batch(batch)
-    return EngineOptions(precision=precision, min_batch=lo, opt_batch=opt, max_batch=hi, workspace_mb=workspace,
-                         timing_cache=str(timing_cache) if timing_cache else None, dla_core=dla_core,
-                         strongly_typed=strongly_typed).validate()
 
 
 @click.command()
@@ -144,7 +121,7 @@ def calibrate(data: Path, out: Path, exist_ok: bool, **values):
 @click.option("--calib-data", type=_PATH, help="Draw the INT8 calibration set from this labelled data (any FER2013 "
               "CSV or image folder, used whole) instead of --data's training split.")
 @_config_options(CalibOptions, QuantOptions, OnnxOptions, SearchOptions)
-@_engine_options
+@_config_options(EngineSettings)
 @click.option("--build-engine/--no-build-engine", "build", default=None,
               help="Build the TensorRT engine here (default: when tensorrt is installed).")
 @exist_ok_option
@@ -162,7 +139,7 @@ def export(model, sidecar, target, fp16, int8, out, data, calib, calib_data, bui
 
     precision = _precision(fp16, int8)
     groups = _groups(values)
-    engine = _engine(precision, **groups.pop("engine")) if target == "tensorrt" else None
+    engine = EngineSettings(**groups.pop("engine")).options(precision) if target == "tensorrt" else None
     config = ExportConfig(target, precision, onnx=OnnxOptions(**groups["onnx"]), calib=CalibOptions(**groups["calib"]),
                           quant=QuantOptions(**groups["quant"]), search=SearchOptions(**groups["search"]),
                           engine=engine, build_engine=build).validate()
@@ -189,16 +166,13 @@ def export(model, sidecar, target, fp16, int8, out, data, calib, calib_data, bui
 @click.option("--fp16", is_flag=True, help="FP16 engine.")
 @click.option("--int8", is_flag=True, help="INT8 engine from a Q/DQ ONNX (no calibrator: scales are in the graph).")
 @click.option("--sidecar", type=_PATH, help="JSON spec when the ONNX carries no edgefer metadata.")
-@_engine_options
+@_config_options(EngineSettings)
 @click.option("--calib-cache", type=_PATH, help="TensorRT 10.x implicit INT8 (DLA): calibration cache for the FP32 "
               "graph (model.int8.calib from edgefer export); implies --int8.")
-@click.option("--allow-gpu-fallback/--no-gpu-fallback", default=True, show_default=True,
-              help="With --dla-core: run layers DLA cannot run on the GPU (else the build fails).")
 @click.option("--print-only", is_flag=True, help="Print the equivalent trtexec commands instead of building.")
 @exist_ok_option
 @verbosity_options
-def build_engine(onnx_model, out, fp32, fp16, int8, sidecar, calib_cache, allow_gpu_fallback, print_only, exist_ok,
-                 **values):
+def build_engine(onnx_model, out, fp32, fp16, int8, sidecar, calib_cache, print_only, exist_ok, **values):
     """Build a TensorRT engine (+ JSON sidecar) from an exported ONNX, on the device that will run it.
 
     The precision defaults to the graph's own (Q/DQ -> int8, FP16 weights -> fp16, else fp32).
@@ -210,10 +184,8 @@ def build_engine(onnx_model, out, fp32, fp16, int8, sidecar, calib_cache, allow_
     spec = open_source(onnx_model, sidecar, option="ONNX_MODEL").spec
     int8 = int8 or calib_cache is not None
     precision = _precision(fp16, int8, fp32) if (fp16 or int8 or fp32) else tensorrt.detect_precision(onnx_model)
-    options = dataclasses.replace(_engine(precision, **_groups(values)["engine"]),
-                                  calib_cache=str(calib_cache) if calib_cache else None,
-                                  allow_gpu_fallback=allow_gpu_fallback).validate()
-    options = tensorrt.fit_to_graph(options, onnx_model)
+    settings = EngineSettings(**_groups(values)["engine"])
+    options = tensorrt.fit_to_graph(settings.options(precision, str(calib_cache) if calib_cache else None), onnx_model)
     engine = out or tensorrt.engine_path_for(onnx_model)
     if not print_only:
         check_output(engine, "file", exist_ok)

@@ -158,6 +158,35 @@ class SearchOptions:
 
 
 @dataclass(frozen=True)
+class EngineSettings:
+    """How the TensorRT engine is built, as the CLI takes it (``--batch MIN,OPT,MAX``); ``options(precision)``
+    gives the ``tensorrt.EngineOptions`` the builder and the printed commands use."""
+
+    batch: str = field(default="1,8,32", metadata=option(
+        "--batch", "TensorRT optimisation profile MIN,OPT,MAX batch (one number: fixed)."))
+    workspace: int = field(default=1024, metadata=option("--workspace", "TensorRT workspace limit, MiB.", type=int))
+    timing_cache: str | None = field(default=None, metadata=option(
+        "--timing-cache", "TensorRT timing cache file (loaded if present, saved after).", type=str))
+    dla_core: int | None = field(default=None, metadata=option(
+        "--dla-core", "Jetson: build for this DLA core (needs a fixed --batch).", type=int))
+    allow_gpu_fallback: bool = field(default=True, metadata=option(
+        "--allow-gpu-fallback/--no-gpu-fallback", "With --dla-core: run layers DLA cannot run on the GPU (else "
+        "the build fails)."))
+    strongly_typed: bool | None = field(default=None, metadata=option(
+        "--strongly-typed/--weakly-typed", "TensorRT network typing (default: strongly typed on TensorRT 11+, "
+        "weakly on 10.x)."))
+
+    def options(self, precision: str, calib_cache: str | None = None) -> EngineOptions:
+        from .tensorrt import parse_batch
+
+        lo, opt, hi = parse_batch(self.batch)
+        return EngineOptions(precision=precision, min_batch=lo, opt_batch=opt, max_batch=hi,
+                             workspace_mb=self.workspace, timing_cache=self.timing_cache, dla_core=self.dla_core,
+                             strongly_typed=self.strongly_typed, calib_cache=calib_cache,
+                             allow_gpu_fallback=self.allow_gpu_fallback).validate()
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     """One export: ``target`` x ``precision`` and the options of each stage. ``validate()`` returns the
     config with the quantizer resolved (``quant.quantizer`` set for INT8) or raises one ExportError."""
