@@ -300,3 +300,15 @@ def test_static_batch_and_opset_options(small, tmp_path):
     again = CliRunner().invoke(main, calibrate)
     assert again.exit_code == 2 and "already exists; pass --exist-ok" in again.output
     assert CliRunner().invoke(main, [*calibrate, "--exist-ok", "-q"]).exit_code == 0
+
+
+def test_model_files_export_cannot_start_from_are_named(tmp_path):
+    (tmp_path / "model.xml").write_text("<net/>")
+    (tmp_path / "notes.txt").write_text("x")
+    result = CliRunner().invoke(main, ["export", "--model", str(tmp_path / "model.xml"), "--target", "onnx",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"edgefer: error: --model {tmp_path / 'model.xml'}: an OpenVINO IR; export "
+                                    "starts from an edgefer checkpoint")
+    result = CliRunner().invoke(main, ["build-engine", str(tmp_path / "notes.txt")])
+    assert result.exit_code == 2 and "ONNX_MODEL" in result.output and "not a model file" in result.output

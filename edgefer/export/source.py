@@ -35,6 +35,11 @@ def open_source(path: str | Path, sidecar: str | Path | None = None, *, option: 
         raise ModelError(f"{option} {path}: no such file or directory")
     if path.suffix.lower() == ".onnx":
         return _open_onnx(path, sidecar)
+    if path.is_file() and path.suffix.lower() not in (".json", ".safetensors"):
+        kind = {".xml": "an OpenVINO IR", ".bin": "OpenVINO weights", ".engine": "a TensorRT engine",
+                ".plan": "a TensorRT engine"}.get(path.suffix.lower(), "not a model file edgefer exports from")
+        raise ModelError(f"{option} {path}: {kind}; export starts from an edgefer checkpoint (run directory, "
+                         "model.json or best.safetensors) or an ONNX model (.onnx)")
     from ..models import checkpoint_paths, load_checkpoint
 
     weights, _ = checkpoint_paths(path)
