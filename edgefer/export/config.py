@@ -12,10 +12,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import ExportError
-from .tensorrt import EngineOptions
+from .tensorrt import PRECISIONS, EngineOptions  # one PRECISIONS: engine precisions = export precisions
 
 # Light on purpose (no numpy): the CLI builds its options from this module when ``edgefer --help`` runs.
-PRECISIONS = ("fp32", "fp16", "int8")
 STRATEGIES = ("stratified", "balanced", "random")  # calibration draw (edgefer.export.calibration)
 DEFAULT_SIZE, DEFAULT_FLOOR = 512, 16
 EXPORTERS = ("auto", "dynamo", "legacy")  # PyTorch -> ONNX (edgefer.export.onnx)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from ..data.dataset import SPLIT_NAMES
 from ..errors import EdgeferError, InputError
 from ..fileio import read_json, write_json, write_text
 
 LOSSES = ("ce", "weighted-ce", "focal")
 CLASS_WEIGHT_METHODS = ("inverse", "effective")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-SPLITS = ("train", "val", "test", "private_test")
+SPLITS = SPLIT_NAMES  # the data layer's split names
 RECIPES = ("auto", "scratch", "finetune")
 # The options whose default depends on where the weights start (docs/training.md, "Two recipes"):
 # "finetune" starts from --pretrained/--weights, "scratch" from a random initialisation.
