@@ -109,11 +109,18 @@ def _augment(proto, tensors: list[str], reduce: bool):
     return model
 
 
-def _measured_bytes_per_image(ort, proto, tensors: list[str], image: np.ndarray) -> int:
-    """Bytes of the ``tensors`` for one image, measured by running it (shape inference loses the spatial
-    sizes after the computed "same" padding of tf_* models, so the graph alone underestimates them)."""
+def _measured_bytes_per_image(ort, proto, tensors: list[str], images: np.ndarray) -> int:
+    """Bytes of the ``tensors`` per image, measured by running ``images`` (one image, or a fixed-batch model's
+    batch; shape inference loses the spatial sizes after the computed "same" padding of tf_* models, so the
+    graph alone underestimates them)."""
     session = _session(ort, _augment(proto, tensors, reduce=False))
-    return max(1, sum(o.nbytes for o in session(image)))
+    return max(1, sum(o.nbytes for o in session(images)) // len(images))
+
+
+def _fixed_batch(proto) -> int | None:
+    """The model input's fixed batch size (a user's ONNX exported with batch 1 or 4), None when dynamic."""
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
 
 
 def _session(ort, model):
@@ -151,12 +158,14 @@ def collect_ranges(model_path: str | Path, batches, tensors: list[str] | None = 
     first = next(iter(batches), None)
     if first is None:
         raise ExportError("calibration set is empty: no batches to calibrate on")
-    per_image = _measured_bytes_per_image(ort, proto, tensors, np.ascontiguousarray(first[:1], dtype=np.float32))
+    fixed = _fixed_batch(proto)  # a fixed-batch model takes whole batches only: no sub-batches
+    per_image = _measured_bytes_per_image(ort, proto, tensors,
+                                          np.ascontiguousarray(first[:fixed or 1], dtype=np.float32))
     stats = _Stats(tensors)
     session = _session(ort, _augment(proto, tensors, reduce=True))
     # sub-batches bound the live activations (a batch of 32 at 224 px needs ~2.5 GiB on tf_efficientnetv2_s);
     # the budget counts every tensor, of which only a fraction is alive at a time
-    chunk = max(1, (REDUCE_MEMORY_MB << 20) // per_image)
+    chunk = fixed or max(1, (REDUCE_MEMORY_MB << 20) // per_image)
     for batch in progress(batches, total=total, desc=desc or f"calibrate ({method})"):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         for start in range(0, len(batch), chunk):
@@ -168,7 +177,7 @@ def collect_ranges(model_path: str | Path, batches, tensors: list[str] | None = 
     if method in ("minmax", "moving-average"):
         return stats.result(method)
     amax = stats.result("minmax").amax
-    chunk = max(1, (memory_mb << 20) // per_image)
+    chunk = fixed or max(1, (memory_mb << 20) // per_image)
     histograms = _Histograms(method, tensors, amax)
     session = _session(ort, _augment(proto, tensors, reduce=False))
     del proto
