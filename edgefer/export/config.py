@@ -32,6 +32,11 @@ def option(declaration: str, help: str, **click_kwargs) -> dict:
     return {"option": declaration, "help": help, "click": click_kwargs}
 
 
+def _check_choice(option: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ExportError(f"{option} {value!r} is not supported; use one of {', '.join(choices)}")
+
+
 @dataclass(frozen=True)
 class OnnxOptions:
     """How the FP32 ONNX is made from a checkpoint (and checked against PyTorch)."""
@@ -47,8 +52,7 @@ class OnnxOptions:
         "--parity-atol", "Max |logit difference| PyTorch vs ONNX (default 1e-3).", type=float))
 
     def validate(self) -> OnnxOptions:
-        if self.exporter not in EXPORTERS:
-            raise ExportError(f"--exporter {self.exporter!r} is not supported; use one of {', '.join(EXPORTERS)}")
+        _check_choice("--exporter", self.exporter, EXPORTERS)
         if not 13 <= int(self.opset) <= 23:
             raise ExportError(f"--opset {self.opset} is not supported; use 13..23 (default {OPSET})")
         if self.parity_atol is not None and not self.parity_atol >= 0:
@@ -73,8 +77,7 @@ class CalibOptions:
         "--split-seed", "Seed of the train/val split (as edgefer train --seed).", type=int))
 
     def validate(self) -> CalibOptions:
-        if self.strategy not in STRATEGIES:
-            raise ExportError(f"--calib-strategy {self.strategy!r} is not supported; use one of {', '.join(STRATEGIES)}")
+        _check_choice("--calib-strategy", self.strategy, STRATEGIES)
         if self.size < 1:
             raise ExportError(f"--calib-size must be >= 1 image, got {self.size}")
         if self.floor < 0:
@@ -108,10 +111,8 @@ class QuantOptions:
     def validate(self) -> QuantOptions:
         if self.quantizer is not None and self.quantizer not in QUANTIZERS:
             raise ExportError(f"--quantizer {self.quantizer!r} is not supported; use one of {', '.join(QUANTIZERS)}")
-        if self.method not in CALIB_METHODS:
-            raise ExportError(f"--calib-method {self.method!r} is not supported; use one of {', '.join(CALIB_METHODS)}")
-        if self.preset not in PRESETS:
-            raise ExportError(f"--preset {self.preset!r} is not supported; use one of {', '.join(PRESETS)}")
+        _check_choice("--calib-method", self.method, CALIB_METHODS)
+        _check_choice("--preset", self.preset, PRESETS)
         if self.batch_size < 1:
             raise ExportError(f"--calib-batch-size must be >= 1, got {self.batch_size}")
         if self.subset_size is not None and self.subset_size < 1:
