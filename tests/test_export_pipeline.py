@@ -312,3 +312,23 @@ def test_model_files_export_cannot_start_from_are_named(tmp_path):
                                     "starts from an edgefer checkpoint")
     result = CliRunner().invoke(main, ["build-engine", str(tmp_path / "notes.txt")])
     assert result.exit_code == 2 and "ONNX_MODEL" in result.output and "not a model file" in result.output
+
+
+def test_one_process_exports_a_checkpoint_to_onnx_once_per_option_set(small, tmp_path, monkeypatch):
+    """bench exports the same checkpoint for every row: the PyTorch -> ONNX step runs once per ONNX option set and
+    the later exports stage the identical graph."""
+    from edgefer.export import onnx as onnx_module
+    from edgefer.export import pipeline
+
+    work, csv, ckpt = small
+    calls = []
+    real = onnx_module.torch_to_onnx
+    monkeypatch.setattr(onnx_module, "torch_to_onnx", lambda *a, **k: calls.append(a[2:]) or real(*a, **k))
+    pipeline._LAST_ONNX.clear()
+    first = run_export(ckpt, ExportConfig.build("onnx", exporter="legacy"), tmp_path / "a")
+    second = run_export(ckpt, ExportConfig.build("openvino", exporter="legacy"), tmp_path / "b")
+    assert len(calls) == 1
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
+    assert first.onnx_export == second.onnx_export
+    run_export(ckpt, ExportConfig.build("onnx", exporter="legacy", opset=17), tmp_path / "c")
+    assert len(calls) == 2

@@ -40,6 +40,8 @@ _OPTIONS = [
      "auto = finetune with --pretrained/--weights, else scratch.", dict(type=click.Choice(RECIPES))),
     ("--drop-rate", "Dropout before the linear head.", dict(type=float)),
     ("--drop-path-rate", "Stochastic depth rate.", dict(type=float)),
+    ("--zero-init-residual/--no-zero-init-residual", "Start each residual block's last BatchNorm scale at zero "
+     "(random init only).", dict(default=None)),
     ("--val-fraction", "Stratified share of train held out for validation.", dict(type=float)),
     ("--skip-bad", "Skip malformed rows/images instead of failing.", dict(is_flag=True)),
     ("--limit-train", "Train on a seeded random subset of N images (quick runs).", dict(type=int)),

@@ -30,6 +30,9 @@ from .steps import STEPS, StepContext
 
 TOOLS = ("edgefer", "numpy", "torch", "timm", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "tensorrt")
 FP32_ONNX = "model.onnx"  # every export stages the FP32 ONNX under this name and checks against it
+# The last PyTorch -> ONNX export of this process, keyed by the checkpoint's sha256 and the ONNX options: bench
+# exports one checkpoint once per row, and the dynamo exporter takes ~25 s for tf_efficientnetv2_s.
+_LAST_ONNX: dict = {}
 
 
 def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, calib=None,
@@ -124,11 +127,17 @@ def _stage_fp32_onnx(source: Source, spec, config: ExportConfig, stage: Path, im
     clock = time.perf_counter()
     if source.kind == "checkpoint":
         options = config.onnx
-        with activity("export: PyTorch -> ONNX"):
-            proto, info = onnx.torch_to_onnx(source.torch_model, spec, options.exporter, options.opset,
-                                             dynamic_batch=options.dynamic_batch)
-            if options.simplify:
-                proto = onnx.simplify(proto)
+        key = (source.sha256, repr(spec.to_dict()), options.exporter, options.opset, options.dynamic_batch, bool(options.simplify))
+        if key in _LAST_ONNX:
+            proto, info = _reuse_onnx(_LAST_ONNX[key])
+        else:
+            with activity("export: PyTorch -> ONNX"):
+                proto, info = onnx.torch_to_onnx(source.torch_model, spec, options.exporter, options.opset,
+                                                 dynamic_batch=options.dynamic_batch)
+                if options.simplify:
+                    proto = onnx.simplify(proto)
+            _LAST_ONNX.clear()
+            _LAST_ONNX[key] = (proto.SerializeToString(), dict(info))
         info["simplified"] = bool(options.simplify)
         onnx.save_onnx(proto, fp32_onnx, spec)
         atol = onnx.PARITY_ATOL if options.parity_atol is None else options.parity_atol
@@ -143,6 +152,14 @@ def _stage_fp32_onnx(source: Source, spec, config: ExportConfig, stage: Path, im
     _hook("onnx-saved")
     timings["onnx_seconds"] = round(time.perf_counter() - clock, 3)
     return checks, info
+
+
+def _reuse_onnx(entry):
+    """(proto, info) of an earlier export of the same checkpoint with the same options (bytes -> a fresh proto)."""
+    import onnx as onnx_lib
+
+    data, info = entry
+    return onnx_lib.load_from_string(data), dict(info)
 
 
 def _open_data(data, config: ExportConfig):

@@ -17,8 +17,10 @@ RECIPES = ("auto", "scratch", "finetune")
 # The options whose default depends on where the weights start (docs/training.md, "Two recipes"):
 # "finetune" starts from --pretrained/--weights, "scratch" from a random initialisation.
 RECIPE_DEFAULTS = {
-    "finetune": dict(loss="weighted-ce", lr=1e-3, warmup_epochs=1.0, drop_path_rate=0.1, erasing=0.25),
-    "scratch": dict(loss="ce", lr=2e-3, warmup_epochs=0.25, drop_path_rate=0.0, erasing=0.0),
+    "finetune": dict(loss="weighted-ce", lr=1e-3, warmup_epochs=1.0, drop_path_rate=0.1, erasing=0.25,
+                     zero_init_residual=False),
+    "scratch": dict(loss="ce", lr=2e-3, warmup_epochs=0.25, drop_path_rate=0.0, erasing=0.0,
+                    zero_init_residual=True),
 }
 RECIPE_FIELDS = tuple(RECIPE_DEFAULTS["finetune"])
 MAX_WARMUP_SHARE = 0.2  # warm-up never takes more than this share of the run's steps
@@ -40,6 +42,7 @@ class TrainConfig:
     recipe: str = "auto"  # resolved to scratch or finetune (fields below left None take its defaults)
     drop_rate: float = 0.2
     drop_path_rate: float | None = None
+    zero_init_residual: bool | None = None  # start residual branches at zero (ignored with --weights/--pretrained)
     # data
     val_fraction: float = 0.1
     skip_bad: bool = False

@@ -33,6 +33,7 @@ from ..models import (
     save_checkpoint,
     spec_for,
     zero_classifier,
+    zero_init_residual,
 )
 from ..progress import progress
 from ..spec import FER2013_LABELS
@@ -201,6 +202,8 @@ def _fit(config: TrainConfig, resume: bool, log, exist_ok: bool, state: dict) ->
     model = create_model(config.arch, pretrained=config.pretrained, weights=config.weights, **model_kwargs)
     if has_new_classifier(model, len(FER2013_LABELS), config.starts_from_weights):
         zero_classifier(model)
+    if config.zero_init_residual and not config.starts_from_weights:
+        log(f"zero-init residual branches: {zero_init_residual(model)} blocks")
     spec = spec_for(model, config.img_size, FER2013_LABELS, config.arch)
     model = model.to(hardware.device)
     if hardware.channels_last:
