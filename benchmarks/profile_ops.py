@@ -301,7 +301,7 @@ def _summary(totals, walls, runs, load, batch, top) -> dict:
 def prepare_models(args, work: Path) -> tuple[dict[str, Path], object]:
     """The FP32 ONNX, the OpenVINO IRs and the ORT INT8 graphs the chosen backends need."""
     from edgefer.data import prepare_splits
-    from edgefer.export import export
+    from edgefer.export import ExportConfig, export
     from edgefer.export.calibration import from_data
     from edgefer.export.openvino import to_ir
     from edgefer.export.ort_int8 import OrtInt8Config, quantize_for_ort_cpu
@@ -313,7 +313,7 @@ def prepare_models(args, work: Path) -> tuple[dict[str, Path], object]:
     paths: dict[str, Path] = {}
     fp32 = work / f"onnx-fp32-{args.arch}-{args.size}" / "model.onnx"
     if not fp32.is_file():
-        export(str(checkpoint), "onnx", "fp32", fp32.parent, data=str(data), parity_atol=0.01)
+        export(str(checkpoint), ExportConfig.build("onnx", "fp32", parity_atol=0.01), fp32.parent, data=str(data))
     paths["ort-fp32"] = fp32
     if any(b.startswith("openvino") for b in args.backend):
         xml = work / f"openvino-fp32-{args.arch}-{args.size}" / "model.xml"
@@ -323,7 +323,8 @@ def prepare_models(args, work: Path) -> tuple[dict[str, Path], object]:
     if "openvino-int8" in args.backend:
         xml = work / f"openvino-int8-{args.arch}-{args.size}" / "model.int8.xml"
         if not xml.is_file():
-            export(str(checkpoint), "openvino", "int8", xml.parent, data=str(data), parity_atol=0.01)
+            export(str(checkpoint), ExportConfig.build("openvino", "int8", parity_atol=0.01), xml.parent,
+                   data=str(data))
         paths["openvino-int8"] = xml
     wanted = {"ort-int8-qdq": OrtInt8Config(format="qdq"), "ort-int8-qoperator": OrtInt8Config(format="qoperator"),
               "ort-int8-qdq-conv": OrtInt8Config(format="qdq", ops="conv")}

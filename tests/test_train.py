@@ -482,3 +482,29 @@ def test_new_classifier_starts_at_zero_and_scratch_recipe_is_resolved():
     assert scratch.recipe == "scratch" and scratch.loss == RECIPE_DEFAULTS["scratch"]["loss"]
     finetune = TrainConfig(weights="w.safetensors", lr=5e-4).resolved()
     assert (finetune.recipe, finetune.lr, finetune.loss) == ("finetune", 5e-4, "weighted-ce")
+
+
+def test_scratch_recipe_starts_every_residual_branch_at_zero():
+    """With the last BatchNorm of each skip block at zero scale, a block is the identity at init: the network
+    computes what its down-sampling blocks alone compute (why the demo leaves the class-prior plateau)."""
+    import torch
+
+    from edgefer.models import create_model, zero_init_residual
+    from edgefer.train.config import TrainConfig
+
+    assert TrainConfig().resolved().zero_init_residual is True
+    assert TrainConfig(weights="w.safetensors").resolved().zero_init_residual is False
+    assert TrainConfig(zero_init_residual=False).resolved().zero_init_residual is False
+    model = create_model("tf_efficientnetv2_s", num_classes=7, drop_rate=0.0, drop_path_rate=0.0).eval()
+    skips = [m for m in model.modules() if getattr(m, "has_skip", False)]
+    assert zero_init_residual(model) == len(skips) == 35
+    x = torch.randn(1, 1, 48, 48)
+    captured = []
+    hooks = [b.register_forward_hook(lambda m, i, o: captured.append(torch.equal(i[0], o))) for b in skips]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    assert captured and all(captured)
+    gammas = [[n for n in b.modules() if isinstance(n, torch.nn.BatchNorm2d)][-1].weight for b in skips]
+    assert all(float(g.abs().max()) == 0.0 for g in gammas)

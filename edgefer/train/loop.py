@@ -202,8 +202,7 @@ def _fit(config: TrainConfig, resume: bool, log, exist_ok: bool, state: dict) ->
     model = create_model(config.arch, pretrained=config.pretrained, weights=config.weights, **model_kwargs)
     if has_new_classifier(model, len(FER2013_LABELS), config.starts_from_weights):
         zero_classifier(model)
-    if config.zero_init_residual and not config.starts_from_weights:
-        log(f"zero-init residual branches: {zero_init_residual(model)} blocks")
+    zeroed = zero_init_residual(model) if config.zero_init_residual and not config.starts_from_weights else 0
     spec = spec_for(model, config.img_size, FER2013_LABELS, config.arch)
     model = model.to(hardware.device)
     if hardware.channels_last:
@@ -241,9 +240,10 @@ def _fit(config: TrainConfig, resume: bool, log, exist_ok: bool, state: dict) ->
         info["data"] = {"source": str(config.data), "fingerprint": splits.fingerprint, "manifest": SPLITS_JSON,
                         "manifest_sha256": sha256_file(out / SPLITS_JSON), "train_size": len(train),
                         "val_size": len(val), "limit_train": config.limit_train}
+    zero_note = f" ({zeroed} residual branches start at zero)" if zeroed else ""
     log(f"{config.arch} @ {config.img_size}px on {hardware.device} x{hardware.world_size}"
         f" (amp {AMP_NAMES[hardware.amp_dtype]}, channels_last {hardware.channels_last}, {torch.get_num_threads()}"
-        f" threads); recipe {config.recipe}; train {len(train)}, val {len(val)}, {steps_per_epoch} steps/epoch,"
+        f" threads); recipe {config.recipe}{zero_note}; train {len(train)}, val {len(val)}, {steps_per_epoch} steps/epoch,"
         f" {total_steps} steps (warm-up {warmup}), lr {config.lr:g}; loss {config.loss}"
         + ("" if weights is None else f" weights {np.round(weights, 3).tolist()}")
         + (" [SYNTHETIC data]" if splits.synthetic else ""))
