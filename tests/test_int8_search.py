@@ -3,6 +3,7 @@
 export.json says; an impossible bound with a damaged calibration set fails with one clear line, exit 2, the
 attempts report left in the output folder; Stage B keeps the top-ranked layers in floating point."""
 
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -374,7 +375,7 @@ class _FakeQuantizer:
     """A quantizer whose models are JSON notes of (recipe, excluded) and whose 'accuracy' is decided by the test:
     the order of the search's attempts without any real quantization."""
 
-    name, runtime, suffix = "fake", "onnxruntime", ".json"
+    name, runtime, suffix, qat = "fake", "onnxruntime", ".json", True
     recipes = ({"method": "m1"}, {"method": "m2"})
     conv_ops = ("Conv", "Gemm")
     ranking = [("c1", "Conv"), ("a1", "Add"), ("c2", "Conv"), ("s1", "Sigmoid"), ("a2", "Add")]
@@ -408,7 +409,7 @@ class _FakeQuantizer:
         target.write_text(source.read_text())
 
 
-def _fake_search(monkeypatch, tmp_path, passes, attempts=20):
+def _fake_search(monkeypatch, tmp_path, passes, attempts=20, qat_source=None):
     """Run the search loop with ``_FakeQuantizer``; an attempt scores like FP32 when ``passes(note)``, else it
     flips a third of the predictions."""
     from edgefer.export.config import SearchOptions
@@ -428,7 +429,7 @@ def _fake_search(monkeypatch, tmp_path, passes, attempts=20):
     monkeypatch.setattr(check, "logits", logits)
     monkeypatch.setattr(check, "latency_ms", lambda path: 1.0)
     inputs = loop.SearchInputs(tmp_path / "fp32.onnx", ModelSpec(input_size=16), calib,
-                               np.zeros((70, 16, 16), np.uint8), labels, reference)
+                               np.zeros((70, 16, 16), np.uint8), labels, reference, qat_source=qat_source)
     options = SearchOptions(max_drop=0.01, attempts=attempts)
     try:
         return loop.run(inputs, tmp_path / "out.json", options, QuantOptions(), target="tensorrt",
@@ -513,3 +514,63 @@ def test_attempts_are_timed_through_the_runtime_with_deployment_settings(checkpo
     scored = [r for r in opened if r["path"] == "attempt-0.onnx" and r is not timed[0]]
     assert len(scored) == 1 and sum(scored[0]["batches"]) == len(val.images)
     assert attempt["latency_ms"] > 0 and attempt["conv_macs_int8"] == 1.0
+
+
+def test_qat_comes_after_the_non_convolution_fallback_and_before_convolutions_leave_int8(monkeypatch, tmp_path):
+    """From a checkpoint, quantization-aware fine-tuning is tried once Stage B failed; when it passes, every
+    convolution stays INT8. Without the qat extra the stage is skipped with a note."""
+    import importlib.util
+
+    from edgefer.export.search import loop
+
+    produced = []
+
+    def qat_graph(checkpoint, data, epochs, path):
+        produced.append((checkpoint, data, epochs))
+        path.write_text(json.dumps({"recipe": {"qat_epochs": epochs}, "excluded": []}))
+        return {"seconds": 0.0}
+
+    monkeypatch.setattr(loop, "qat_graph", qat_graph)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "modelopt"
+                        else real_find_spec(name, *a))
+    report = _fake_search(monkeypatch, tmp_path, lambda note: "qat_epochs" in note["recipe"],
+                          qat_source=("run", "data.csv"))
+    stages = [a["stage"] for a in report["attempts"]]
+    assert stages == ["A", "A", "A", "B", "B", "B", "QAT"] and produced == [("run", "data.csv", 1)]
+    chosen = report["attempts"][report["chosen"]]
+    assert chosen["stage"] == "QAT" and report["conv_macs_int8"] == 1.0
+    assert chosen["recipe"] == {"qat_epochs": 1, "engine": "nvidia-modelopt"}
+    # QAT that does not pass: the convolution fallback follows, as without a checkpoint
+    report = _fake_search(monkeypatch, tmp_path, lambda note: "c2" in note["excluded"], qat_source=("run", None))
+    assert [a["stage"] for a in report["attempts"]][6:] == ["QAT", "C", "C", "C"]
+    # no ModelOpt: skipped, said in the report
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "modelopt"
+                        else real_find_spec(name, *a))
+    report = _fake_search(monkeypatch, tmp_path, lambda note: "c2" in note["excluded"], qat_source=("run", None))
+    assert "QAT" not in [a["stage"] for a in report["attempts"]]
+    assert report["qat"] == "skipped: quantization-aware fine-tuning needs pip install 'edgefer[qat]'"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("modelopt") is None, reason="needs edgefer[qat] (nvidia-modelopt)")
+def test_int8_search_tries_qat_from_a_checkpoint_before_convolutions_leave_int8(checkpoint, fer_csv, damaged_calib,
+                                                                                 tmp_path):
+    """A bound no post-training recipe meets: the search's QAT stage fine-tunes the checkpoint (edgefer.qat) and
+    scores its Q/DQ graph like every other attempt, with every convolution in INT8, before Stage C."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["export", "--model", checkpoint, "--target", "tensorrt", "--int8", "--data", fer_csv,
+                  "--calib", damaged_calib, "--max-drop", "0", "--min-agreement", "1.0", "--search-attempts", "6",
+                  "--exporter", "legacy", "--out", out])
+    report_path = tmp_path / "out.int8_search.json"
+    if result.exit_code == 0:
+        report = json.loads((out / "export.json").read_text())["int8_search"]
+    else:
+        assert result.exit_code == 2 and report_path.is_file(), result.output
+        report = json.loads(report_path.read_text())
+    stages = [a["stage"] for a in report["attempts"]]
+    # every Stage-A recipe; no Stage B (NVIDIA's placement leaves this model no quantized non-convolution layer);
+    # QAT before any convolution leaves INT8
+    assert stages == ["A"] * (len(CALIB_METHODS) + max(len(PLACEMENTS) - 1, 0)) + ["QAT"]
+    qat = report["attempts"][-1]
+    assert qat["recipe"] == {"qat_epochs": 1, "engine": "nvidia-modelopt"}
+    assert qat["conv_macs_int8"] == 1.0 and qat["excluded"] == [] and 0.0 < qat["top1_agreement"] <= 1.0

@@ -182,3 +182,4 @@ def test_activation_amax_reads_per_tensor_scales(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
     assert activation_amax(path) == {"x": pytest.approx(63.5)}
     assert qdq_consumers(path) == {"Conv": 1, "DequantizeLinear": 2, "QuantizeLinear": 2}
+

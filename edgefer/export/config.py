@@ -135,6 +135,10 @@ class SearchOptions:
         "--search-attempts", "--max-drop: at most this many quantization attempts.", type=int))
     seconds: float | None = field(default=None, metadata=option(
         "--search-seconds", "--max-drop: stop starting new attempts after this many seconds.", type=float))
+    qat_epochs: int = field(default=1, metadata=option(
+        "--search-qat-epochs", "--max-drop from a checkpoint (TensorRT/ONNX Q/DQ): when no recipe passes and keeping "
+        "non-convolution layers in floating point does not either, fine-tune this many epochs with fake "
+        "quantization (edgefer qat; needs the qat extra) before any convolution leaves INT8; 0 = never.", type=int))
 
     @property
     def enabled(self) -> bool:
@@ -154,6 +158,8 @@ class SearchOptions:
             raise ExportError(f"--search-attempts must be >= 1 attempt, got {self.attempts}")
         if self.seconds is not None and self.seconds <= 0:
             raise ExportError(f"--search-seconds must be > 0, got {self.seconds}")
+        if self.qat_epochs < 0:
+            raise ExportError(f"--search-qat-epochs must be >= 0, got {self.qat_epochs}")
         return self
 
 

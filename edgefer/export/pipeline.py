@@ -85,7 +85,8 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
         if labels is not None and not check.is_identity(match := check.match_labels(classes, spec.labels)):
             checks["labels"] = check.describe_match(match)  # scores over the classes data and model share, matched by name
         clock = time.perf_counter()
-        ctx = StepContext(stage, fp32_onnx, spec, config, calib, images, labels, reference, out_dir, timings, classes)
+        ctx = StepContext(stage, fp32_onnx, spec, config, calib, images, labels, reference, out_dir, timings, classes,
+                          qat_source=_qat_source(source, data, splits))
         with activity(f"export: {config.target} {config.precision}"):
             output = STEPS[(config.target, config.precision)].run(ctx)
         timings["convert_seconds"] = round(time.perf_counter() - clock, 3)
@@ -152,6 +153,14 @@ def _stage_fp32_onnx(source: Source, spec, config: ExportConfig, stage: Path, im
     _hook("onnx-saved")
     timings["onnx_seconds"] = round(time.perf_counter() - clock, 3)
     return checks, info
+
+
+def _qat_source(source: Source, data, splits):
+    """(checkpoint, training data path or None = the run's own) for the search's QAT attempt; None when the source
+    is not an edgefer checkpoint or the data has no training split to fine-tune on."""
+    if source.kind != "checkpoint" or (data is not None and splits is None):
+        return None
+    return source.path, (str(data) if isinstance(data, (str, Path)) else None)
 
 
 def _reuse_onnx(entry):

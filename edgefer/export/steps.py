@@ -34,6 +34,7 @@ class StepContext:
     out_dir: Path
     timings: dict
     classes: tuple = ()  # the check images' class names (matched onto the model's labels by name)
+    qat_source: tuple | None = None  # (checkpoint, training data or None) when the INT8 search may try QAT
 
 
 @dataclass
@@ -167,7 +168,7 @@ def _int8(ctx: StepContext, name: str, quantize_bias: bool = False) -> StepOutpu
         from . import search
 
         inputs = search.SearchInputs(ctx.fp32_onnx, ctx.spec, ctx.calib, ctx.images, ctx.labels, ctx.reference,
-                                     ctx.classes or None)
+                                     ctx.classes or None, qat_source=ctx.qat_source)
         failure_report = failed_search_report(ctx.out_dir)
         report = search.run(inputs, produced, config.search, config.quant, target=config.target,
                             quantize_bias=quantize_bias, report_path=failure_report)

@@ -27,13 +27,15 @@ SENSITIVITY_MEASURE = ("added relative L2 error: ||int8 - fp32|| / ||fp32|| of t
 class Quantizer(Protocol):
     """``name``: reported name; ``runtime``: what scores and times its models; ``suffix``: model file suffix;
     ``recipes``: Stage-A recipes of the search, in order; ``conv_ops``: the op types that count as convolution
-    layers in its models (``macs``)."""
+    layers in its models (``macs``); ``qat``: whether a QAT Q/DQ graph (``edgefer.qat``) is a model of its kind
+    (the search's QAT stage)."""
 
     name: str
     runtime: str
     suffix: str
     recipes: tuple[dict, ...]
     conv_ops: tuple[str, ...]
+    qat: bool
 
     def default_recipe(self) -> dict:
         """The recipe of a single (unsearched) quantization, from the user's options."""

@@ -30,6 +30,7 @@ class NncfQuantizer:
     """NNCF post-training INT8 on the OpenVINO model; layers are OpenVINO op friendly names."""
 
     name, runtime, suffix, recipes = "nncf", "openvino (INFERENCE_PRECISION_HINT=f32)", ".xml", RECIPES
+    qat = False
     conv_ops = WEIGHTED_OPENVINO_OPS
 
     def __init__(self, fp32_onnx, calib, spec, options, *, quantize_bias: bool = False, validation=None,

@@ -19,6 +19,7 @@ class OrtCpuQuantizer(QdqQuantizer):
     """INT8 ONNX for ONNX Runtime's own CPU kernels (x86 and ARM); biases are always INT32."""
 
     name, runtime, suffix, recipes = "onnxruntime-cpu", "onnxruntime", ".onnx", RECIPES
+    qat = False
 
     def default_recipe(self) -> dict:
         if self.options.method not in CALIB_METHODS:

@@ -31,6 +31,7 @@ class QdqQuantizer:
     """ONNX Runtime Q/DQ INT8 (the TensorRT / ONNX Runtime graph); layers are ONNX node names."""
 
     name, runtime, suffix, recipes = "onnxruntime-qdq", "onnxruntime", ".onnx", RECIPES
+    qat = True  # a QAT Q/DQ graph (edgefer.qat) is a TensorRT Q/DQ graph too
     conv_ops = CONV_OP_TYPES
 
     def __init__(self, fp32_onnx, calib, spec, options, *, quantize_bias: bool = False, validation=None,

@@ -8,7 +8,10 @@ FP32 on labelled validation images is within ``--max-drop`` (docs/int8_search.md
   quantization error they ADD (the quantizer's sensitivity probe); the top 1, 2, 4, ... NON-convolution layers
   (SiLU, squeeze-excitation, residual additions, pooling) are kept in floating point; every convolution stays
   INT8. Once one passes the count is bisected down.
-- Stage C, only when Stage B cannot pass: the quantizer's fallback recipes (NNCF: one
+- Stage QAT, only when Stage B cannot pass, the source is an edgefer checkpoint and the quantizer makes Q/DQ
+  graphs: ``--search-qat-epochs`` epochs of quantization-aware fine-tuning (``edgefer.qat``, NVIDIA ModelOpt,
+  every convolution INT8); skipped with a note when the ``qat`` extra is missing.
+- Stage C, only when neither passes: the quantizer's fallback recipes (NNCF: one
   ``nncf.quantize_with_accuracy_control`` attempt), then every non-convolution layer in floating point plus the
   top 1, 2, 4, ... ranked convolution layers; once one passes the count is bisected down.
 
@@ -19,6 +22,7 @@ one is chosen by ``selection.choose``.
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 import time
 from dataclasses import dataclass
@@ -50,6 +54,7 @@ class SearchInputs:
     labels: np.ndarray
     reference: np.ndarray | None = None
     classes: tuple | None = None  # the check images' class names (default: the model's labels, same order)
+    qat_source: tuple | None = None  # (checkpoint, training data or None): the QAT stage may run
 
     def match(self):
         return check.match_labels(self.spec.labels if self.classes is None else self.classes, self.spec.labels)
@@ -97,6 +102,8 @@ def run(inputs: SearchInputs, out_path: str | Path, options: SearchOptions, quan
                 break
         if not search.passed() and search.can_continue():
             report["sensitivity"] = search.fallback(sensitivity_images)
+        if search.qat_note:
+            report["qat"] = search.qat_note
         report["seconds"] = round(time.perf_counter() - start, 3)
         report["attempts"] = [a.to_json() for a in search.attempts]
         chosen = choose(search.attempts, by_latency=target != "tensorrt")
@@ -121,6 +128,7 @@ class _Search:
         self.inputs, self.options, self.start = inputs, options, start
         self.attempts: list[Attempt] = []
         self.files: dict[int, Path] = {}
+        self.qat_note: str | None = None
 
     def can_continue(self) -> bool:
         elapsed = time.perf_counter() - self.start
@@ -134,14 +142,15 @@ class _Search:
         """The Stage-A attempt with the smallest shortfall (then drop, then the highest agreement)."""
         return min((a for a in self.attempts if a.stage == "A"), key=closest)
 
-    def attempt(self, stage: str, recipe: dict, excluded: list[str]) -> Attempt | None:
-        """One quantization + evaluation; None when the budget is spent."""
+    def attempt(self, stage: str, recipe: dict, excluded: list[str], produce=None) -> Attempt | None:
+        """One quantization (``produce(path) -> info``, default: the quantizer with ``recipe``) + evaluation; None
+        when the budget is spent."""
         if not self.can_continue():
             return None
         index = len(self.attempts)
         path = self.folder / f"attempt-{index}{self.quantizer.suffix}"
         clock = time.perf_counter()
-        info = self.quantizer.quantize(recipe, excluded, path)
+        info = produce(path) if produce else self.quantizer.quantize(recipe, excluded, path)
         excluded = info.get("fp32_layers", excluded)  # NNCF accuracy control decides its own
         spec, labels = self.inputs.spec, self.inputs.labels
         layers = self.quantizer.layer_map(path)
@@ -182,6 +191,8 @@ class _Search:
             self._exclude("B", base.recipe, [], others)
         if self.passed() or not self.can_continue():
             return summary
+        if self._qat() or not self.can_continue():
+            return summary
         for recipe in self.quantizer.fallback_recipes(base.recipe):
             entry = self.attempt("C", recipe, [])
             if entry is None or entry.passed:
@@ -189,6 +200,19 @@ class _Search:
         if convs:
             self._exclude("C", base.recipe, others, convs)
         return summary
+
+    def _qat(self) -> bool:
+        """The QAT stage (see the module docstring); True when its attempt passed."""
+        epochs = self.options.qat_epochs
+        if not epochs or self.inputs.qat_source is None or not self.quantizer.qat:
+            return False
+        if importlib.util.find_spec("modelopt") is None:
+            self.qat_note = "skipped: quantization-aware fine-tuning needs pip install 'edgefer[qat]'"
+            return False
+        checkpoint, data = self.inputs.qat_source
+        recipe = {"qat_epochs": epochs, "engine": "nvidia-modelopt"}
+        entry = self.attempt("QAT", recipe, [], produce=lambda path: qat_graph(checkpoint, data, epochs, path))
+        return entry is not None and entry.passed
 
     def _exclude(self, stage: str, recipe: dict, fixed: list[str], names: list[str]) -> None:
         """Keep ``fixed`` and the top 1, 2, 4, ... of ``names`` in FP32 until one passes (or all of ``names`` are
@@ -208,6 +232,21 @@ class _Search:
             if entry is None:
                 break
             failed, passed = (failed, k) if entry.passed else (k, passed)
+
+
+def qat_graph(checkpoint, data, epochs: int, path: Path) -> dict:
+    """Fine-tune ``checkpoint`` with fake quantization (``edgefer.qat``) and write its Q/DQ ONNX to ``path``. Its
+    TensorRT calibration cache is not copied: it names the tensors of the QAT graph, not of the export's FP32 ONNX."""
+    import shutil
+
+    from ...qat import ONNX_NAME, QatConfig, run_qat
+
+    run = path.with_name(path.stem + "-qat-run")
+    config = QatConfig(from_run=str(checkpoint), out=str(run), data=data, epochs=epochs, openvino=False,
+                       exist_ok=True)
+    result = run_qat(config, log=lambda message: None, command="edgefer export --max-drop (INT8 search, QAT stage)")
+    shutil.copyfile(run / ONNX_NAME, path)
+    return {"seconds": result.seconds["total"], "quantizer": "nvidia-modelopt QAT", "qat_epochs": epochs}
 
 
 def _doubling(n: int):

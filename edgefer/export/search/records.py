@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 @dataclass
 class Attempt:
     index: int
-    stage: str  # "A": a recipe; "B": non-convolution layers kept in FP32; "C": convolutions out of INT8 too
+    stage: str  # "A": a recipe; "B": non-convolution layers kept in FP32; "QAT": quantization-aware fine-tuning;
+    # "C": convolutions out of INT8 too
     recipe: dict
     excluded: list[str]
     macro_f1: float
