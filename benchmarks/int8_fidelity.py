@@ -133,7 +133,7 @@ def main(argv=None) -> None:
         measure(f"NVIDIA placement, {method}", out / "model.int8.qdq.onnx", placement="nvidia", method=method)
     gated = work / "gated"
     options = dict(exporter="legacy", max_drop=args.max_drop, min_agreement=args.min_agreement,
-                   search_attempts=args.attempts)
+                   search_attempts=args.attempts, search_qat_epochs=0)  # post-training only: QAT is its own row
     started = time.perf_counter()
     try:
         result = export(source, ExportConfig.build("tensorrt", "int8", **options), gated, data=splits, calib=calib)
