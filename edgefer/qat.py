@@ -2,8 +2,8 @@
 
 Engine: NVIDIA TensorRT Model Optimizer (``modelopt.torch.quantization``), chosen by measurement (docs/qat.md).
 Placement is TensorRT's: fake quantization on the inputs of every Conv2d/Linear (activations per-tensor
-symmetric INT8, weights per-output-channel symmetric INT8); SiLU, Sigmoid, the squeeze-excite multiply and the
-pooling stay in floating point for TensorRT to fuse. Steps: stratified calibration (``edgefer.export.calibration``)
+symmetric INT8, weights per-output-channel symmetric INT8) and on both inputs of every residual addition; SiLU,
+Sigmoid, the squeeze-excite multiply and the pooling stay in floating point for TensorRT to fuse. Steps: stratified calibration (``edgefer.export.calibration``)
 -> fine-tune with the run's class-weighted loss and augmentation (plus distillation from the FP32 checkpoint) ->
 QAT run directory, Q/DQ ONNX (spec embedded, verified through ``edgefer.runtime``), OpenVINO INT8 IR (the Q/DQ
 pairs become FakeQuantize), per-tensor activation scales (JSON, and a TensorRT calibration cache when the
@@ -36,7 +36,7 @@ SCALES_NAME = "qat_scales.json"
 CACHE_NAME = "model_qdq.calib"
 ENGINE = "nvidia-modelopt"
 QAT_TOOLS = ("nvidia-modelopt", "torch", "onnx", "onnxruntime", "openvino")
-QUANTIZED_LAYERS = ("Conv2d", "Linear")  # everything else keeps its quantizers disabled
+QUANTIZED_LAYERS = ("Conv2d", "Linear", "ResidualAdd")  # everything else keeps its quantizers disabled
 
 
 @dataclass
@@ -51,6 +51,7 @@ class QatConfig:
     batch_size: int | None = None  # default: the run's
     distill: float = 1.0  # weight of the KL term towards the FP32 model's logits (0 = the run's loss only)
     freeze_bn: bool = True  # keep BatchNorm statistics and dropout as trained (the model runs in eval mode)
+    residual: bool = True  # also quantize both inputs of every residual addition (NVIDIA's placement)
     limit_train: int | None = None
     calib_size: int = 512
     calib_seed: int = 0
@@ -187,7 +188,7 @@ def _run(config: QatConfig, log, command: str) -> QatResult:
     log(f"{meta['arch']} @ {spec.input_size}px from {config.from_run}: calibrating on {len(calib)} images, "
         f"fine-tuning on {len(train)} for {config.epochs} epoch(s), measuring on {split} ({len(evaluation)})")
 
-    quantized = insert_fake_quantization(student, calib.images, spec)
+    quantized = insert_fake_quantization(student, calib.images, spec, residual=config.residual)
     seconds["calibrate"] = round(time.perf_counter() - clock, 3)
     fp32 = _logits(teacher, evaluation.images, spec)
     ptq = _logits(quantized, evaluation.images, spec)
@@ -248,8 +249,9 @@ def quantization_config() -> dict:
     return copy.deepcopy(mtq.INT8_DEFAULT_CFG)
 
 
-def insert_fake_quantization(model, images: np.ndarray, spec, batch_size: int = 64):
-    """Replace Conv2d/Linear by ModelOpt quant modules and calibrate their activation ranges (max) on ``images``."""
+def insert_fake_quantization(model, images: np.ndarray, spec, batch_size: int = 64, *, residual: bool = True):
+    """Replace Conv2d/Linear by ModelOpt quant modules (and, with ``residual``, wrap every residual block so both
+    inputs of its addition are quantized) and calibrate their activation ranges (max) on ``images``."""
     import modelopt.torch.quantization as mtq
     import torch
 
@@ -271,7 +273,40 @@ def insert_fake_quantization(model, images: np.ndarray, spec, batch_size: int = 
             for child_name, child in module.named_children():
                 if child_name.endswith("_quantizer") and hasattr(child, "disable"):
                     child.disable()
+    if residual and quantize_residual_adds(model):
+        # the new quantizers: ModelOpt's max calibration again (deterministic: the layers' ranges do not move)
+        with _quiet():
+            model = mtq.calibrate(model, algorithm="max", forward_loop=forward_loop)
     return model
+
+
+def quantize_residual_adds(model) -> int:
+    """Wrap every timm block with a skip connection (``has_skip``: EfficientNet/MobileNet blocks) in a
+    ``ResidualAdd`` that computes the block's branch, then ``branch_input_quantizer(branch) +
+    skip_input_quantizer(x)``: the two Q/DQ pairs NVIDIA's placement puts on a residual addition, so TensorRT
+    can fuse the addition into the INT8 convolution before it. Returns how many blocks were wrapped. (ModelOpt's
+    ``*input_quantizer`` rule of the INT8 config enables and calibrates both quantizers.)"""
+    import torch
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    class ResidualAdd(torch.nn.Module):
+        def __init__(self, block):
+            super().__init__()
+            block.has_skip = False  # the block now returns its branch (timm adds the shortcut only with has_skip)
+            self.block = block
+            self.branch_input_quantizer = TensorQuantizer()
+            self.skip_input_quantizer = TensorQuantizer()
+
+        def forward(self, x):
+            return self.branch_input_quantizer(self.block(x)) + self.skip_input_quantizer(x)
+
+    wrapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if getattr(child, "has_skip", False) is True and not isinstance(parent, ResidualAdd):
+                setattr(parent, name, ResidualAdd(child))
+                wrapped += 1
+    return wrapped
 
 
 def _base_name(module) -> str:

@@ -183,3 +183,26 @@ def test_activation_amax_reads_per_tensor_scales(tmp_path):
     assert activation_amax(path) == {"x": pytest.approx(63.5)}
     assert qdq_consumers(path) == {"Conv": 1, "DequantizeLinear": 2, "QuantizeLinear": 2}
 
+
+
+@needs_qat
+def test_residual_additions_get_qdq_on_both_inputs_like_the_post_training_placement(tmp_path):
+    """tf_efficientnetv2_s: 35 residual blocks -> 70 more quantizers, and every Add of the exported Q/DQ graph reads
+    two dequantized inputs (the placement `edgefer export --target tensorrt --int8` uses)."""
+    import onnx
+    import torch
+
+    from edgefer.models import create_model, spec_for
+    from edgefer.qat import _export, count_quantizers, insert_fake_quantization
+
+    images = np.random.default_rng(0).integers(0, 256, (8, 48, 48), dtype=np.uint8)
+    torch.manual_seed(0)
+    model = create_model("tf_efficientnetv2_s", drop_rate=0.0, drop_path_rate=0.0).eval()
+    spec = spec_for(model, 32, arch="tf_efficientnetv2_s")
+    model = insert_fake_quantization(model, images, spec, residual=True)
+    assert count_quantizers(model) == 332 + 2 * 35  # 166 Conv/Linear layers x (input, weight) + 35 Adds x 2
+    _export(model, spec, tmp_path, False, {})
+    graph = onnx.load(str(tmp_path / "model_qdq.onnx")).graph
+    dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    adds = [n for n in graph.node if n.op_type == "Add" and all(i in dq for i in n.input)]
+    assert len(adds) == 35

@@ -26,6 +26,8 @@ _OPTIONS = [
     ("--distill", "Weight of distillation towards the FP32 model's logits; the rest is the run's class-weighted loss.",
      dict(type=float)),
     ("--freeze-bn/--no-freeze-bn", "Keep BatchNorm statistics and dropout as trained.", {}),
+    ("--residual/--no-residual", "Also quantize both inputs of every residual addition (NVIDIA's Q/DQ placement).",
+     {}),
     ("--limit-train", "Fine-tune on a seeded random subset of N training images (default: as the run).", dict(type=int)),
     ("--calib-size", "Stratified calibration images (as edgefer calibrate).", dict(type=int)),
     ("--calib-seed", "Seed of the calibration draw.", dict(type=int)),
