@@ -144,13 +144,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/edgefer-bench"))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--model", type=Path, action="append", default=[],
+                        help="measure this exported model (.onnx / .xml) instead of the random-init exports; "
+                             "repeatable (e.g. the ONNX Runtime CPU INT8 graph of `edgefer export --target onnx --int8`)")
     args = parser.parse_args(argv)
     from edgefer.fileio import write_json
 
-    onnx_path, xml_path = export_models(args.arch, args.size, args.work_dir)
+    if args.model:
+        models = [(path.name, path) for path in args.model]
+    else:
+        onnx_path, xml_path = export_models(args.arch, args.size, args.work_dir)
+        models = [("onnxruntime", onnx_path), ("openvino", xml_path)]
     result = {"arch": args.arch, "size": args.size, "threads": args.threads, "python": platform.python_version(),
-              "machine": platform.processor() or platform.machine(), "cpus": _cpus(), "loadavg_before": os.getloadavg(), "backends": {}}
-    for name, path in (("onnxruntime", onnx_path), ("openvino", xml_path)):
+              "machine": platform.processor() or platform.machine(), "cpus": _cpus(), "loadavg_before": os.getloadavg(),
+              "command": " ".join([Path(sys.executable).name, *(sys.argv if argv is None else ["runtime_overhead.py", *argv])]),
+              "models": {name: str(path) for name, path in models}, "backends": {}}
+    for name, path in models:
         result["backends"][name] = {"cold_start": cold_start(path, args.threads, args.cold_runs),
                                     "batch1": overhead(path, args.threads, args.iters, args.warmup)}
     result["loadavg_after"] = os.getloadavg()
