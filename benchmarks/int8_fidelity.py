@@ -53,6 +53,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-drop", type=float, default=0.003, help="the gated search's macro-F1 bound")
     parser.add_argument("--min-agreement", type=float, default=0.995, help="the gated search's agreement bound")
     parser.add_argument("--attempts", type=int, default=12, help="the gated search's attempt budget")
+    parser.add_argument("--no-gated", action="store_true", help="skip the gated search row")
     parser.add_argument("--limit", type=int, help="evaluate on the first N test images only")
     parser.add_argument("--out", type=Path, default=Path("runs/int8_fidelity"))
     return parser.parse_args(argv)
@@ -70,11 +71,37 @@ def _source(args, work: Path) -> Path:
     return save_checkpoint(work / "random-init", model, spec_for(model, args.img_size, arch=args.random), {})
 
 
+def gated_row(args, source, splits, calib, gated: Path, measure, rows: list) -> None:
+    """The gated search (post-training only: QAT is its own row): its chosen model measured, or its best attempt
+    from the report it leaves beside ``gated`` when nothing passes."""
+    from edgefer.errors import EdgeferError
+    from edgefer.export import ExportConfig, export
+
+    options = dict(exporter="legacy", max_drop=args.max_drop, min_agreement=args.min_agreement,
+                   search_attempts=args.attempts, search_qat_epochs=0)  # post-training only: QAT is its own row
+    started = time.perf_counter()
+    try:
+        result = export(source, ExportConfig.build("tensorrt", "int8", **options), gated, data=splits, calib=calib)
+        search = result.int8_search
+        measure(f"gated PTQ (--max-drop {args.max_drop} --min-agreement {args.min_agreement})",
+                gated / result.model, search_passed=True, attempts=len(search["attempts"]),
+                kept_in_float=search["attempts"][search["chosen"]].get("kept_in_float"),
+                search_seconds=round(time.perf_counter() - started, 1))
+    except EdgeferError as exc:
+        report = Path(f"{gated}.int8_search.json")
+        search = json.loads(report.read_text()) if report.exists() else {}
+        attempts = search.get("attempts", [])
+        rows.append({"row": f"gated PTQ (--max-drop {args.max_drop} --min-agreement {args.min_agreement})",
+                     "search_passed": False, "reason": str(exc).splitlines()[0], "attempts": len(attempts),
+                     "best_attempt": min(attempts, key=lambda a: a.get("shortfall", 1e9)) if attempts else None,
+                     "search_seconds": round(time.perf_counter() - started, 1), "goal_met": False})
+        print(f"gated PTQ: no attempt passed ({len(attempts)} attempts)", flush=True)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     warnings.simplefilter("ignore")
     from edgefer.data import prepare_splits
-    from edgefer.errors import EdgeferError
     from edgefer.export import ExportConfig, check, export
     from edgefer.export.calibration import CalibrationSet
     from edgefer.export.config import QuantOptions
@@ -131,26 +158,8 @@ def main(argv=None) -> None:
             export(source, ExportConfig.build("tensorrt", "int8", exporter="legacy", calib_method=method), out,
                    data=splits, calib=calib)
         measure(f"NVIDIA placement, {method}", out / "model.int8.qdq.onnx", placement="nvidia", method=method)
-    gated = work / "gated"
-    options = dict(exporter="legacy", max_drop=args.max_drop, min_agreement=args.min_agreement,
-                   search_attempts=args.attempts, search_qat_epochs=0)  # post-training only: QAT is its own row
-    started = time.perf_counter()
-    try:
-        result = export(source, ExportConfig.build("tensorrt", "int8", **options), gated, data=splits, calib=calib)
-        search = result.int8_search
-        measure(f"gated PTQ (--max-drop {args.max_drop} --min-agreement {args.min_agreement})",
-                gated / result.model, search_passed=True, attempts=len(search["attempts"]),
-                kept_in_float=search["attempts"][search["chosen"]].get("kept_in_float"),
-                search_seconds=round(time.perf_counter() - started, 1))
-    except EdgeferError as exc:
-        report = Path(f"{gated}.int8_search.json")
-        search = json.loads(report.read_text()) if report.exists() else {}
-        attempts = search.get("attempts", [])
-        rows.append({"row": f"gated PTQ (--max-drop {args.max_drop} --min-agreement {args.min_agreement})",
-                     "search_passed": False, "reason": str(exc).splitlines()[0], "attempts": len(attempts),
-                     "best_attempt": min(attempts, key=lambda a: a.get("shortfall", 1e9)) if attempts else None,
-                     "search_seconds": round(time.perf_counter() - started, 1), "goal_met": False})
-        print(f"gated PTQ: no attempt passed ({len(attempts)} attempts)", flush=True)
+    if not args.no_gated:
+        gated_row(args, source, splits, calib, work / "gated", measure, rows)
     if args.qat is not None:
         qat = json.loads((args.qat / "qat.json").read_text())
         measure("QAT (edgefer qat)", args.qat / "model_qdq.onnx", qat_epochs=qat.get("command", ""))

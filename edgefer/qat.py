@@ -36,7 +36,7 @@ SCALES_NAME = "qat_scales.json"
 CACHE_NAME = "model_qdq.calib"
 ENGINE = "nvidia-modelopt"
 QAT_TOOLS = ("nvidia-modelopt", "torch", "onnx", "onnxruntime", "openvino")
-QUANTIZED_LAYERS = ("Conv2d", "Linear", "ResidualAdd")  # everything else keeps its quantizers disabled
+QUANTIZED_LAYERS = ("Conv2d", "Conv2dSame", "Linear", "ResidualAdd")  # everything else: quantizers disabled
 
 
 @dataclass
@@ -266,6 +266,7 @@ def insert_fake_quantization(model, images: np.ndarray, spec, batch_size: int = 
                 m(x)
 
     model.eval()
+    _register_same_padding_conv(mtq)
     with _quiet():
         model = mtq.quantize(model, quantization_config(), forward_loop)
     for module in model.modules():
@@ -278,6 +279,37 @@ def insert_fake_quantization(model, images: np.ndarray, spec, batch_size: int = 
         with _quiet():
             model = mtq.calibrate(model, algorithm="max", forward_loop=forward_loop)
     return model
+
+
+_SAME_CONV_REGISTERED: list = []
+
+
+def _register_same_padding_conv(mtq) -> None:
+    """Teach ModelOpt timm's ``Conv2dSame`` (TensorFlow "same" padding: the strided convolutions of the ``tf_``
+    models, stem included). ModelOpt maps layer classes exactly, so it would leave these Conv2d subclasses in
+    floating point; here the input quantizer sits after the padding, where the post-training placement puts the
+    Q/DQ pair (on the Conv's input), and the weight quantizer on the weight."""
+    if _SAME_CONV_REGISTERED:
+        return
+    import torch.nn.functional as F
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    from .compat import import_timm
+
+    layers = import_timm().layers
+
+    class QuantConv2dSame(layers.Conv2dSame):
+        def _setup(self):
+            self.input_quantizer = TensorQuantizer()
+            self.weight_quantizer = TensorQuantizer()
+
+        def forward(self, x):
+            x = layers.pad_same(x, self.weight.shape[-2:], self.stride, self.dilation)
+            return F.conv2d(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias, self.stride,
+                            (0, 0), self.dilation, self.groups)
+
+    mtq.register(original_cls=layers.Conv2dSame, quantized_cls=QuantConv2dSame)
+    _SAME_CONV_REGISTERED.append(QuantConv2dSame)
 
 
 def quantize_residual_adds(model) -> int:

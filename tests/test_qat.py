@@ -186,9 +186,10 @@ def test_activation_amax_reads_per_tensor_scales(tmp_path):
 
 
 @needs_qat
-def test_residual_additions_get_qdq_on_both_inputs_like_the_post_training_placement(tmp_path):
-    """tf_efficientnetv2_s: 35 residual blocks -> 70 more quantizers, and every Add of the exported Q/DQ graph reads
-    two dequantized inputs (the placement `edgefer export --target tensorrt --int8` uses)."""
+def test_qat_placement_on_tf_efficientnetv2_s_matches_the_post_training_one(tmp_path):
+    """tf_efficientnetv2_s: every Add of a residual block reads two dequantized inputs and every convolution, the
+    "same"-padded strided ones (timm Conv2dSame) included, a dequantized input and weight: the placement
+    `edgefer export --target tensorrt --int8` uses."""
     import onnx
     import torch
 
@@ -200,9 +201,16 @@ def test_residual_additions_get_qdq_on_both_inputs_like_the_post_training_placem
     model = create_model("tf_efficientnetv2_s", drop_rate=0.0, drop_path_rate=0.0).eval()
     spec = spec_for(model, 32, arch="tf_efficientnetv2_s")
     model = insert_fake_quantization(model, images, spec, residual=True)
-    assert count_quantizers(model) == 332 + 2 * 35  # 166 Conv/Linear layers x (input, weight) + 35 Adds x 2
+    # 166 Conv/Linear + 5 "same"-padded strided Conv2dSame layers x (input, weight) + 35 Adds x 2
+    assert count_quantizers(model) == 2 * (166 + 5) + 2 * 35
     _export(model, spec, tmp_path, False, {})
     graph = onnx.load(str(tmp_path / "model_qdq.onnx")).graph
     dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     adds = [n for n in graph.node if n.op_type == "Add" and all(i in dq for i in n.input)]
     assert len(adds) == 35
+    # every convolution reads a dequantized input and weight: the whole network's conv MACs in INT8
+    from edgefer.export.config import QuantOptions
+    from edgefer.export.quantizers.qdq import QdqQuantizer
+
+    layers = QdqQuantizer(tmp_path / "model_qdq.onnx", None, spec, QuantOptions()).layer_map(tmp_path / "model_qdq.onnx")
+    assert len(layers.convs) == 171 and layers.share()["share"] == 1.0
