@@ -152,7 +152,7 @@ def main(argv=None) -> None:
         path = work / f"all-{method}.onnx"
         quantize_qdq(fp32, calib, spec, path, method=method, placement="all")
         measure(f"previous placement (Q/DQ on every op), {method}", path, placement="all", method=method)
-    for method in args.methods.split(","):
+    for method in [m for m in args.methods.split(",") if m]:
         out = work / f"nvidia-{method}"
         if not out.exists():
             export(source, ExportConfig.build("tensorrt", "int8", exporter="legacy", calib_method=method), out,
