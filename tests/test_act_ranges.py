@@ -65,6 +65,26 @@ def test_minmax_and_moving_average_match_numpy(graph, memory_mb, monkeypatch):
         high = np.mean([r[name].max() for r in ref])
         assert moving.amax[name] == pytest.approx(max(abs(low), abs(high)), rel=1e-6)
     assert minmax.images == moving.images == 15 and minmax.scale("conv") == minmax.amax["conv"] / 127
+    # the asymmetric bounds (uint8 activations, ONNX Runtime's CPU INT8): the method's own (low, high)
+    for name in names:
+        assert minmax.bounds[name] == pytest.approx((min(r[name].min() for r in ref), max(r[name].max() for r in ref)),
+                                                    rel=1e-6)
+        assert moving.bounds[name] == pytest.approx((np.mean([r[name].min() for r in ref]),
+                                                     np.mean([r[name].max() for r in ref])), rel=1e-6)
+
+
+def test_ort_cache_symmetric_and_asymmetric(graph, tmp_path):
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    ranges = collect_ranges(graph, BATCHES, ["relu", "conv"], method="minmax")
+    symmetric = load_tensors_data(ranges.save_ort_cache(tmp_path / "s.json"))
+    asymmetric = load_tensors_data(ranges.save_ort_cache(tmp_path / "a.json", asymmetric=True))
+    assert float(symmetric["relu"].range_value[0]) == pytest.approx(-ranges.amax["relu"])
+    assert float(asymmetric["relu"].range_value[0]) == pytest.approx(0.0, abs=1e-6)  # a ReLU output: low is 0
+    assert float(asymmetric["conv"].range_value[1]) == pytest.approx(ranges.bounds["conv"][1])
+    entropy = collect_ranges(graph, BATCHES, ["relu"], method="entropy")
+    with pytest.raises(ExportError, match="asymmetric ranges need a min/max calibration method, not 'entropy'"):
+        entropy.save_ort_cache(tmp_path / "e.json", asymmetric=True)
 
 
 @pytest.mark.parametrize("method, rel", [("entropy", 1e-5), ("percentile", 0.02)])

@@ -37,18 +37,24 @@ class ActivationRanges:
     amax: dict[str, float]
     images: int = 0
     lows: dict[str, float] = field(default_factory=dict)  # observed minimum (asymmetric view, for reports)
+    # the method's (low, high) before symmetrising, for asymmetric (uint8) activations: min/max methods only
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def scale(self, name: str) -> float:
         return self.amax[name] / 127.0
 
-    def save_ort_cache(self, path: str | Path) -> Path:
-        """Write ONNX Runtime's calibration cache (JSON), read by ``quantize_static(calibration_cache_path=)``."""
+    def save_ort_cache(self, path: str | Path, *, asymmetric: bool = False) -> Path:
+        """Write ONNX Runtime's calibration cache (JSON), read by ``quantize_static(calibration_cache_path=)``:
+        (-amax, amax) per tensor, or with ``asymmetric`` the method's own (low, high) (``bounds``)."""
         from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, save_tensors_data
 
         method = {"moving-average": CalibrationMethod.MinMax, "minmax": CalibrationMethod.MinMax,
                   "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[self.method]
-        data = {name: TensorData(lowest=np.array(-a, np.float32), highest=np.array(a, np.float32))
-                for name, a in self.amax.items()}
+        if asymmetric and not self.bounds:
+            raise ExportError(f"asymmetric ranges need a min/max calibration method, not {self.method!r}")
+        pairs = self.bounds if asymmetric else {name: (-a, a) for name, a in self.amax.items()}
+        data = {name: TensorData(lowest=np.array(low, np.float32), highest=np.array(high, np.float32))
+                for name, (low, high) in pairs.items()}
         save_tensors_data(TensorsData(method, data), path)
         return Path(path)
 
@@ -209,11 +215,13 @@ class _Stats:
     def result(self, method: str) -> ActivationRanges:
         lows, highs = np.array(self.batch_lows), np.array(self.batch_highs)
         if method == "moving-average":
-            amax = np.maximum(np.abs(lows.mean(axis=0)), np.abs(highs.mean(axis=0)))
+            low, high = lows.mean(axis=0), highs.mean(axis=0)
         else:
-            amax = np.maximum(np.abs(lows.min(axis=0)), np.abs(highs.max(axis=0)))
+            low, high = lows.min(axis=0), highs.max(axis=0)
+        amax = np.maximum(np.abs(low), np.abs(high))
         return ActivationRanges(method, {n: float(a) for n, a in zip(self.tensors, amax)}, self.images,
-                                {n: float(v) for n, v in zip(self.tensors, lows.min(axis=0))})
+                                {n: float(v) for n, v in zip(self.tensors, lows.min(axis=0))},
+                                {n: (float(a), float(b)) for n, a, b in zip(self.tensors, low, high)})
 
 
 class _Histograms:
