@@ -21,7 +21,6 @@ Writes fidelity.json and fidelity.md into --out (both name the command and the m
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 import sys
@@ -30,14 +29,6 @@ import warnings
 from pathlib import Path
 
 GOAL_DROP_POINTS, GOAL_AGREEMENT = 0.3, 0.995
-
-
-def _machine() -> str:
-    """CPU model and ISA, as benchmarks/profile_ops.py names the machine."""
-    spec = importlib.util.spec_from_file_location("profile_ops", Path(__file__).resolve().parent / "profile_ops.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.machine()
 
 
 def parse_args(argv=None):
@@ -101,6 +92,8 @@ def gated_row(args, source, splits, calib, gated: Path, measure, rows: list) -> 
 def main(argv=None) -> None:
     args = parse_args(argv)
     warnings.simplefilter("ignore")
+    import profile_ops  # beside this script (its folder is sys.path[0]): names the machine as the other benchmarks
+
     from edgefer.data import prepare_splits
     from edgefer.export import ExportConfig, check, export
     from edgefer.export.calibration import CalibrationSet
@@ -165,7 +158,7 @@ def main(argv=None) -> None:
         measure("QAT (edgefer qat)", args.qat / "model_qdq.onnx", qat_epochs=qat.get("command", ""))
 
     command = "PYTHONPATH=. python benchmarks/int8_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = {"command": command, "machine": _machine(),
+    report = {"command": command, "machine": profile_ops.machine(),
               "data": f"{args.data} (test split, {len(labels)} images)", "synthetic": base.synthetic,
               "model": str(args.model or f"random-init {args.random} @ {args.img_size} px"),
               "fp32": {**{k: ref_scores[k] for k in ("macro_f1", "accuracy")}, "batch1_ms_ort_cpu": fp32_ms},

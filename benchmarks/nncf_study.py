@@ -21,22 +21,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import json
 import sys
 import time
 import warnings
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 VARIANTS = ("mixed", "performance", "mixed-full-bc", "mixed-ignore-se", "mixed-ignore-first-last")
-
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv=None):
@@ -104,11 +95,11 @@ def main(argv=None) -> None:
     from edgefer.logs import QUIET, set_verbosity
 
     set_verbosity(QUIET)
-    profile = _module("profile_ops")
+    import profile_ops as profile  # beside this script (its folder is sys.path[0])
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "work"
     if args.model is None:
-        matrix = _module("run_matrix")
+        import run_matrix as matrix
         data = args.data or matrix.synthetic_data(work, 3000, 0)
         source = matrix.recalibrated_init(data, work, args.size, 256, args.threads, arch=args.arch)
     else:

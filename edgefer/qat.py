@@ -14,6 +14,7 @@ cache writer is available), and ``qat.json`` with macro-F1 and agreement against
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -281,16 +282,12 @@ def insert_fake_quantization(model, images: np.ndarray, spec, batch_size: int = 
     return model
 
 
-_SAME_CONV_REGISTERED: list = []
-
-
+@functools.cache
 def _register_same_padding_conv(mtq) -> None:
     """Teach ModelOpt timm's ``Conv2dSame`` (TensorFlow "same" padding: the strided convolutions of the ``tf_``
     models, stem included). ModelOpt maps layer classes exactly, so it would leave these Conv2d subclasses in
     floating point; here the input quantizer sits after the padding, where the post-training placement puts the
     Q/DQ pair (on the Conv's input), and the weight quantizer on the weight."""
-    if _SAME_CONV_REGISTERED:
-        return
     import torch.nn.functional as F
     from modelopt.torch.quantization.nn import TensorQuantizer
 
@@ -309,7 +306,6 @@ def _register_same_padding_conv(mtq) -> None:
                             (0, 0), self.dilation, self.groups)
 
     mtq.register(original_cls=layers.Conv2dSame, quantized_cls=QuantConv2dSame)
-    _SAME_CONV_REGISTERED.append(QuantConv2dSame)
 
 
 def quantize_residual_adds(model) -> int:
