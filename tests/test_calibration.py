@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgefer.data.sampling import balanced_quota, stratified_quota
 from edgefer.errors import ExportError
 from edgefer.export.calibration import (
     CalibrationSet,
     CalibrationWarning,
-    _balanced_quota,
-    _stratified_quota,
     draw,
     from_data,
 )
@@ -54,14 +53,14 @@ def test_floor_warning_names_the_short_classes(fer_csv):
 
 def test_stratified_floor_lifts_minority_class():
     counts = np.array([3995, 436, 4097, 7215, 4830, 3171, 4965])  # FER2013 training distribution
-    quota = _stratified_quota(counts, 512, 16)
+    quota = stratified_quota(counts, 512, 16)
     assert quota.sum() == 512 and quota[1] == 16  # disgust: 9 by proportion, lifted to the floor
     others = [0, 2, 3, 4, 5, 6]  # share the remaining 496 in proportion to their counts
     assert np.all(np.abs(quota[others] - 496 * counts[others] / counts[others].sum()) < 1)
     tiny = np.array([3, 436, 0, 7215, 4830, 5, 4965])
-    quota = _stratified_quota(tiny, 512, 16)
+    quota = stratified_quota(tiny, 512, 16)
     assert quota.sum() == 512 and quota[0] == 3 and quota[2] == 0 and quota[5] == 5
-    balanced = _balanced_quota(tiny, 512)
+    balanced = balanced_quota(tiny, 512)
     assert balanced.sum() == 512 and list(balanced[[0, 2, 5]]) == [3, 0, 5]
     assert balanced[[1, 3, 4, 6]].max() - balanced[[1, 3, 4, 6]].min() <= 1
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.readers import SPLIT_ORDER
+from ..data.sampling import stratified_sample
 from ..errors import EdgeferError, InputError, MissingDependency
 from ..export.config import option
 from ..preprocess import prepare
@@ -74,7 +75,8 @@ class BenchSettings:
     warmup: int = field(default=DEFAULT_WARMUP, metadata=option(
         "--warmup", "Untimed runs first.", type=int, min=0))
     limit: int | None = field(default=None, metadata=option(
-        "--limit", "Use only the first N images of the split.", type=int, min=1))
+        "--limit", "Evaluate a seeded stratified sample of N images of the split (every class in proportion).",
+        type=int, min=1))
     calib: str | Path | None = field(default=None, metadata=option(
         "--calib", "Calibration bundle for INT8 exports (default: drawn from --data's train split).", exists=True))
     calib_data: str | Path | None = field(default=None, metadata=option(
@@ -233,7 +235,7 @@ def _load_split(data, s: BenchSettings, int8: bool):
     if s.limit is not None:
         if s.limit < 1:
             raise InputError(f"--limit: expected a positive number of images, got {s.limit}")
-        dataset = dataset.subset(np.arange(min(s.limit, len(dataset))))
+        dataset = dataset.subset(np.sort(stratified_sample(dataset.labels, s.limit, seed=0)))
     usage["evaluated_n"] = len(dataset)
     return splits, dataset, calib, usage
 

@@ -74,7 +74,10 @@ def _format_report(report: dict) -> str:
     tag = "  [SYNTHETIC DATA]" if report["synthetic"] else ""
     lines = [f"{report['source']} ({report['format']}){tag}", f"fingerprint {report['fingerprint']}",
              f"val split: {report['val_from']}, val fraction {report['val_fraction']}, seed {report['seed']}; "
-             "class weights from train", ""]
+             "class weights from train"]
+    if report.get("test_split"):
+        lines.append(f"test splits: {report['test_split']}")
+    lines.append("")
     names = list(report["splits"])
     lines.append(f"{'class':<10}" + "".join(f"{n:>14}" for n in names) + f"{'w_inverse':>11}{'w_effective':>13}")
     weights = report["class_weights"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import os
 import re
 import stat
@@ -36,6 +37,8 @@ FOLDER_SPLITS = {
     "privatetest": "private_test",
 }
 SPLIT_ORDER = ("train", "val", "test", "private_test")
+# Kaggle's image-folder FER2013 keeps PublicTest and PrivateTest in one test/ folder; the file names tell them apart
+TEST_PREFIXES = {"publictest": "test", "privatetest": "private_test"}
 
 CSV_COLUMNS = {"emotion": ("emotion", "label"), "pixels": ("pixels",), "usage": ("usage",)}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip", ".gz", ".7z", ".rar")
@@ -106,6 +109,7 @@ class Loaded:
     source: str
     format: str  # "csv", "split-folders" or "class-folders"
     synthetic: bool = False
+    test_split: str = ""  # how the test splits were told apart (folders: file-name prefixes or one test folder)
 
     @property
     def classes(self) -> tuple:
@@ -134,11 +138,14 @@ def load(path: str | Path, skip_bad: bool = False) -> Loaded:
                 raise DataError(f"{printable(path)}: is an archive; extract it first (e.g. tar xzf / unzip) and "
                                 "pass the fer2013.csv or image folder inside")
             splits, fmt = read_fer_csv(path, report), "csv"
+            test_split = "Usage column" if "test" in splits or "private_test" in splits else ""
         else:
             layout = _folder_layout(path)
             if layout == "csv":
                 return load(_single_csv(path), skip_bad)
-            splits, fmt = read_image_folders(path, layout, report), layout
+            notes: dict = {}
+            splits, fmt = read_image_folders(path, layout, report, notes), layout
+            test_split = notes.get("test_split", "")
     except OSError as exc:  # unreadable file or folder (permissions, I/O error)
         raise DataError(f"{printable(exc.filename or path)}: cannot read ({exc.strerror or exc})") from None
     splits = {name: splits[name] for name in SPLIT_ORDER if name in splits and len(splits[name])}
@@ -147,7 +154,7 @@ def load(path: str | Path, skip_bad: bool = False) -> Loaded:
     synthetic = is_synthetic(path)
     for dataset in splits.values():
         dataset.synthetic = synthetic
-    return Loaded(splits, report, printable(path), fmt, synthetic)
+    return Loaded(splits, report, printable(path), fmt, synthetic, test_split)
 
 
 # ---------------------------------------------------------------------------------------------- CSV
@@ -325,11 +332,13 @@ def _split_name(name: str) -> str | None:
     return FOLDER_SPLITS.get(re.sub(r"[^a-z]", "", name.lower()))
 
 
-def read_image_folders(root: str | Path, layout: str, report: Report | None = None) -> dict:
+def read_image_folders(root: str | Path, layout: str, report: Report | None = None, notes: dict | None = None) -> dict:
     """Read ``root/<split>/<class>/**`` ('split-folders') or ``root/<class>/**`` ('class-folders', all
     ``train``). Any image size, gray or colour, becomes 48x48 gray (see ``to_gray48``). Source ids are
     paths relative to ``root``. Hidden files and folders (".DS_Store") and files directly in ``root`` are
-    ignored."""
+    ignored. A test folder of Kaggle's FER2013 (``PublicTest_*`` and ``PrivateTest_*`` files) gives ``test`` and
+    ``private_test``; ``notes["test_split"]`` says how the test splits were found. Each split is in a fixed
+    pseudo-random order, not class by class."""
     root = Path(root)
     report = Report() if report is None else report
     if layout == "class-folders":
@@ -349,6 +358,11 @@ def read_image_folders(root: str | Path, layout: str, report: Report | None = No
                 files.append(path)
                 labels.append(label)
                 splits.append(SPLIT_ORDER.index(split))
+    if notes is not None:
+        notes["test_split"] = _recover_test_splits(files, splits)
+    else:
+        _recover_test_splits(files, splits)
+    files, labels, splits = _interleaved(root, files, labels, splits)
     pil = require("PIL.Image", "data", "reading image folders") if files else None
     images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     keep = np.ones(len(files), bool)
@@ -364,6 +378,42 @@ def read_image_folders(root: str | Path, layout: str, report: Report | None = No
         images, ids, codes = images[keep], ids[keep], codes[keep]
         labels = np.asarray(labels)[keep]
     return _split_by_code(images, np.asarray(labels, dtype=np.int64), ids, codes, source=str(root))
+
+
+def _test_prefix(path: Path) -> str | None:
+    """'test' for PublicTest_*, 'private_test' for PrivateTest_* (any case, '_' or '-' or nothing after), else None."""
+    match = re.match(r"(publictest|privatetest)(?![a-z])", path.name.lower())
+    return TEST_PREFIXES[match.group(1)] if match else None
+
+
+def _recover_test_splits(files: list, splits: list) -> str:
+    """FER2013's official PublicTest / PrivateTest splits from the file names of a test/ folder, as the CSV's
+    Usage column gives them: when every file of the test folder starts with ``PublicTest`` or ``PrivateTest``,
+    the ``PrivateTest`` ones become ``private_test`` (``splits`` is changed in place). Otherwise the folder
+    stays one ``test`` split. Returns what was done, for the inspect summary ("" when there is no test folder)."""
+    test_code = SPLIT_ORDER.index("test")
+    members = [i for i, code in enumerate(splits) if code == test_code]
+    if not members:
+        return ""
+    prefixes = [_test_prefix(files[i]) for i in members]
+    if all(prefixes) and "private_test" in prefixes:
+        for i, prefix in zip(members, prefixes):
+            splits[i] = SPLIT_ORDER.index(prefix)
+        return "test = PublicTest_*, private_test = PrivateTest_* (from the test folder's file names)"
+    unnamed = sum(prefix is None for prefix in prefixes)
+    if unnamed == len(prefixes):
+        return "one test split (the test folder's file names do not name PublicTest/PrivateTest)"
+    return (f"one test split ({unnamed} of {len(prefixes)} test files do not start with PublicTest/PrivateTest, "
+            "so the official split cannot be recovered)")
+
+
+def _interleaved(root: Path, files: list, labels: list, splits: list) -> tuple[list, list, list]:
+    """The files in a fixed pseudo-random order (by sha256 of the path relative to ``root``) instead of class by
+    class, so that nothing that later takes a slice of a split sees one class only. The same files give the same
+    order on any machine, whatever order the file system lists them in."""
+    keys = [hashlib.sha256(printable(p.relative_to(root).as_posix()).encode()).digest() for p in files]
+    order = sorted(range(len(files)), key=keys.__getitem__)
+    return [files[i] for i in order], [labels[i] for i in order], [splits[i] for i in order]
 
 
 def _class_files(split_dir: Path, report: Report, top_level: bool):

@@ -156,6 +156,7 @@ def _manifest(splits: Splits, loaded: Loaded, val_fraction: float, seed: int, va
         "seed": seed,
         "val_fraction": val_fraction,
         "val_from": val_from,
+        "test_split": loaded.test_split,
         "labels": list(splits.classes),
         "class_weights": {
             "computed_from": "train",
@@ -196,6 +197,7 @@ def inspect_report(splits: Splits) -> dict:
         "seed": splits.manifest["seed"],
         "val_fraction": splits.manifest["val_fraction"],
         "val_from": splits.manifest["val_from"],
+        "test_split": splits.manifest["test_split"],
         "splits": {name: ds.stats() for name, ds in splits.datasets().items()},
         "class_weights": {"computed_from": "train", "inverse": _rounded(class_weights(counts, "inverse")),
                           "effective": _rounded(class_weights(counts, "effective")), "effective_beta": EFFECTIVE_BETA},

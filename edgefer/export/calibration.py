@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.sampling import balanced_quota, stratified_quota
 from ..errors import ExportError
 from ..fileio import atomic_path, read_json, write_json
 from ..preprocess import prepare
@@ -144,7 +145,7 @@ def draw(
     if strategy == "random":
         chosen = np.sort(rng.choice(len(all_labels), n, replace=False))
     else:
-        quota = _stratified_quota(counts, n, floor) if strategy == "stratified" else _balanced_quota(counts, n)
+        quota = stratified_quota(counts, n, floor) if strategy == "stratified" else balanced_quota(counts, n)
         chosen = np.sort(np.concatenate([
             rng.permutation(np.flatnonzero(all_labels == k))[: quota[k]] for k in range(len(labels))
         ]).astype(np.int64))
@@ -222,45 +223,6 @@ def content_sha256(images, labels) -> str:
     digest.update(images.tobytes())
     digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
     return digest.hexdigest()
-
-
-def _stratified_quota(counts: np.ndarray, n: int, floor: int) -> np.ndarray:
-    """Proportional allocation of ``n`` over classes with at least ``min(floor, count)`` per class."""
-    floors = np.minimum(counts, floor)
-    if floors.sum() >= n:
-        return _balanced_quota(counts, n)
-    floored = np.zeros(len(counts), bool)
-    while True:  # classes whose proportional share is below their floor get the floor; the rest share what is left
-        rest = n - floors[floored].sum()
-        share = np.where(floored, 0.0, rest * counts / max(counts[~floored].sum(), 1))
-        newly = ~floored & (share < floors)
-        if not newly.any():
-            break
-        floored |= newly
-    quota = np.where(floored, floors, np.floor(share)).astype(np.int64)
-    return _add_remainder(quota, np.where(floored, 0.0, share - np.floor(share)), n, counts)
-
-
-def _balanced_quota(counts: np.ndarray, n: int) -> np.ndarray:
-    """As equal a split of ``n`` as the class counts allow (water-filling; leftovers to lower class indices)."""
-    quota = np.zeros(len(counts), np.int64)
-    while (missing := n - int(quota.sum())) > 0:
-        open_ = quota < counts
-        step = missing // int(open_.sum())
-        if step == 0:
-            return _add_remainder(quota, open_.astype(float), n, counts)
-        quota = np.minimum(quota + np.where(open_, step, 0), counts)
-    return quota
-
-
-def _add_remainder(quota: np.ndarray, weight: np.ndarray, n: int, counts: np.ndarray) -> np.ndarray:
-    """Give the images still missing to the classes with the largest ``weight`` (ties: lower class index)."""
-    for k in sorted(range(len(quota)), key=lambda k: (-weight[k], k)):
-        if quota.sum() >= n:
-            break
-        if quota[k] < counts[k]:
-            quota[k] += 1
-    return quota
 
 
 def _floor_warnings(counts: np.ndarray, labels, floor: int) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bench.env import library_versions, machine_summary
+from ..data.sampling import stratified_sample
 from ..fileio import sha256_file, staged_dir, write_json
 from ..progress import activity
 from ..spec import FER2013_LABELS
@@ -193,15 +194,19 @@ def _open_data(data, config: ExportConfig):
 
 def _check_set(splits, whole, calib, check_size: int):
     """Images for the export's checks: validation split, else the whole labelled data set, else the calibration
-    set, else random pixels; (images, labels, set name, the data's class names)."""
+    set, else random pixels; (images, labels, set name, the data's class names). A set larger than ``check_size``
+    gives a seeded stratified sample (every class in proportion), never its first images."""
+    def sample(images, labels):
+        pick = np.sort(stratified_sample(labels, check_size, seed=0))
+        return images[pick], labels[pick]
+
     if whole is not None:
-        return whole.images[:check_size], whole.labels[:check_size], whole.name, tuple(whole.classes)
+        return (*sample(whole.images, whole.labels), whole.name, tuple(whole.classes))
     if splits is not None and len(splits.val):
         val = splits.val
-        return val.images[:check_size], val.labels[:check_size], "val", tuple(getattr(val, "classes", ()) or
-                                                                               FER2013_LABELS)
+        return (*sample(val.images, val.labels), "val", tuple(getattr(val, "classes", ()) or FER2013_LABELS))
     if calib is not None:
-        return (calib.images[:check_size], calib.labels[:check_size], "calibration",
+        return (*sample(calib.images, calib.labels), "calibration",
                 tuple(calib.manifest.get("labels") or FER2013_LABELS))
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (64, 48, 48), dtype=np.uint8), None, "random-pixels", ()

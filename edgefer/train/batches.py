@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..data.sampling import stratified_sample
 from ..errors import InputError
 from .config import TrainConfig
 from .hardware import Hardware
@@ -17,7 +18,7 @@ def load_splits(config: TrainConfig):
     splits = prepare_splits(config.data, val_fraction=config.val_fraction, seed=config.seed, skip_bad=config.skip_bad)
     train = splits.train
     if config.limit_train is not None and config.limit_train < len(train):
-        keep = np.sort(np.random.default_rng(config.seed).permutation(len(train))[: config.limit_train])
+        keep = np.sort(stratified_sample(train.labels, config.limit_train, seed=config.seed))
         train = train.subset(keep)
     if len(train) < 2:
         raise InputError(f"{config.data}: the train split has {len(train)} image(s); need at least 2")

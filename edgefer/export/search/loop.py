@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data.sampling import stratified_sample
 from ...errors import ExportError
 from ...fileio import write_json
 from ...progress import progress
@@ -179,7 +180,8 @@ class _Search:
         the top k convolution layers (C)."""
         base = self.best()
         clock = time.perf_counter()
-        images = self.quantizer.calib.images[:sensitivity_images]  # in the model's layout and fixed batch
+        calib = self.quantizer.calib
+        images = calib.images[np.sort(stratified_sample(calib.labels, sensitivity_images, seed=0))]
         x = np.concatenate(list(Batches(images, self.inputs.spec, len(images))))
         ranking = self.quantizer.sensitivity(self.files[base.index], x)
         convs = [layer["layer"] for layer in ranking if layer["op"] in self.quantizer.conv_ops]
