@@ -59,7 +59,9 @@ ROWS: tuple[RowDef, ...] = (
 )
 ROW_KEYS = tuple(r.key for r in ROWS)
 # OpenVINO INFERENCE_PRECISION_HINT per row precision: FP32 is forced to f32 (the CPU plugin would run it in
-# bf16 where the CPU has it); FP16/INT8 models keep the runtime's default (bf16/f32 for non-quantized ops).
+# bf16 where the CPU has it); FP16/INT8 models keep the runtime's default (edgefer.runtime.openvino.default_hint:
+# FP16 computes f16 where the CPU has it natively, else f32; INT8's float layers run the device default, bf16 or
+# f32). ``row_label`` names what executed.
 OPENVINO_INFERENCE_PRECISION = {"fp32": "f32"}
 # --targets accepts row keys or these groups
 GROUPS = {
@@ -74,6 +76,20 @@ GROUPS = {
     "fp16": tuple(r.key for r in ROWS if r.precision == "fp16"),
     "int8": tuple(r.key for r in ROWS if r.precision == "int8"),
 }
+
+
+def row_label(row: RowDef, executed: str | None) -> str:
+    """The row's label naming the precision that executed (an OpenVINO backend's ``precision``, read from the
+    compiled model): an FP16 IR computing in f32 or bf16 is not labelled FP16, an INT8 row names the precision
+    of its float layers."""
+    if row.backend != "openvino" or executed not in ("f32", "bf16", "f16"):
+        return row.label
+    if row.precision == "int8":
+        return f"{row.label} ({executed} float layers)"
+    if row.precision == "fp32":
+        return row.label if executed == "f32" else f"OpenVINO FP32 IR ({executed} compute)"
+    return {"f16": row.label, "f32": "OpenVINO FP16 weights (f32 compute)"}.get(
+        executed, f"OpenVINO FP16 IR ({executed} compute)")
 
 
 def select_rows(targets: str | list[str] | None) -> list[str]:

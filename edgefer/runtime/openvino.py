@@ -28,9 +28,14 @@ from ..errors import ModelError, require
 from ..spec import METADATA_KEY
 from .base import Backend, TensorInfo, resolve_spec
 
-# precision option -> INFERENCE_PRECISION_HINT. None: f32 for an fp32 model (OpenVINO would otherwise run it
-# in bf16 on CPUs with AMX/AVX512-BF16), the device's default otherwise (int8 and fp16 IRs).
+# precision option -> INFERENCE_PRECISION_HINT. None (``default_hint``): f32 for an fp32 model (OpenVINO would
+# otherwise run it in bf16 on CPUs with AMX/AVX512-BF16); for an fp16 IR f16 where the device computes f16
+# natively (OPTIMIZATION_CAPABILITIES lists FP16), else f32 on the FP16 weights, never bf16 (8 mantissa bits to
+# FP16's 11; without AMX also slower than f32); the device's default for int8 IR (its float layers: bf16 on
+# CPUs with AVX512-BF16 or AMX, f32 on AVX2).
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+_FLOAT_TYPES = {"f32": "f32", "float32": "f32", "bf16": "bf16", "bfloat16": "bf16", "f16": "f16", "float16": "f16"}
+_VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 BATCH_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # static batch sizes compiled; a batch is padded up to one
 CHUNK = BATCH_SIZES[-1]  # bigger batches run in chunks of this size
 MAX_COMPILED = len(BATCH_SIZES) + 1  # every THROUGHPUT size + the LATENCY batch-1 model (LRU beyond that)
@@ -77,10 +82,9 @@ class OpenVinoBackend(Backend):
             self.max_batch = CHUNK
         first = self._static(self.min_batch, "LATENCY")  # compiled now: errors and the precision known at open
         self.compiled_model = first.compiled
-        try:
-            self.precision = first.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        except RuntimeError:  # a device without the property: report what was asked for
-            self.precision = config.get("INFERENCE_PRECISION_HINT", "default")
+        # what executes (f32 / bf16 / f16: the float compute; an int8 IR's float layers), read from the compiled
+        # model: a hint the device cannot honour is replaced (f16 asked on a CPU with AVX512-BF16 runs bf16)
+        self.precision = executed_precision(first.compiled, config.get("INFERENCE_PRECISION_HINT", "default"))
 
     @classmethod
     def open(cls, path: Path, *, device=None, threads=None, precision=None, sidecar=None, spec=None) -> OpenVinoBackend:
@@ -102,7 +106,7 @@ class OpenVinoBackend(Backend):
         spec = spec or resolve_spec(path, embedded, sidecar, input_info, output_info)
         fixed = _fixed_batch(ov, model)
         config = {}
-        hint = _precision_hint(path, precision, spec.precision)
+        hint = _precision_hint(path, precision, spec.precision, core, device)
         if hint:
             config["INFERENCE_PRECISION_HINT"] = hint
         if threads:
@@ -223,12 +227,59 @@ def _fixed_batch(ov, model) -> int | None:
     return None
 
 
-def _precision_hint(path: Path, precision: str | None, model_precision: str) -> str | None:
+def _precision_hint(path: Path, precision: str | None, model_precision: str, core=None,
+                    device: str = "CPU") -> str | None:
     if precision is None:
-        return "f32" if model_precision == "fp32" else None
+        return default_hint(core, device, model_precision)
     if precision.lower() not in PRECISIONS:
         raise ModelError(f"{path}: precision must be one of f32, bf16, f16 (got {precision!r})")
     return PRECISIONS[precision.lower()]
+
+
+def native_f16(core, device: str = "CPU") -> bool:
+    """Whether ``device`` computes f16 natively (OpenVINO lists FP16 in its OPTIMIZATION_CAPABILITIES: ARM CPUs,
+    x86 CPUs with AMX-FP16, GPUs). AVX2 and AVX512-BF16 CPUs do not: asked for f16 they run f32 or bf16."""
+    if core is None:
+        return False
+    try:
+        return "FP16" in {str(c).upper() for c in core.get_property(device, "OPTIMIZATION_CAPABILITIES")}
+    except (RuntimeError, TypeError):  # a device without the property
+        return False
+
+
+def default_hint(core, device: str, model_precision: str) -> str | None:
+    """The INFERENCE_PRECISION_HINT edgefer asks for when the caller names none (see ``PRECISIONS``)."""
+    if model_precision == "fp32":
+        return "f32"
+    if model_precision == "fp16" and device.split(":")[0].upper() not in _VIRTUAL_DEVICES:
+        return "f16" if native_f16(core, device) else "f32"
+    return None
+
+
+def executed_precision(compiled, asked: str = "default") -> str:
+    """The float precision a compiled model executes in: its INFERENCE_PRECISION_HINT property (what the plugin
+    chose, not what was asked), else the precision most of the executed graph's compute layers output, else
+    ``asked``."""
+    try:
+        value = compiled.get_property("INFERENCE_PRECISION_HINT")
+        name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+        if name in _FLOAT_TYPES:
+            return _FLOAT_TYPES[name]
+    except (RuntimeError, TypeError, AttributeError):  # a device (or wrapper) without the property
+        pass
+    try:
+        counts: dict[str, int] = {}
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str) in ("Convolution", "FullyConnected", "MatMul", "GroupConvolution"):
+                out = _FLOAT_TYPES.get(info["outputPrecisions"].astype(str).lower())
+                if out:
+                    counts[out] = counts.get(out, 0) + 1
+        if counts:
+            return max(counts, key=counts.get)
+    except (RuntimeError, TypeError, KeyError, AttributeError):
+        pass
+    return asked
 
 
 def _info(port) -> TensorInfo:
