@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .bench.env import library_versions, machine_summary
+from .bounds import INT32_MAX, SEED_MAX, Bound, check
 from .errors import InputError, require
 
 ONNX_NAME = "model_qdq.onnx"
@@ -38,6 +39,20 @@ CACHE_NAME = "model_qdq.calib"
 ENGINE = "nvidia-modelopt"
 QAT_TOOLS = ("nvidia-modelopt", "torch", "onnx", "onnxruntime", "openvino")
 QUANTIZED_LAYERS = ("Conv2d", "Conv2dSame", "Linear", "ResidualAdd")  # everything else: quantizers disabled
+
+
+# The allowed range of every numeric option of QatConfig (checked by the CLI while parsing, and by validate()).
+QAT_BOUNDS = {
+    "epochs": Bound(int, 1, 100_000),
+    "lr": Bound(float, 0, 10, min_open=True),
+    "batch_size": Bound(int, 2, 65536),
+    "distill": Bound(float, 0, 1),
+    "limit_train": Bound(int, 2, INT32_MAX),
+    "calib_size": Bound(int, 1, INT32_MAX),
+    "calib_seed": Bound(int, 0, SEED_MAX),
+    "threads": Bound(int, 1, 4096),
+    "seed": Bound(int, 0, SEED_MAX),
+}
 
 
 @dataclass
@@ -66,16 +81,8 @@ class QatConfig:
         def bad(option, why):
             raise InputError(f"--{option.replace('_', '-')}: {why}")
 
-        for name in ("epochs", "calib_size"):
-            if getattr(self, name) < 1:
-                bad(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("batch_size", "limit_train"):
-            if getattr(self, name) is not None and getattr(self, name) < 2:
-                bad(name, f"must be at least 2, got {getattr(self, name)}")
-        if self.lr <= 0:
-            bad("lr", f"must be positive, got {self.lr}")
-        if not 0.0 <= self.distill <= 1.0:
-            bad("distill", f"must be in [0, 1], got {self.distill}")
+        for name, bound in QAT_BOUNDS.items():  # None: not given (the run's value or torch's default)
+            check("--" + name.replace("_", "-"), getattr(self, name), bound, InputError)
         if self.split not in ("val", "test", "private_test"):
             bad("split", f"must be val, test or private_test, got {self.split!r}")
         if not self.from_run:

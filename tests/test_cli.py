@@ -17,7 +17,7 @@ def run(*args):
 
 @pytest.mark.parametrize("args, message", [
     (["data", "synth", "--out", "x.csv", "--zzz"], "data synth: No such option '--zzz'."),
-    (["data", "synth", "--out", "x.csv", "--n", "abc"], "data synth: Invalid value for '--n': 'abc' is not a valid integer range."),
+    (["data", "synth", "--out", "x.csv", "--n", "abc"], "--n: must be an integer in [1, 1000000], got abc"),
     (["predict"], "predict: Missing argument 'SOURCE'."),
     (["predict", "a.png", "-m", "m.onnx", "--backend", "nope"],
      "predict: Invalid value for '--backend': 'nope' is not one of 'onnx', 'onnxruntime', 'openvino', 'ort', 'ov', 'tensorrt', 'trt'."),

@@ -31,7 +31,7 @@ def test_synth_out_with_any_suffix_is_a_file(tmp_path):
     (lambda t: (t / "f").write_text("x"), ["--out", "{t}/f/x.csv"], "--out {t}/f/x.csv: {t}/f is a file, not a directory"),
     (lambda t: None, ["--out", "/sys/edgefer-test.csv"], "--out /sys/edgefer-test.csv: cannot write in /sys ("),
     (lambda t: None, ["--out", "{t}/y.csv", "--seed", "-1"],
-     "data synth: Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295."),
+     "--seed: must be an integer in [0, 4294967295], got -1"),
 ])
 def test_synth_refuses_up_front(tmp_path, make, args, message):
     make(tmp_path)

@@ -70,7 +70,7 @@ def test_outputs_checked_before_the_model_is_opened(tmp_path):
         (["predict", image, "-m", missing_model, "--sidecar", tmp_path / "spec.json"],
          f"predict: Invalid value for '--sidecar': File '{tmp_path / 'spec.json'}' does not exist."),
         (["predict", image, "-m", missing_model, "--threads", "0"],
-         "predict: Invalid value for '--threads': 0 is not in the range x>=1."),
+         "--threads: must be an integer in [1, 4096], got 0"),
         (["predict", image, "-m", missing_model, "--precision", "f64"],
          "predict: Invalid value for '--precision': 'f64' is not one of "),
     ]

@@ -223,7 +223,7 @@ def test_existing_output_needs_exist_ok_and_bad_atol_is_refused_up_front(small, 
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and f"--out {out}: already exists; pass --exist-ok to replace it" in result.output
     result = CliRunner().invoke(main, [*args, "--exist-ok", "--parity-atol", "-1"])
-    assert result.exit_code == 2 and "--parity-atol -1: must be >= 0" in result.output
+    assert result.exit_code == 2 and "--parity-atol: must be a finite number in [0, 1000], got -1" in result.output
     clock = time.perf_counter()
     result = CliRunner().invoke(main, [*args, "--exist-ok", "-q"])
     assert result.exit_code == 0, result.output

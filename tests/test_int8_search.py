@@ -210,10 +210,10 @@ def test_choose_prefers_speed_then_macro_f1_within_the_tie():
 
 @pytest.mark.parametrize("args, message", [
     (["--max-drop", "0.01"], "--max-drop only applies to --int8"),
-    (["--int8", "--max-drop", "1.5"], "--max-drop 1.5 is outside [0, 1): it is an absolute macro-F1 difference"),
-    (["--int8", "--max-drop", "0.01", "--search-attempts", "0"], "--search-attempts must be >= 1"),
+    (["--int8", "--max-drop", "1.5"], "--max-drop: must be a finite number in [0, 1) (an absolute macro-F1 difference"),
+    (["--int8", "--max-drop", "0.01", "--search-attempts", "0"], "--search-attempts: must be an integer in [1, 10000], got 0"),
     (["--int8", "--min-agreement", "0.99"], "--min-agreement is a bound of the INT8 search: add --max-drop"),
-    (["--int8", "--max-drop", "0.01", "--min-agreement", "99.5"], "--min-agreement 99.5 is outside [0, 1]"),
+    (["--int8", "--max-drop", "0.01", "--min-agreement", "99.5"], "--min-agreement: must be a finite number in [0, 1] (the fraction"),
 ])
 def test_option_errors_are_one_line_exit_2(args, message, checkpoint, fer_csv, tmp_path):
     result = CliRunner().invoke(main, ["export", "--model", str(checkpoint), "--target", "tensorrt", "--data",

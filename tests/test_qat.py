@@ -129,8 +129,8 @@ def test_qat_onnx_matches_the_fake_quantized_pytorch_model(qat_run):
 @pytest.mark.parametrize("args, message", [
     (["--out", "x"], "--from is required: the training run to fine-tune"),
     (["--from", "nowhere", "--out", "x"], "--from nowhere: no such run directory"),
-    (["--from", "nowhere", "--out", "x", "--distill", "2"], "--distill: must be in [0, 1], got 2.0"),
-    (["--from", "nowhere", "--out", "x", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
+    (["--from", "nowhere", "--out", "x", "--distill", "2"], "--distill: must be a finite number in [0, 1], got 2"),
+    (["--from", "nowhere", "--out", "x", "--epochs", "0"], "--epochs: must be an integer in [1, 100000], got 0"),
 ])
 def test_qat_user_errors_are_one_line_exit_2(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

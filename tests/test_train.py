@@ -296,10 +296,10 @@ def test_losses_and_sampling():
         (["--resume", "{tmp}"], "not a training run directory"),
         (["--data", "{csv}", "--out", "{tmp}/r", "--amp", "fp16", "--device", "cpu"], "--amp fp16 needs CUDA"),
         (["--data", "{csv}", "--out", "{tmp}/r", "--val-fraction", "1.5"],
-         "--val-fraction: must be a share of the data strictly between 0 and 1 (e.g. 0.1), got 1.5"),
-        (["--data", "{csv}", "--out", "{tmp}/r", "--val-fraction", "1.0"], "strictly between 0 and 1"),
-        (["--data", "{csv}", "--out", "{tmp}/r", "--threads", "0"], "--threads: must be at least 1"),
-        (["--data", "{csv}", "--out", "{tmp}/r", "--drop-path-rate", "1"], "--drop-path-rate: must be in [0, 1)"),
+         "--val-fraction: must be a finite number in (0, 1) (the share of train held out, e.g. 0.1), got 1.5"),
+        (["--data", "{csv}", "--out", "{tmp}/r", "--val-fraction", "1.0"], "--val-fraction: must be a finite number in (0, 1)"),
+        (["--data", "{csv}", "--out", "{tmp}/r", "--threads", "0"], "--threads: must be an integer in [1, 4096], got 0"),
+        (["--data", "{csv}", "--out", "{tmp}/r", "--drop-path-rate", "1"], "--drop-path-rate: must be a finite number in [0, 1), got 1"),
     ],
 )
 def test_train_user_errors_are_one_line_exit_2(args, message, fer_csv, tmp_path):

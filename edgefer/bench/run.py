@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bounds import INT32_MAX, check_fields
 from ..data.readers import SPLIT_ORDER
 from ..data.sampling import stratified_sample
 from ..errors import EdgeferError, InputError, MissingDependency
@@ -28,7 +29,7 @@ from . import sanity
 from .energy import PowerMonitor
 from .env import capture
 from .memory import PeakMemory
-from .rows import GROUPS, ROWS, Producer, RowDef, _Missing, artifact_size, missing_reason, select_rows
+from .rows import GROUPS, ROWS, Producer, RowDef, _Missing, artifact_size, missing_reason, row_label, select_rows
 from .timing import DEFAULT_WARMUP, measure
 
 SCHEMA = "edgefer-bench"
@@ -66,17 +67,17 @@ class BenchSettings:
     batches: tuple[int, ...] = field(default=(1, 32), metadata=option(
         "--batch", "Batch sizes for throughput (comma-separated).", ints=True))
     threads: int | None = field(default=None, metadata=option(
-        "--threads", "CPU threads (default: all usable cores).", type=int, min=1))
+        "--threads", "CPU threads (default: all usable cores).", type=int, min=1, max=4096))
     iters: int | None = field(default=None, metadata=option(
-        "--iters", "Timed runs per measurement (budget).", type=int, min=1))
+        "--iters", "Timed runs per measurement (budget).", type=int, min=1, max=10_000_000))
     duration: float | None = field(default=None, metadata=option(
         "--duration", "Seconds per measurement (budget; default 3 s when --iters is not given).", type=float, min=0,
-        min_open=True))
+        min_open=True, max=3600))
     warmup: int = field(default=DEFAULT_WARMUP, metadata=option(
-        "--warmup", "Untimed runs first.", type=int, min=0))
+        "--warmup", "Untimed runs first.", type=int, min=0, max=1_000_000))
     limit: int | None = field(default=None, metadata=option(
         "--limit", "Evaluate a seeded stratified sample of N images of the split (every class in proportion).",
-        type=int, min=1))
+        type=int, min=1, max=INT32_MAX))
     calib: str | Path | None = field(default=None, metadata=option(
         "--calib", "Calibration bundle for INT8 exports (default: drawn from --data's train split).", exists=True))
     calib_data: str | Path | None = field(default=None, metadata=option(
@@ -84,7 +85,7 @@ class BenchSettings:
         "disjoint stratified part of a folder evaluated whole).", exists=True))
     fail_on_drop: float | None = field(default=None, metadata=option(
         "--fail-on-drop", "Exit 3 when an INT8 row loses more macro-F1 than this (fraction: 0.01 = 1 point).",
-        type=float, min=0))
+        type=float, min=0, max=1))
     export_options: dict = field(default_factory=dict, metadata={"export_options": EXPORT_OPTIONS})
     plots: bool = field(default=True, metadata=option("--plots/--no-plots", "Draw the PNG plots."))
 
@@ -99,6 +100,7 @@ def run_bench(model: str | Path, data: str | Path, *, out_dir: str | Path, conso
     from ..fileio import staged_dir
 
     settings = BenchSettings(**settings)
+    check_fields(settings, InputError)  # NaN, inf or out of range: refused before any work
     out_dir = Path(out_dir)
     with staged_dir(out_dir) as stage:
         report = _run(model, data, settings, stage, console)
@@ -144,7 +146,8 @@ def _run(model, data, s: BenchSettings, out_dir: Path, console) -> dict:
         if preds is not None:
             predictions[row.key] = preds
         if console is not None:
-            console.print(f"  {result['status']}" + (f": {result['reason']}" if result["reason"] else ""))
+            console.print(f"  {result['status']}" + (f": {result['reason']}" if result["reason"] else "")
+                          + (f" (ran as {result['label']})" if result["label"] != row.label else ""))
 
     reference = next((k for k in REFERENCE_CANDIDATES if k in predictions), None)
     _compare(results, predictions, reference)
@@ -271,6 +274,7 @@ def _bench_row(row: RowDef, producer: Producer, source_kind: str, dataset, batch
             runner = producer.open(row, path)
             result["open_s"] = time.perf_counter() - t0
             result["inference_precision"] = getattr(getattr(runner, "backend", None), "precision", row.precision)
+            result["label"] = row_label(row, result["inference_precision"])
             logits = evaluate(runner, dataset)
             result["latency"] = sanity.checked(lambda: time_row(runner, dataset, batches, **budget))
         result["memory"] = memory.result()

@@ -39,8 +39,12 @@ class OneLineError(click.ClickException):
 def one_line(exc: click.ClickException) -> click.ClickException:
     """A click error (unknown option, bad choice, missing argument, bad value, unreadable file) as one line
     naming the command it belongs to. A group called without a subcommand still shows its help."""
+    from .options import NumberError
+
     if isinstance(exc, (OneLineError, getattr(click.exceptions, "NoArgsIsHelpError", OneLineError))):
         return exc
+    if isinstance(exc, NumberError):  # "--lr: must be ..., got nan", as the configs' own checks say it
+        return OneLineError(exc.format_message())
     ctx = getattr(exc, "ctx", None)
     path = ctx.command_path.split(" ", 1)[1] if ctx and " " in ctx.command_path else ""
     return OneLineError(f"{path}: {exc.format_message()}" if path else exc.format_message())

@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from ..bench.run import BenchSettings
+from ..bounds import BOUND_KEYS, from_click
 from ..export.config import CalibOptions, OnnxOptions
-from .options import exist_ok_option, verbosity_options
+from .options import Number, exist_ok_option, verbosity_options
 
+MAX_BATCH = 65536
 GATE_EXIT = 3  # the benchmark ran but an INT8 row lost more macro-F1 than --fail-on-drop allows
 
 
@@ -16,8 +18,8 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
         batches = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}") from None
-    if not batches or min(batches) < 1:
-        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}")
+    if not batches or min(batches) < 1 or max(batches) > MAX_BATCH:
+        raise click.BadParameter(f"expected comma-separated integers in [1, {MAX_BATCH}], got {value!r}")
     return batches
 
 
@@ -34,19 +36,17 @@ def _click_kwargs(f) -> dict:
         kwargs.update(type=click.Choice(extra.pop("choices")), show_default=True)
     elif extra.pop("exists", False):
         kwargs["type"] = click.Path(exists=True)
-    elif "min" in extra:
-        bounds = {"min": extra.pop("min"), "min_open": extra.pop("min_open", False)}
-        number = extra.pop("type")
-        kwargs["type"] = click.IntRange(**bounds) if number is int else click.FloatRange(**bounds)
+    elif from_click(extra) is not None:  # finite, an integer where it must be, in range: checked while parsing
+        kwargs["type"] = Number(from_click(extra))
+        extra = {k: v for k, v in extra.items() if k not in (*BOUND_KEYS, "type")}
         kwargs["show_default"] = default is not None
     kwargs.update(extra)
     return kwargs
 
 
-# export options the bench passes through: ExportConfig.build name -> (the export config field declaring it, the
-# bound checked here already)
-_EXPORT_FIELDS = {"calib_size": (CalibOptions, "size", click.IntRange(min=1)),
-                  "parity_atol": (OnnxOptions, "parity_atol", click.FloatRange(min=0))}
+# export options the bench passes through: ExportConfig.build name -> the export config field declaring it (and its
+# bound, checked while parsing)
+_EXPORT_FIELDS = {"calib_size": (CalibOptions, "size"), "parity_atol": (OnnxOptions, "parity_atol")}
 
 
 def _settings_options(command):
@@ -58,9 +58,10 @@ def _settings_options(command):
     for f in reversed(fields(BenchSettings)):
         if "export_options" in f.metadata:
             for name in reversed(f.metadata["export_options"]):
-                group, field_name, bounded = _EXPORT_FIELDS[name]
+                group, field_name = _EXPORT_FIELDS[name]
                 meta = next(g for g in fields(group) if g.name == field_name).metadata
-                command = click.option(meta["option"], f"export__{name}", default=None, type=bounded,
+                command = click.option(meta["option"], f"export__{name}", default=None,
+                                       type=Number(from_click(meta["click"])),
                                        help=f"{meta['help']} (edgefer export's default when not given)")(command)
             continue
         command = click.option(f.metadata["option"], f.name, **_click_kwargs(f))(command)

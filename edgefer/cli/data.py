@@ -8,8 +8,11 @@ from pathlib import Path
 
 import click
 
+from ..bounds import SEED_MAX
 from ..data.synth import SYNTH_CSV_NAME, synth_csv_path
-from .options import exist_ok_option, printable, printable_strings, verbosity_options
+from .options import exist_ok_option, number, printable, printable_strings, verbosity_options
+
+MAX_SYNTH = 1_000_000  # images: ~2.3 GB of pixels in memory, ~9 GB of CSV
 
 
 @click.group()
@@ -20,8 +23,9 @@ def data():
 @data.command()
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help=f"FILE (any name with a suffix, e.g. faces.csv), or a directory (gets {SYNTH_CSV_NAME}).")
-@click.option("--n", "n", default=3000, show_default=True, type=click.IntRange(min=1), help="Number of images.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**32 - 1),
+@click.option("--n", "n", default=3000, show_default=True, type=number(int, min=1, max=MAX_SYNTH),
+              help="Number of images.")
+@click.option("--seed", default=0, show_default=True, type=number(int, min=0, max=SEED_MAX),
               help="Random seed, 0 to 2**32-1 (same seed, same bytes).")
 @exist_ok_option
 @verbosity_options
@@ -43,9 +47,10 @@ def synth(out: Path, n: int, seed: int, exist_ok: bool):
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--skip-bad", is_flag=True, help="Skip bad rows/files and count them instead of stopping.")
-@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--val-fraction", default=0.1, show_default=True, type=number(min=0, max=1, max_open=True),
               help="Validation share carved from the training data (stratified).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the train/val split.")
+@click.option("--seed", default=0, show_default=True, type=number(int, min=0, max=SEED_MAX),
+              help="Seed of the train/val split.")
 @click.option("--manifest", type=click.Path(path_type=Path), help="Also write the split manifest (JSON) here.")
 @exist_ok_option
 @verbosity_options

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import click
 
+from ..bounds import BOUND_KEYS, from_click
 from ..errors import ExportError
 from ..export.config import CalibOptions, EngineSettings, OnnxOptions, QuantOptions, SearchOptions
 from ..export.steps import targets
 from ..fileio import check_output
-from .options import exist_ok_option, verbosity_options
+from .options import Number, exist_ok_option, verbosity_options
 
 _PATH = click.Path(path_type=Path)
 
@@ -50,6 +51,10 @@ def _config_options(*groups):
                 choices = extra.pop("choices", None)
                 if choices is not None:
                     extra["type"] = click.Choice(choices)
+                bound = from_click(extra)
+                if bound is not None:  # finite, an integer where it must be, in range: checked while parsing
+                    extra = {k: v for k, v in extra.items() if k not in BOUND_KEYS}
+                    extra["type"] = Number(bound)
                 default = () if extra.get("multiple") else (None if f.default is MISSING else f.default)
                 shown = default not in (None, (), False) and not extra.get("is_flag")
                 func = click.option(meta["option"], f"{_GROUPS[group]}__{f.name}", default=default,

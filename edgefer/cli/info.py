@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from .options import printable, printable_strings, verbosity_options
+from .options import number, printable, printable_strings, verbosity_options
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
@@ -70,11 +70,11 @@ class ArtefactInfo:
 @click.command()
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+@click.option("--top", type=number(int, min=0, max=2**31 - 1), default=10, show_default=True,
               help="How many op types to list, most frequent first (0: all).")
 @click.option("--sidecar", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON spec to show when the model has none embedded (default: <model>.json).")
-@click.option("--dla-report", "dla_batch", type=click.IntRange(min=1), default=None, metavar="BATCH",
+@click.option("--dla-report", "dla_batch", type=number(int, min=1, max=65536), default=None, metavar="BATCH",
               help="ONNX only: also list the layers a Jetson DLA core cannot run (NVIDIA's published DLA layer "
                    "restrictions) for an engine of this fixed batch size.")
 @verbosity_options

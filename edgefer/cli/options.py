@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from .. import logs
+from ..bounds import Bound
 
 
 def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -24,6 +25,42 @@ def verbosity_options(command):
 def exist_ok_option(command):
     """Add ``--exist-ok``: replace existing outputs instead of refusing to."""
     return click.option("--exist-ok", is_flag=True, help="Replace existing outputs (default: refuse).")(command)
+
+
+class NumberError(click.BadParameter):
+    """A numeric option out of its range, shown as ``--option: must be ..., got ...``."""
+
+    def format_message(self) -> str:
+        param = self.param
+        names = [o for o in getattr(param, "opts", ()) if o.startswith("--")] if param else []
+        name = names[0] if names else (param.name if param else "value")
+        return f"{name}: {self.message}"
+
+
+class Number(click.ParamType):
+    """A numeric option within a ``Bound``: finite (NaN and +-inf never pass), an integer where it must be, in
+    range. Checked while the command line is parsed, so before any work."""
+
+    def __init__(self, bound: Bound | None = None, **bound_kwargs):
+        self.bound = bound or Bound(**bound_kwargs)
+        self.name = "integer" if self.bound.kind is int else "float"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "INTEGER" if self.bound.kind is int else "FLOAT"
+
+    def convert(self, value, param, ctx):
+        why = self.bound.problem(value)
+        if why:
+            raise NumberError(why, ctx=ctx, param=param)
+        return self.bound.parse(value)
+
+    def __repr__(self) -> str:
+        return f"Number({self.bound.describe()})"
+
+
+def number(kind: type = float, **bound_kwargs) -> Number:
+    """``Number(Bound(kind, ...))``: ``number(int, min=1)``, ``number(min=0, max=1, max_open=True)``."""
+    return Number(Bound(kind, **bound_kwargs))
 
 
 def printable(text) -> str:

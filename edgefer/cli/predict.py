@@ -19,7 +19,7 @@ import click
 
 from ..runtime.base import ALIASES, BACKENDS
 from ..runtime.openvino import PRECISIONS
-from .options import exist_ok_option, printable, verbosity_options
+from .options import exist_ok_option, number, printable, verbosity_options
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -45,15 +45,16 @@ _OPTIONS = [
     ("--backend", "Override the backend chosen from the model's suffix.",
      dict(type=click.Choice(sorted([*BACKENDS, *ALIASES])))),
     ("--device", "cpu/cuda (ONNX Runtime), CPU/GPU (OpenVINO), cuda:N (TensorRT).", {}),
-    ("--threads", "CPU inference threads.", dict(type=click.IntRange(min=1))),
+    ("--threads", "CPU inference threads.", dict(type=number(int, min=1, max=4096))),
     ("--precision", "OpenVINO inference precision (an fp32 model runs in f32 unless told otherwise).",
      dict(type=click.Choice(sorted(PRECISIONS)))),
     ("--sidecar", "JSON spec for a model without embedded metadata (default: <model>.json).",
      dict(type=click.Path(dir_okay=False, exists=True))),
     ("--detect/--no-detect", "Find faces first (OpenCV Haar cascade); --no-detect for images that are already "
      "face crops.", {}),
-    ("--max-frames", "Stop after this many images/frames.", dict(type=click.IntRange(min=1))),
-    ("--batch-size", "Face crops per inference call with --no-detect on a folder.", dict(type=click.IntRange(min=1))),
+    ("--max-frames", "Stop after this many images/frames.", dict(type=number(int, min=1, max=2**63 - 1))),
+    ("--batch-size", "Face crops per inference call with --no-detect on a folder.",
+     dict(type=number(int, min=1, max=65536))),
     ("--logits", "Include raw logits in the output.", dict(is_flag=True)),
 ]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import click
 
 from ..errors import DataError
-from ..qat import QatConfig
-from .options import verbosity_options
+from ..qat import QAT_BOUNDS, QatConfig
+from .options import Number, verbosity_options
 
 _DEFAULTS = QatConfig()
 
@@ -51,6 +51,8 @@ def _config_options(command):
         default = getattr(_DEFAULTS, name)
         shown = default is not None and default != "" and default is not False  # 0 is a default worth showing
         kwargs = {"default": default, "show_default": shown, **extra}
+        if name in QAT_BOUNDS:  # numbers: finite, an integer where it must be, in range (checked while parsing)
+            kwargs["type"] = Number(QAT_BOUNDS[name])
         command = click.option(declaration, name, help=help_text, **kwargs)(command)
     return command
 

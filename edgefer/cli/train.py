@@ -14,6 +14,7 @@ import click
 from ..errors import DataError, InputError, require
 from ..train.config import (
     AMP_MODES,
+    BOUNDS,
     CLASS_WEIGHT_METHODS,
     LOSSES,
     RECIPE_DEFAULTS,
@@ -22,7 +23,7 @@ from ..train.config import (
     SPLITS,
     TrainConfig,
 )
-from .options import exist_ok_option, verbosity_options
+from .options import Number, exist_ok_option, verbosity_options
 
 _DEFAULTS = TrainConfig()
 _FIELDS = {f.name for f in fields(TrainConfig)}
@@ -91,6 +92,8 @@ def _config_options(command):
         name = _field(declaration)
         default = getattr(_DEFAULTS, name)
         kwargs = {"default": default, "show_default": default not in (None, ""), **extra}
+        if name in BOUNDS:  # numbers: finite, an integer where it must be, in range (checked while parsing)
+            kwargs["type"] = Number(BOUNDS[name])
         if name in RECIPE_DEFAULTS["scratch"]:
             kwargs["show_default"] = "recipe: " + ", ".join(f"{r} {v[name]}" for r, v in RECIPE_DEFAULTS.items())
         command = click.option(declaration, name, help=help_text, **kwargs)(command)
@@ -165,9 +168,9 @@ def train(ctx, resume, exist_ok, **values):
 @click.option("--json", "json_out", type=click.Path(),
               help="Metrics JSON to write (default: <run>/eval_<split>.json for the training data, "
                    "<run>/eval_<split>_<data name>.json for other data); the confusion PNG goes beside it.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=Number(BOUNDS["eval_batch_size"]), default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, help="torch CPU threads.")
+@click.option("--threads", type=Number(BOUNDS["threads"]), help="torch CPU threads.")
 def evaluate(model_path, data, split, tta, json_out, batch_size, device, threads):
     """Accuracy, macro-F1, per-class precision/recall/F1 and confusion matrix of a checkpoint."""
     from ..data import prepare_splits

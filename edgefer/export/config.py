@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..bounds import INT32_MAX, SEED_MAX, check_fields
 from ..errors import ExportError
 from .tensorrt import PRECISIONS, EngineOptions  # one PRECISIONS: engine precisions = export precisions
 
@@ -43,21 +44,18 @@ class OnnxOptions:
 
     exporter: str = field(default="auto", metadata=option(
         "--exporter", "auto (dynamo, legacy on failure), dynamo or legacy.", choices=EXPORTERS))
-    opset: int = field(default=OPSET, metadata=option("--opset", "ONNX opset of the exported graph.", type=int))
+    opset: int = field(default=OPSET, metadata=option(
+        "--opset", "ONNX opset of the exported graph.", type=int, min=13, max=23))
     dynamic_batch: bool = field(default=True, metadata=option(
         "--dynamic/--static", "Dynamic batch dimension, or a static batch of 1 (checkpoints only)."))
     simplify: bool = field(default=False, metadata=option(
         "--simplify", "Run the onnxscript optimizer on the exported graph.", is_flag=True))
     parity_atol: float | None = field(default=None, metadata=option(
-        "--parity-atol", "Max |logit difference| PyTorch vs ONNX (default 1e-3).", type=float))
+        "--parity-atol", "Max |logit difference| PyTorch vs ONNX (default 1e-3).", type=float, min=0, max=1000))
 
     def validate(self) -> OnnxOptions:
         _check_choice("--exporter", self.exporter, EXPORTERS)
-        if not 13 <= int(self.opset) <= 23:
-            raise ExportError(f"--opset {self.opset} is not supported; use 13..23 (default {OPSET})")
-        if self.parity_atol is not None and not self.parity_atol >= 0:
-            raise ExportError(f"--parity-atol {self.parity_atol:g}: must be >= 0 (the largest allowed |logit "
-                              f"difference| between PyTorch and ONNX Runtime, e.g. 1e-3)")
+        check_fields(self, ExportError)
         return self
 
 
@@ -65,25 +63,23 @@ class OnnxOptions:
 class CalibOptions:
     """How the INT8 calibration set is drawn (``edgefer.export.calibration``) and fed."""
 
-    size: int = field(default=DEFAULT_SIZE, metadata=option("--calib-size", "Calibration images to draw.", type=int))
+    size: int = field(default=DEFAULT_SIZE, metadata=option(
+        "--calib-size", "Calibration images to draw.", type=int, min=1, max=1_000_000))
     strategy: str = field(default="stratified", metadata=option(
         "--calib-strategy", "stratified (proportional, per-class floor), balanced or random.", choices=STRATEGIES))
-    seed: int = field(default=0, metadata=option("--calib-seed", "Seed of the draw.", type=int))
+    seed: int = field(default=0, metadata=option("--calib-seed", "Seed of the draw.", type=int, min=0, max=SEED_MAX))
     floor: int = field(default=DEFAULT_FLOOR, metadata=option(
-        "--calib-floor", "Stratified: at least this many images of every class that has them.", type=int))
+        "--calib-floor", "Stratified: at least this many images of every class that has them.", type=int, min=0,
+        max=1_000_000))
     val_fraction: float = field(default=0.1, metadata=option(
-        "--val-fraction", "Validation share carved from the training data (as edgefer train does).", type=float))
+        "--val-fraction", "Validation share carved from the training data (as edgefer train does).", type=float, min=0,
+        max=1, max_open=True))
     split_seed: int = field(default=0, metadata=option(
-        "--split-seed", "Seed of the train/val split (as edgefer train --seed).", type=int))
+        "--split-seed", "Seed of the train/val split (as edgefer train --seed).", type=int, min=0, max=SEED_MAX))
 
     def validate(self) -> CalibOptions:
         _check_choice("--calib-strategy", self.strategy, STRATEGIES)
-        if self.size < 1:
-            raise ExportError(f"--calib-size must be >= 1 image, got {self.size}")
-        if self.floor < 0:
-            raise ExportError(f"--calib-floor must be >= 0, got {self.floor}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ExportError(f"--val-fraction {self.val_fraction:g} is outside [0, 1)")
+        check_fields(self, ExportError)
         return self
 
 
@@ -100,11 +96,11 @@ class QuantOptions:
         "--keep-fp", "Leave nodes in floating point: first-conv, classifier or an fnmatch pattern on node names "
         "(repeatable).", multiple=True))
     batch_size: int = field(default=32, metadata=option(
-        "--calib-batch-size", "Images per calibration batch (Q/DQ).", type=int))
+        "--calib-batch-size", "Images per calibration batch (Q/DQ).", type=int, min=1, max=65536))
     preset: str = field(default="mixed", metadata=option(
         "--preset", "OpenVINO NNCF preset.", choices=PRESETS))
     subset_size: int | None = field(default=None, metadata=option(
-        "--subset-size", "OpenVINO NNCF: calibration images used (default: all).", type=int))
+        "--subset-size", "OpenVINO NNCF: calibration images used (default: all).", type=int, min=1, max=INT32_MAX))
     fast_bias_correction: bool = field(default=True, metadata=option(
         "--fast-bias-correction/--bias-correction", "OpenVINO NNCF bias correction algorithm."))
 
@@ -113,10 +109,7 @@ class QuantOptions:
             raise ExportError(f"--quantizer {self.quantizer!r} is not supported; use one of {', '.join(QUANTIZERS)}")
         _check_choice("--calib-method", self.method, CALIB_METHODS)
         _check_choice("--preset", self.preset, PRESETS)
-        if self.batch_size < 1:
-            raise ExportError(f"--calib-batch-size must be >= 1, got {self.batch_size}")
-        if self.subset_size is not None and self.subset_size < 1:
-            raise ExportError(f"--subset-size must be >= 1, got {self.subset_size}")
+        check_fields(self, ExportError)
         return self
 
 
@@ -127,39 +120,30 @@ class SearchOptions:
     max_drop: float | None = field(default=None, metadata=option(
         "--max-drop", "--int8: search calibration recipes, then FP32 fallbacks, until the macro-F1 drop vs FP32 on "
         "the validation split is at most this ABSOLUTE difference (0.005 = 0.5 percentage points; "
-        "docs/int8_search.md). Needs --data.", type=float))
+        "docs/int8_search.md). Needs --data.", type=float, min=0, max=1, max_open=True, note=DROP_UNITS))
     min_agreement: float | None = field(default=None, metadata=option(
         "--min-agreement", "--max-drop: also require this top-1 agreement with FP32 on the validation split, as a "
-        "fraction (0.995 = 99.5 %).", type=float))
+        "fraction (0.995 = 99.5 %).", type=float, min=0, max=1,
+        note="the fraction of validation images whose top-1 class INT8 and FP32 agree on, 0.995 = 99.5 %"))
     attempts: int = field(default=12, metadata=option(
-        "--search-attempts", "--max-drop: at most this many quantization attempts.", type=int))
+        "--search-attempts", "--max-drop: at most this many quantization attempts.", type=int, min=1, max=10_000))
     seconds: float | None = field(default=None, metadata=option(
-        "--search-seconds", "--max-drop: stop starting new attempts after this many seconds.", type=float))
+        "--search-seconds", "--max-drop: stop starting new attempts after this many seconds.", type=float, min=0,
+        min_open=True, max=1e7))
     qat_epochs: int = field(default=1, metadata=option(
         "--search-qat-epochs", "--max-drop from a checkpoint (TensorRT/ONNX Q/DQ): when no recipe passes and keeping "
         "non-convolution layers in floating point does not either, fine-tune this many epochs with fake "
-        "quantization (edgefer qat; needs the qat extra) before any convolution leaves INT8; 0 = never.", type=int))
+        "quantization (edgefer qat; needs the qat extra) before any convolution leaves INT8; 0 = never.", type=int,
+        min=0, max=1000))
 
     @property
     def enabled(self) -> bool:
         return self.max_drop is not None
 
     def validate(self) -> SearchOptions:
-        if self.max_drop is None:
-            if self.min_agreement is not None:
-                raise ExportError("--min-agreement is a bound of the INT8 search: add --max-drop (e.g. 0.005)")
-            return self
-        if not 0.0 <= float(self.max_drop) < 1.0:
-            raise ExportError(f"--max-drop {self.max_drop} is outside [0, 1): it is {DROP_UNITS}")
-        if self.min_agreement is not None and not 0.0 <= float(self.min_agreement) <= 1.0:
-            raise ExportError(f"--min-agreement {self.min_agreement} is outside [0, 1]: it is the fraction of "
-                              f"validation images whose top-1 class INT8 and FP32 agree on (0.995 = 99.5 %)")
-        if self.attempts < 1:
-            raise ExportError(f"--search-attempts must be >= 1 attempt, got {self.attempts}")
-        if self.seconds is not None and self.seconds <= 0:
-            raise ExportError(f"--search-seconds must be > 0, got {self.seconds}")
-        if self.qat_epochs < 0:
-            raise ExportError(f"--search-qat-epochs must be >= 0, got {self.qat_epochs}")
+        check_fields(self, ExportError)
+        if self.max_drop is None and self.min_agreement is not None:
+            raise ExportError("--min-agreement is a bound of the INT8 search: add --max-drop (e.g. 0.005)")
         return self
 
 
@@ -170,11 +154,12 @@ class EngineSettings:
 
     batch: str = field(default="1,8,32", metadata=option(
         "--batch", "TensorRT optimisation profile MIN,OPT,MAX batch (one number: fixed)."))
-    workspace: int = field(default=1024, metadata=option("--workspace", "TensorRT workspace limit, MiB.", type=int))
+    workspace: int = field(default=1024, metadata=option(
+        "--workspace", "TensorRT workspace limit, MiB.", type=int, min=1, max=2**20))
     timing_cache: str | None = field(default=None, metadata=option(
         "--timing-cache", "TensorRT timing cache file (loaded if present, saved after).", type=str))
     dla_core: int | None = field(default=None, metadata=option(
-        "--dla-core", "Jetson: build for this DLA core (needs a fixed --batch).", type=int))
+        "--dla-core", "Jetson: build for this DLA core (needs a fixed --batch).", type=int, min=0, max=15))
     allow_gpu_fallback: bool = field(default=True, metadata=option(
         "--allow-gpu-fallback/--no-gpu-fallback", "With --dla-core: run layers DLA cannot run on the GPU (else "
         "the build fails)."))
@@ -185,6 +170,7 @@ class EngineSettings:
     def options(self, precision: str, calib_cache: str | None = None) -> EngineOptions:
         from .tensorrt import parse_batch
 
+        check_fields(self, ExportError)
         lo, opt, hi = parse_batch(self.batch)
         return EngineOptions(precision=precision, min_batch=lo, opt_batch=opt, max_batch=hi,
                              workspace_mb=self.workspace, timing_cache=self.timing_cache, dla_core=self.dla_core,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from ..bounds import INT32_MAX, SEED_MAX, Bound, check
 from ..data.dataset import SPLIT_NAMES
 from ..errors import EdgeferError, InputError
 from ..fileio import read_json, write_json, write_text
@@ -27,6 +28,45 @@ MAX_WARMUP_SHARE = 0.2  # warm-up never takes more than this share of the run's 
 CONFIG_JSON, CONFIG_YAML = "config.json", "config.yaml"
 # Options that may differ when a run is resumed (they do not change what is being trained).
 RESUMABLE_OVERRIDES = ("epochs", "max_steps", "patience", "workers", "device", "threads")
+
+_PROBABILITY = Bound(float, 0, 1, note="a probability")
+_SHARE = Bound(float, 0, 1, max_open=True)
+_MAX_EPOCHS = 100_000
+# The allowed range of every numeric option (checked by the CLI while parsing, and by validate()).
+BOUNDS = {
+    "img_size": Bound(int, 8, 1024),
+    "drop_rate": _SHARE,
+    "drop_path_rate": _SHARE,
+    "val_fraction": Bound(float, 0, 1, min_open=True, max_open=True,
+                          note="the share of train held out, e.g. 0.1"),
+    "limit_train": Bound(int, 1, INT32_MAX),
+    "focal_gamma": Bound(float, 0, 100),
+    "label_smoothing": _SHARE,
+    "scale_min": Bound(float, 0, 1, min_open=True),
+    "rotation": Bound(float, 0, 180, note="degrees"),
+    "hflip": _PROBABILITY,
+    "brightness": Bound(float, 0, 1, note="factor 1 +- b"),
+    "contrast": Bound(float, 0, 1, note="factor 1 +- c"),
+    "erasing": _PROBABILITY,
+    "mixup": _PROBABILITY,
+    "cutmix": _PROBABILITY,
+    "epochs": Bound(int, 1, _MAX_EPOCHS),
+    "max_steps": Bound(int, 1, INT32_MAX),
+    "batch_size": Bound(int, 1, 65536),
+    "lr": Bound(float, 0, 10, min_open=True),
+    "min_lr": Bound(float, 0, 10),
+    "weight_decay": Bound(float, 0, 10),
+    "warmup_epochs": Bound(float, 0, _MAX_EPOCHS),
+    "grad_clip": Bound(float, 0, 1e6, note="0 = off"),
+    "layer_decay": Bound(float, 0, 1, min_open=True),
+    "freeze_epochs": Bound(int, 0, _MAX_EPOCHS),
+    "ema": Bound(float, 0, 1, min_open=True, max_open=True, note="a decay, e.g. 0.999"),
+    "patience": Bound(int, 1, _MAX_EPOCHS, note="epochs without val macro-F1 gain"),
+    "workers": Bound(int, -1, 1024, note="-1 automatic, 0 the main process"),
+    "threads": Bound(int, 1, 4096),
+    "eval_batch_size": Bound(int, 1, 65536),
+    "seed": Bound(int, 0, SEED_MAX),
+}
 
 
 @dataclass
@@ -114,39 +154,8 @@ class TrainConfig:
             bad("class_weights", f"must be one of {', '.join(CLASS_WEIGHT_METHODS)}, got {self.class_weights!r}")
         if self.amp not in AMP_MODES:
             bad("amp", f"must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        if not 8 <= self.img_size <= 1024:
-            bad("img_size", f"must be in 8..1024, got {self.img_size}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                bad(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps", "limit_train"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                bad(name, f"must be at least 1, got {getattr(self, name)}")
-        if not 0.0 < self.val_fraction < 1.0:
-            bad("val_fraction", f"must be a share of the data strictly between 0 and 1 (e.g. 0.1), "
-                                f"got {self.val_fraction}")
-        if self.threads is not None and self.threads < 1:
-            bad("threads", f"must be at least 1 (leave it out to use torch's default), got {self.threads}")
-        if self.workers < -1:
-            bad("workers", f"must be -1 (automatic), 0 (main process) or more, got {self.workers}")
-        for name in ("drop_rate", "drop_path_rate"):
-            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) < 1.0:
-                bad(name, f"must be in [0, 1), got {getattr(self, name)}")
-        if self.warmup_epochs is not None and self.warmup_epochs < 0:
-            bad("warmup_epochs", f"must be 0 or more, got {self.warmup_epochs}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            bad("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
-        if not 0.0 < self.scale_min <= 1.0:
-            bad("scale_min", f"must be in (0, 1], got {self.scale_min}")
-        for name in ("hflip", "erasing", "mixup", "cutmix"):
-            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
-                bad(name, f"must be a probability in [0, 1], got {getattr(self, name)}")
-        if self.lr is not None and self.lr <= 0:
-            bad("lr", f"must be positive, got {self.lr}")
-        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
-            bad("layer_decay", f"must be in (0, 1], got {self.layer_decay}")
-        if self.ema is not None and not 0.0 < self.ema < 1.0:
-            bad("ema", f"decay must be in (0, 1), got {self.ema}")
+        for name, bound in BOUNDS.items():  # None: not given (the recipe or torch decides)
+            check("--" + name.replace("_", "-"), getattr(self, name), bound, InputError)
         if self.pretrained and self.weights:
             bad("weights", "give either --pretrained (timm hub) or --weights PATH (local file), not both")
         return self
