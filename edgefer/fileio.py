@@ -76,8 +76,9 @@ STAGE_MARK = ".stage-"
 def check_output(path: str | Path, kind: str = "dir", exist_ok: bool = False, option: str = "--out") -> Path:
     """Check up front that ``path`` can be written as a ``kind`` ("dir" or "file") output.
 
-    Raises UsageError (one line naming the option and path) when the path is the wrong kind, when it already
-    holds output and ``exist_ok`` is false, or when its nearest existing parent is not a writable directory.
+    Raises UsageError (one line naming the option and path) when the path is the wrong kind or not a regular
+    file or directory (a device, FIFO or socket), when it already holds output and ``exist_ok`` is false, or
+    when its nearest existing parent is not a writable directory.
     Creates nothing."""
     from .errors import UsageError
 
@@ -85,6 +86,9 @@ def check_output(path: str | Path, kind: str = "dir", exist_ok: bool = False, op
     if kind not in ("dir", "file"):
         raise ValueError(f"kind must be 'dir' or 'file', not {kind!r}")
     if path.exists() or path.is_symlink():
+        if path.exists() and not (path.is_dir() or path.is_file()):
+            raise UsageError(f"{option} {path}: is not a regular file (a device, FIFO or socket); outputs are "
+                             "only written as regular files")
         if kind == "dir" and not path.is_dir():
             raise UsageError(f"{option} {path}: exists and is not a directory")
         if kind == "file" and path.is_dir():

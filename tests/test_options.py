@@ -74,3 +74,28 @@ def test_stale_stages_of_killed_runs_are_removed_or_restored(tmp_path):
     remove_stale_stages(out)
     assert not dead.exists()
     assert (out / "model.xml").read_text() == "old"
+
+
+@pytest.mark.parametrize("args", [
+    ["data", "synth", "--n", "5", "--out", "{out}"],
+    ["data", "inspect", "{csv}", "--manifest", "{out}"],
+    ["predict", "{csv}", "-m", "{t}/m.onnx", "--jsonl", "{out}"],
+    ["eval", "--model", "{t}/run", "--json", "{out}"],
+])
+@pytest.mark.parametrize("node", ["/dev/null", "fifo"])
+def test_device_or_fifo_outputs_are_refused_even_with_exist_ok(args, node, tmp_path):
+    from edgefer.cli import main
+
+    out = tmp_path / "fifo" if node == "fifo" else node
+    if node == "fifo":
+        os.mkfifo(out)
+    (tmp_path / "x.csv").write_text("emotion,pixels,Usage\n")
+    argv = [a.format(out=out, csv=tmp_path / "x.csv", t=tmp_path) for a in args]
+    result = CliRunner().invoke(main, [*argv, "--exist-ok"])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"edgefer: error: {args[args.index('{out}') - 1]} {out}: is not a regular file (a device, FIFO or socket); "
+        "outputs are only written as regular files"]
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    if node == "fifo":
+        assert not os.path.isfile(out)  # still the FIFO

@@ -508,3 +508,47 @@ def test_scratch_recipe_starts_every_residual_branch_at_zero():
     assert captured and all(captured)
     gammas = [[n for n in b.modules() if isinstance(n, torch.nn.BatchNorm2d)][-1].weight for b in skips]
     assert all(float(g.abs().max()) == 0.0 for g in gammas)
+
+
+def test_eval_json_is_checked_before_any_work(tmp_path):
+    (tmp_path / "taken.json").write_text("{}")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "png_dir.json").write_text("{}")
+    (tmp_path / "busy_confusion.png").mkdir()
+    missing = tmp_path / "no-model"  # never read: the output is refused first
+    cases = [
+        (tmp_path, f"--json {tmp_path}: is a directory; give a file name", False),
+        (tmp_path / "file" / "e.json", f"--json {tmp_path / 'file' / 'e.json'}: {tmp_path / 'file'} is not a "
+                                       "directory", False),
+        ("/sys/e.json", "--json /sys/e.json: cannot write in /sys (", False),
+        (tmp_path / "taken.json", f"--json {tmp_path / 'taken.json'}: already exists; pass --exist-ok", False),
+        ("/dev/null", "--json /dev/null: is not a regular file (a device, FIFO or socket)", True),
+        (tmp_path / "busy.json", f"--json's confusion PNG {tmp_path / 'busy_confusion.png'}: is a directory", True),
+    ]
+    for target, message, exist_ok in cases:
+        result = _cli("eval", "--model", missing, "--json", target, *(["--exist-ok"] if exist_ok else []))
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"edgefer: error: {message}") and len(result.output.splitlines()) == 1
+    assert (tmp_path / "taken.json").read_text() == "{}"
+
+
+def test_eval_does_not_overwrite_the_runs_own_evaluation_silently(trained_run, monkeypatch):
+    from edgefer.train import evaluation
+
+    run = trained_run[0]
+    before = (run / "eval_test.json").read_bytes()
+    real = evaluation.evaluate_dataset
+
+    def not_now(*args, **kwargs):
+        raise AssertionError("evaluated before the output was checked")
+
+    monkeypatch.setattr(evaluation, "evaluate_dataset", not_now)
+    result = _cli("eval", "--model", run, "--split", "test")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (f"edgefer: error: --json (default) {run / 'eval_test.json'}: already exists; "
+                                     "pass --exist-ok to replace it")
+    assert (run / "eval_test.json").read_bytes() == before
+    monkeypatch.setattr(evaluation, "evaluate_dataset", real)
+    result = _cli("eval", "--model", run, "--split", "test", "--exist-ok", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "eval_test.json").read_text())["split"] == "test"

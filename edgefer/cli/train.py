@@ -168,11 +168,17 @@ def train(ctx, resume, exist_ok, **values):
 @click.option("--json", "json_out", type=click.Path(),
               help="Metrics JSON to write (default: <run>/eval_<split>.json for the training data, "
                    "<run>/eval_<split>_<data name>.json for other data); the confusion PNG goes beside it.")
+@exist_ok_option
 @click.option("--batch-size", type=Number(BOUNDS["eval_batch_size"]), default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=Number(BOUNDS["threads"]), help="torch CPU threads.")
-def evaluate(model_path, data, split, tta, json_out, batch_size, device, threads):
-    """Accuracy, macro-F1, per-class precision/recall/F1 and confusion matrix of a checkpoint."""
+def evaluate(model_path, data, split, tta, json_out, exist_ok, batch_size, device, threads):
+    """Accuracy, macro-F1, per-class precision/recall/F1 and confusion matrix of a checkpoint.
+
+    Existing metrics files (also the run's own eval_<split>.json) are only replaced with --exist-ok.
+    """
+    if json_out:  # checked before anything is read
+        _check_eval_outputs(json_out, exist_ok, "--json")
     from ..data import prepare_splits
     from ..models import checkpoint_paths, load_checkpoint, read_checkpoint_meta
     require("torch", "train", "evaluating a checkpoint")
@@ -199,21 +205,31 @@ def evaluate(model_path, data, split, tta, json_out, batch_size, device, threads
     if split == "val" and trained_on and trained_on != splits.fingerprint:
         click.echo(f"warning: {data} differs from the training data (fingerprint); 'val' is not the training "
                    "validation split", err=True)
+    if not json_out:
+        # the run's own eval_<split>.json is about its training data; other data gets a file named after it
+        same_data = trained_on == splits.fingerprint if trained_on else str(data) == str(trained.get("data"))
+        name = f"eval_{split}.json" if same_data else f"eval_{split}_{_slug(Path(data).stem)}.json"
+        json_out = checkpoint_paths(model_path)[1].parent / name
+        _check_eval_outputs(json_out, exist_ok, "--json (default)")  # needs the data's fingerprint; before the work
     hardware = Hardware(setup_hardware(settings).device)
     model, spec, meta = load_checkpoint(model_path, device=str(hardware.device))
     tta = meta.get("config", {}).get("tta", False) if tta is None else tta
     report = evaluate_dataset(model, dataset, spec, batch_size, tta, hardware)
     synthetic = bool(splits.synthetic)
     click.echo(format_report(report, f"{meta['arch']} on {data} [{split}]" + (" SYNTHETIC data" if synthetic else "")))
-    if not json_out:
-        # the run's own eval_<split>.json is about its training data; other data gets a file named after it
-        same_data = trained_on == splits.fingerprint if trained_on else str(data) == str(trained.get("data"))
-        name = f"eval_{split}.json" if same_data else f"eval_{split}_{_slug(Path(data).stem)}.json"
-        json_out = checkpoint_paths(model_path)[1].parent / name
     json_path, png = write_evaluation(report, json_out, title=f"{meta['arch']} on {split}", model=str(model_path),
                                       data=str(data), split=split, tta=tta, data_fingerprint=splits.fingerprint,
                                       synthetic=synthetic)
     click.echo(f"wrote {json_path} and {png}")
+
+
+def _check_eval_outputs(json_out, exist_ok: bool, option: str) -> None:
+    """The metrics JSON and the confusion PNG beside it must be writable files that may be replaced."""
+    from ..fileio import check_output
+    from ..train.report import confusion_png_path
+
+    check_output(json_out, "file", exist_ok, option)
+    check_output(confusion_png_path(json_out), "file", exist_ok, f"{option}'s confusion PNG")
 
 
 def _slug(name: str) -> str:

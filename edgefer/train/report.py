@@ -85,8 +85,14 @@ def write_evaluation(report: dict, json_path: str | Path, title: str = "", **ext
     """Write the metrics JSON and, beside it, ``<stem>_confusion.png``; return both paths."""
     json_path = Path(json_path)
     write_json(json_path, {**extra, **report})
-    png = save_confusion_png(report, json_path.with_name(json_path.stem + "_confusion.png"), title)
+    png = save_confusion_png(report, confusion_png_path(json_path), title)
     return json_path, png
+
+
+def confusion_png_path(json_path: str | Path) -> Path:
+    """Where ``write_evaluation`` puts the confusion matrix PNG of ``json_path``."""
+    json_path = Path(json_path)
+    return json_path.with_name(json_path.stem + "_confusion.png")
 
 
 CURVE_COLUMNS = (("epoch", "epoch", "{:d}"), ("step", "step", "{:d}"), ("lr", "lr", "{:.1e}"),
