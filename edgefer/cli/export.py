@@ -144,7 +144,8 @@ def export(model, sidecar, target, fp16, int8, out, data, calib, calib_data, bui
 
     precision = _precision(fp16, int8)
     groups = _groups(values)
-    engine = EngineSettings(**groups.pop("engine")).options(precision) if target == "tensorrt" else None
+    engine = EngineSettings(**groups.pop("engine")).options(precision) \
+        if target in ("tensorrt", "deepstream", "triton") else None  # --batch: nvinfer batch-size, Triton max_batch_size
     config = ExportConfig(target, precision, onnx=OnnxOptions(**groups["onnx"]), calib=CalibOptions(**groups["calib"]),
                           quant=QuantOptions(**groups["quant"]), search=SearchOptions(**groups["search"]),
                           engine=engine, build_engine=build).validate()

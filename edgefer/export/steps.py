@@ -216,3 +216,27 @@ def _with_engine(ctx: StepContext, output: StepOutput) -> StepOutput:
         ctx.timings["engine_seconds"] = round(time.perf_counter() - clock, 3)
     output.tensorrt = step
     return output
+
+
+# ---- deployment bundles: the logic lives in edgefer.export.deepstream and edgefer.export.triton -------------
+
+
+@register("deepstream", "fp32")
+@register("deepstream", "fp16")
+@register("deepstream", "int8", quantizers=("ort",), default_quantizer="ort")
+def deepstream_bundle(ctx: StepContext) -> StepOutput:
+    """Probability ONNX + Gst-nvinfer secondary-classifier config, labels, INT8 calibration cache, README."""
+    from .deepstream import run_step
+
+    model, report = run_step(ctx)
+    return StepOutput(model, conversion=report)
+
+
+@register("triton", "fp32")
+@register("triton", "fp16")
+def triton_repository(ctx: StepContext) -> StepOutput:
+    """Triton model repository: onnxruntime, openvino and tensorrt_plan models (the plan, or its build script)."""
+    from .triton import run_step
+
+    model, report, step = run_step(ctx)
+    return StepOutput(model, conversion=report, tensorrt=step)
