@@ -7,6 +7,8 @@ TRAIN = ["torch>=2.4", "timm>=1.0", "safetensors>=0.4", "scikit-learn>=1.3", "pi
 REPORT = ["rich>=13", "matplotlib>=3.7", "psutil>=5.9"]
 CAMERA = ["opencv-python-headless>=4.8,<5"]  # 5.x ships no Haar cascades
 TENSORRT = ["tensorrt>=10.3", "cuda-python>=12"]
+# Triton's ModelConfig schema (model_config_pb2) to validate `--target triton` repositories; clients of the server
+TRITON = ["tritonclient>=2.40"]
 # quantization-aware fine-tuning: ModelOpt base package only (its [onnx] extra replaces onnxruntime);
 # requests is imported by modelopt.torch.utils but not declared by it
 QAT = TRAIN + ONNX + ["nvidia-modelopt>=0.47,<0.48", "requests"]
@@ -31,9 +33,10 @@ setup(
         "camera": CAMERA,
         "tensorrt": TENSORRT,
         "qat": QAT,
+        "triton": TRITON,
         # `all` is what installs everywhere; TensorRT comes with JetPack or `pip install 'edgefer[tensorrt]'`.
         "all": sorted(set(TRAIN + ONNX + OPENVINO + REPORT + CAMERA)),
-        "dev": ["pytest>=8", "pytest-timeout", "ruff", "hypothesis"],
+        "dev": ["pytest>=8", "pytest-timeout", "ruff", "hypothesis", *TRITON],  # TRITON: configs checked in tests
     },
     entry_points={"console_scripts": ["edgefer=edgefer.cli:main"]},
 )
