@@ -224,6 +224,9 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
 def read_checkpoint_meta(path: str | Path) -> dict:
     _, meta_path = checkpoint_paths(path)
     meta = read_json(meta_path, ModelError)
+    if not isinstance(meta, dict):
+        raise ModelError(f"{meta_path}: not an edgefer checkpoint description (a JSON {type(meta).__name__}, "
+                         "expected an object)")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{meta_path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
     return meta

@@ -59,9 +59,9 @@ class ModelSpec:
             bad("labels", f"must list at least two non-empty class names, got {list(self.labels)!r}")
         if len(set(self.labels)) != len(self.labels):
             bad("labels", f"has duplicates: {list(self.labels)!r}")
-        if not isinstance(self.input_size, int) or not 8 <= self.input_size <= 4096:
+        if type(self.input_size) is not int or not 8 <= self.input_size <= 4096:  # True and 112.0 are not
             bad("input_size", f"must be an integer in 8..4096, got {self.input_size!r}")
-        if self.channels not in (1, 3):
+        if type(self.channels) is not int or self.channels not in (1, 3):
             bad("channels", f"must be 1 or 3, got {self.channels!r}")
         if self.color_order not in COLOR_ORDERS:
             bad("color_order", f"must be one of {', '.join(COLOR_ORDERS)}, got {self.color_order!r}")

@@ -160,8 +160,13 @@ def _spec(embedded: str | None, where: str, model: Path, sidecar: Path | None, i
         if not candidate.is_file():
             info.notes.append(f"no preprocessing spec: nothing embedded and no sidecar at {candidate}")
             return
-        text, source = candidate.read_text(encoding="utf-8"), f"sidecar {candidate}"
+        source = f"sidecar {candidate}"
         info.files.append(_file(candidate))
+        try:
+            text = candidate.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            info.notes.append(f"spec not valid: {source}: not UTF-8 text (byte {exc.start}: {exc.reason})")
+            return
     try:
         spec = ModelSpec.from_json(text, source=source)
     except ModelError as exc:
@@ -182,10 +187,14 @@ def _onnx(path: Path, top: int, sidecar: Path | None) -> ArtefactInfo:
     from ..spec import METADATA_KEY
 
     onnx = require("onnx", "onnx", "reading ONNX models")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ModelError(f"{path}: not an ONNX model (the file is empty)")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a file that is not ONNX
         raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    if not proto.ir_version or not proto.HasField("graph"):  # bytes protobuf happens to parse as an empty model
+        raise ModelError(f"{path}: not an ONNX model (no IR version or graph)")
     info = ArtefactInfo(str(path), "onnx", [_file(path)])
     graph = proto.graph
     initializers = {init.name for init in graph.initializer}
@@ -193,8 +202,14 @@ def _onnx(path: Path, top: int, sidecar: Path | None) -> ArtefactInfo:
     def desc(value) -> TensorDesc:
         tensor = value.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
-        return TensorDesc(value.name, dims, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-                          if tensor.elem_type else "?")
+        if not tensor.elem_type:
+            return TensorDesc(value.name, dims, "?")
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        except (KeyError, ValueError, TypeError):
+            raise ModelError(f"{path}: not a valid ONNX model: tensor {value.name!r} has an unknown element type "
+                             f"{tensor.elem_type}") from None
+        return TensorDesc(value.name, dims, dtype)
 
     info.inputs = [desc(v) for v in graph.input if v.name not in initializers]
     info.outputs = [desc(v) for v in graph.output]
@@ -252,27 +267,44 @@ def _openvino(path: Path, top: int, sidecar: Path | None) -> ArtefactInfo:
     info.node_count, info.op_counts = len(layers), _top(ops, top)
     info.opset = dict(sorted(Counter(layer.get("version", "?") for layer in layers).items()))
 
-    def dims(port) -> list:
-        return [int(d.text) if int(d.text) >= 0 else "?" for d in port.findall("dim")]
+    def broken(layer, why: str):
+        return ModelError(f"{path}: not a valid OpenVINO IR: {layer.get('type')} layer "
+                          f"{layer.get('name') or layer.get('id')!r} {why}")
+
+    def dims(layer, port) -> list:
+        shape = []
+        for d in port.findall("dim"):
+            text = (d.text or "").strip()
+            try:
+                shape.append(int(text) if int(text) >= 0 else "?")
+            except ValueError:
+                raise broken(layer, f"has <dim>{text}</dim>, not an integer") from None
+        return shape
+
+    def port_of(layer, where: str):
+        port = layer.find(f"./{where}/port")
+        if port is None:
+            raise broken(layer, f"has no {where} port")
+        return port
 
     for layer in layers:
         if layer.get("type") == "Parameter":
-            port = layer.find("./output/port")
+            port = port_of(layer, "output")
             data = layer.find("data")
-            name = (port.get("names") or layer.get("name")).split(",")[0]
+            name = (port.get("names") or layer.get("name") or "?").split(",")[0]
             etype = data.get("element_type") if data is not None else "?"
-            info.inputs.append(TensorDesc(name, dims(port), _OV_TYPES.get(etype, etype)))
+            info.inputs.append(TensorDesc(name, dims(layer, port), _OV_TYPES.get(etype, etype)))
     sources = {(e.get("to-layer"), e.get("to-port")): (e.get("from-layer"), e.get("from-port"))
                for e in root.findall("./edges/edge")}
     for layer in layers:
         if layer.get("type") == "Result":
-            port = layer.find("./input/port")
+            port = port_of(layer, "input")
             from_layer, from_port = sources.get((layer.get("id"), port.get("id")), (None, None))
             source = by_id.get(from_layer)
             source_port = source.find(f"./output/port[@id='{from_port}']") if source is not None else None
             names = layer.get("output_names") or (source_port.get("names") if source_port is not None else None)
             precision = (port.get("precision") or "?").lower()
-            info.outputs.append(TensorDesc((names or layer.get("name")).split(",")[0], dims(port),
+            info.outputs.append(TensorDesc((names or layer.get("name") or "?").split(",")[0], dims(layer, port),
                                            _OV_TYPES.get(precision.replace("fp", "f"), precision)))
     rt = root.find(f"./rt_info/{METADATA_KEY}")
     embedded = rt.get("value") if rt is not None else None
