@@ -84,3 +84,38 @@ def test_click_errors_raised_inside_a_command_are_one_line(monkeypatch):
     result = run("data", "synth", "--out", "/tmp/edgefer-never-written.csv", "--n", 3)
     assert result.exit_code == 2
     assert result.output == "edgefer: error: Could not open file 'x.csv': disk on fire\n"
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
+    import edgefer.data
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(edgefer.data, "synthesize", interrupted)
+    result = run("data", "synth", "--out", tmp_path / "x.csv", "--n", 5)
+    assert result.exit_code == 130
+    assert result.output.splitlines() == ["edgefer: error: interrupted (Ctrl-C)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigint_to_a_running_command_is_one_line_and_exit_130(tmp_path):
+    import signal
+
+    code = ("import time, edgefer.data\n"
+            "def slow(*a, **k):\n"
+            "    print('working', flush=True)\n"
+            "    time.sleep(60)\n"
+            "edgefer.data.synthesize = slow\n"
+            "from edgefer.cli import main\n"
+            f"main(['data', 'synth', '--out', {str(tmp_path / 'x.csv')!r}, '--n', '5'])\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "working\n"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err.splitlines() == ["edgefer: error: interrupted (Ctrl-C)"]
+    assert list(tmp_path.iterdir()) == []

@@ -36,6 +36,13 @@ class OneLineError(click.ClickException):
         click.echo(f"edgefer: error: {printable(self.format_message())}", err=True)
 
 
+class Interrupted(OneLineError):
+    """Ctrl-C (SIGINT) while a command runs: one line ``edgefer: error: interrupted ...``, exit 130 (128 + SIGINT),
+    instead of click's "Aborted!" with exit 1."""
+
+    exit_code = 130
+
+
 def one_line(exc: click.ClickException) -> click.ClickException:
     """A click error (unknown option, bad choice, missing argument, bad value, unreadable file) as one line
     naming the command it belongs to. A group called without a subcommand still shows its help."""
@@ -78,6 +85,8 @@ class LazyGroup(click.Group):
             raise one_line(exc) from None  # own click.FileError / BadParameter
         except EdgeferError as exc:
             raise OneLineError(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C: one line and 130, not click's "Aborted!" and 1
+            raise Interrupted("interrupted (Ctrl-C)") from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
