@@ -221,9 +221,9 @@ def _with_engine(ctx: StepContext, output: StepOutput) -> StepOutput:
 # ---- deployment bundles: the logic lives in edgefer.export.deepstream and edgefer.export.triton -------------
 
 
-@register("deepstream", "fp32")
+@register("deepstream", "int8", quantizers=("ort",), default_quantizer="ort")  # applied last: listed fp32, fp16, int8
 @register("deepstream", "fp16")
-@register("deepstream", "int8", quantizers=("ort",), default_quantizer="ort")
+@register("deepstream", "fp32")
 def deepstream_bundle(ctx: StepContext) -> StepOutput:
     """Probability ONNX + Gst-nvinfer secondary-classifier config, labels, INT8 calibration cache, README."""
     from .deepstream import run_step
@@ -232,8 +232,8 @@ def deepstream_bundle(ctx: StepContext) -> StepOutput:
     return StepOutput(model, conversion=report)
 
 
-@register("triton", "fp32")
 @register("triton", "fp16")
+@register("triton", "fp32")
 def triton_repository(ctx: StepContext) -> StepOutput:
     """Triton model repository: onnxruntime, openvino and tensorrt_plan models (the plan, or its build script)."""
     from .triton import run_step
