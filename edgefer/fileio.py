@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -13,17 +14,41 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+# errors of the disk or the file system, not of edgefer: a full disk, a read-only mount, no permission, a path
+# through a file or onto a directory
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                          errno.EISDIR, errno.ENOTDIR})
+
+
+def write_error(path, exc: OSError):
+    """The ``UsageError`` for ``exc`` (one of ``WRITE_ERRNOS``) while writing ``path``: one line naming it."""
+    from .errors import UsageError
+
+    return UsageError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written there")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds. A full disk,
+    a read-only file system or a missing permission is a ``UsageError`` naming ``path`` (the temporary file is
+    removed; ``path`` keeps what it held)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise write_error(path, exc) from None
+        raise
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS and exc.filename in (None, tmp, str(path)):  # not an input read in the block
+            raise write_error(path, exc) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

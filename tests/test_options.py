@@ -99,3 +99,50 @@ def test_device_or_fifo_outputs_are_refused_even_with_exist_ok(args, node, tmp_p
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
     if node == "fifo":
         assert not os.path.isfile(out)  # still the FIFO
+
+
+def _full_disk(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_nothing_is_left(tmp_path, monkeypatch):
+    import io
+    from pathlib import Path
+
+    import edgefer.data.synth
+    from edgefer.cli import main
+
+    runner = CliRunner()
+    csv = tmp_path / "x.csv"
+    assert runner.invoke(main, ["data", "synth", "--out", str(csv), "--n", "20"]).exit_code == 0
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    class FullFile(io.StringIO):  # a file whose data never fits
+        write = staticmethod(_full_disk)
+
+    monkeypatch.setattr(edgefer.data.synth, "open", lambda *a, **k: FullFile(), raising=False)
+    result = runner.invoke(main, ["data", "synth", "--out", str(csv), "--n", "20", "--seed", "1", "--exist-ok"])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"edgefer: error: {csv}: cannot write (No space left on device); nothing was written there"]
+    monkeypatch.undo()
+
+    monkeypatch.setattr(Path, "write_bytes", _full_disk)
+    manifest = tmp_path / "splits.json"
+    result = runner.invoke(main, ["data", "inspect", str(csv), "--manifest", str(manifest)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"edgefer: error: {manifest}: cannot write (No space left on device); nothing was written there"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary file, no manifest, the CSV kept
+
+
+def test_a_write_error_without_a_writer_that_names_it_is_still_one_line(monkeypatch, tmp_path):
+    import edgefer.data
+    from edgefer.cli import main
+
+    monkeypatch.setattr(edgefer.data, "synthesize", _full_disk)
+    result = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path / "x.csv"), "--n", "5"])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == ["edgefer: error: No space left on device"]

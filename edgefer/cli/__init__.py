@@ -85,6 +85,13 @@ class LazyGroup(click.Group):
             raise one_line(exc) from None  # own click.FileError / BadParameter
         except EdgeferError as exc:
             raise OneLineError(str(exc)) from None
+        except OSError as exc:  # a full disk, a read-only mount, no permission: where a writer did not name it
+            from ..fileio import WRITE_ERRNOS
+
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise OneLineError(f"{where}{exc.strerror or exc}") from None
         except KeyboardInterrupt:  # Ctrl-C: one line and 130, not click's "Aborted!" and 1
             raise Interrupted("interrupted (Ctrl-C)") from None
 
