@@ -92,7 +92,10 @@ def test_bench_schema_rows_and_reports(bench_run):
     assert set(lat["model_b1"]) == TIMING_FIELDS and lat["model_b1"]["runs"] == 3
     assert set(lat["throughput"]) == {"1", "4"} and lat["throughput"]["4"]["batch"] == 4
     assert status["openvino-int8"]["model_size_bytes"] > 0 and status["openvino-int8"]["memory"]["peak_rss_mib"] > 0
-    assert {g["goal"].split(":")[0] for g in report["goals"]} >= {"OpenVINO INT8", "TensorRT INT8 Q/DQ graph (ORT CPU)"}
+    ov_int8 = status["openvino-int8"]  # labelled with the precision its float layers executed in, read back
+    assert ov_int8["inference_precision"] in ("f32", "bf16", "f16")
+    assert ov_int8["label"] == f"OpenVINO INT8 ({ov_int8['inference_precision']} float layers)"
+    assert {g["goal"].split(":")[0] for g in report["goals"]} >= {ov_int8["label"], "TensorRT INT8 Q/DQ graph (ORT CPU)"}
     # speed goals are stated for tf_efficientnetv2_s at 112 px on 2 threads: none for this 32 px test model
     assert not [g for g in report["goals"] if g["unit"] in ("x faster", "images/s")]
     assert "issue" not in output.lower() and "x faster" not in output
@@ -105,7 +108,7 @@ def test_bench_schema_rows_and_reports(bench_run):
     assert [r["key"] for r in table] == list(ROW_KEYS)
     assert float(table[1]["macro_f1"]) == pytest.approx(status["onnxruntime-fp32"]["accuracy"]["macro_f1"], abs=1e-5)
     markdown = (out / "bench.md").read_text()
-    assert "SYNTHETIC" in markdown and "TensorRT INT8 engine" in markdown
+    assert "SYNTHETIC" in markdown and "TensorRT INT8 engine" in markdown and f"| {ov_int8['label']} | ok |" in markdown
     for name in ("latency_vs_macro_f1", "per_class_f1", "confusion_fp32_vs_int8"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"report: {out / 'bench.md'}" in output

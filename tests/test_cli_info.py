@@ -102,6 +102,19 @@ def test_openvino_ir_fp32_fp16_int8(artefacts):
     fake_quantize = int8_xml.read_text().count('type="FakeQuantize"')
     assert fake_quantize > 0 and (int8["precision"], int8["quantization"], int8["quantize_nodes"]) == (
         "int8", "FakeQuantize", fake_quantize)
+    from edgefer.runtime.openvino import OpenVinoBackend
+
+    for path in (tiny.xml, folder / "model.fp16.xml", int8_xml):  # the precision that executes here, read back
+        deployed = OpenVinoBackend.open(path, spec=tiny.spec)  # the IR's spec, or one with a sidecar's defaults
+        executed = deployed.precision
+        deployed.close()
+        assert info(path)["executes"] == {"runtime": "openvino", "device": "CPU", "precision": executed}
+        if path != int8_xml:
+            assert executed != "bf16"  # a float IR never computes in bf16 unless asked
+    text = CliRunner().invoke(main, ["info", str(int8_xml)]).output
+    assert f"  executes  {executed} float layers on CPU here (read back from openvino's compiled model" in text
+    text = CliRunner().invoke(main, ["info", str(folder / "model.fp16.xml")]).output
+    assert "  precision fp16\n  executes  f" in text and "bf16" not in text
     bin_only = CliRunner().invoke(main, ["info", str(int8_xml.with_suffix(".bin"))])
     assert bin_only.exit_code == 2
     assert bin_only.output == f"edgefer: error: {int8_xml.with_suffix('.bin')}: an OpenVINO weights file; give its .xml\n"

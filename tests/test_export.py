@@ -196,6 +196,8 @@ def test_onnx_int8_defaults_to_the_onnxruntime_cpu_graph_via_cli(onnx_export, fe
 def test_openvino_fp32_fp16_int8(onnx_export, fer_csv, calib_bundle, tmp_path):
     import openvino as ov
 
+    from edgefer.runtime import EmotionRecognizer
+
     source = onnx_export[0] / "model.onnx"
     agreement = {}
     for precision, name in (("fp32", "model.xml"), ("fp16", "model.fp16.xml"), ("int8", "model.int8.xml")):
@@ -206,6 +208,12 @@ def test_openvino_fp32_fp16_int8(onnx_export, fer_csv, calib_bundle, tmp_path):
         embedded = ov.Core().read_model(str(out / name)).get_rt_info([METADATA_KEY]).astype(str)
         assert ModelSpec.from_json(embedded).precision == precision
         assert result["checks"]["exported"]["inference_precision_hint"] == "f32"
+        assert result["checks"]["exported"]["executed_precision"] == "f32"  # read back from the compiled model
+        executed = result["executed_precision"]  # what the runtime's defaults execute here, never bf16 for FP16
+        with EmotionRecognizer.open(out / name) as deployed:
+            assert executed == {"runtime": "openvino", "device": "CPU", "default": deployed.backend.precision,
+                                "checks": "f32"}
+        assert executed["default"] != "bf16" or precision == "int8"
         agreement[precision] = result["checks"]["exported"]
         _files_match(out, result)
     print("openvino int8", agreement["int8"])

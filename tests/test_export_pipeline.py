@@ -31,6 +31,8 @@ RENAMED: dict = {}
 MORE_VOLATILE = {"content_sha256", "data_fingerprint", "platform", "processor", "cpu_count"}
 # keys added since (documented in docs/export.md): the ModelSpec contract's layout, output kind and fixed batch
 ADDED = {"spec": {"layout", "output", "batch"}}
+# what executed the model: the runtime's defaults here and the checks (docs/export.md)
+TOP_ADDED = {"executed_precision"}
 # the INT8 search's share of convolution MACs in INT8 and its kept-in-float report (docs/int8_search.md); its
 # selection rule's text names the share
 SEARCH_ADDED = {"conv_macs_int8"}
@@ -104,6 +106,12 @@ def test_export_json_matches_the_pre_refactor_file(small, name, tmp_path):
         for key in keys:
             assert key not in before[section]
             after[section].pop(key)
+    for key in TOP_ADDED:
+        assert key not in before
+        after.pop(key)
+    if "exported" in after["checks"]:
+        assert "executed_precision" not in before["checks"]["exported"]
+        after["checks"]["exported"].pop("executed_precision")
     if "int8_search" in before:  # which of the passing attempts is fastest is a measurement: compare the shape
         for key in SEARCH_ADDED:
             after["int8_search"].pop(key)

@@ -108,8 +108,8 @@ def test_fp32_runs_f32_and_precision_is_read_back(irs):
 
 # What the CPU plugin reports on each kind of CPU (OpenVINO 2026.4): OPTIMIZATION_CAPABILITIES, and the precision
 # a compiled model executes in for a hint (None: the device default). AVX2 computes f32 only; AVX-512 BF16 (Zen 4,
-# Cooper Lake) and AMX (Sapphire Rapids) default to bf16 and run an f16 hint in bf16 (measured on an AVX-512 BF16
-# CPU); AMX-FP16 (Granite Rapids) lists FP16.
+# Cooper Lake) defaults to bf16 and runs an f16 hint in bf16 (measured on an AVX-512 BF16 CPU without AMX); AMX
+# without FP16 in the capabilities is assumed to behave the same; a CPU listing FP16 (AMX-FP16) runs f16.
 CPU_KINDS = {
     "avx2": (["FP32", "INT8", "BIN", "EXPORT_IMPORT"], {None: "f32", "f32": "f32", "bf16": "f32", "f16": "f32"}),
     "avx512_bf16": (["BF16", "WINOGRAD", "FP32", "INT8", "BIN", "EXPORT_IMPORT"],

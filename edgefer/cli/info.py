@@ -61,6 +61,9 @@ class ArtefactInfo:
     node_count: int = 0
     op_counts: dict[str, int] = field(default_factory=dict)  # the most frequent op types, most frequent first
     checkpoint: dict | None = None  # arch, epoch, metrics, training settings of an edgefer checkpoint
+    # OpenVINO IR: runtime, device and the float precision edgefer's runtime defaults execute it in on this machine
+    # (read back from the compiled model; an int8 IR's float layers)
+    executes: dict | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -321,7 +324,26 @@ def _openvino(path: Path, top: int, sidecar: Path | None) -> ArtefactInfo:
         info.precision = "fp16"  # weights stored in f16
     else:
         info.precision = "fp32"
+    _executes(path, info)
     return info
+
+
+def _executes(path: Path, info: ArtefactInfo) -> None:
+    """What OpenVINO executes the IR in on this machine with edgefer's runtime defaults for the spec's precision
+    (``edgefer.runtime.openvino.executes``: compiled once and read back: an fp16 IR may compute in f32, an int8
+    IR's float layers in bf16)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        info.notes.append("install openvino to see the precision it executes in here (pip install 'edgefer[openvino]')")
+        return
+    from ..errors import ModelError
+    from ..runtime.openvino import executes
+
+    try:
+        info.executes = executes(path, str((info.spec or {}).get("precision", "fp32")))
+    except ModelError as exc:
+        info.notes.append(f"executed precision unknown: {exc}")
 
 
 # --- TensorRT engine ----------------------------------------------------------------------------------------
@@ -422,6 +444,11 @@ def format_info(info: ArtefactInfo) -> str:
         extra = f" ({info.quantization}" if info.quantization else ""
         extra += f": {info.quantize_nodes} nodes)" if info.quantize_nodes else (")" if extra else "")
         lines.append(f"  precision {info.precision}{extra}")
+    if info.executes:
+        e = info.executes
+        what = f"{e['precision']} float layers" if info.precision == "int8" else f"{e['precision']} compute"
+        lines.append(f"  executes  {what} on {e['device']} here (read back from {e['runtime']}'s compiled model, "
+                     "edgefer runtime defaults)")
     if info.opset:
         lines.append("  opset     " + ", ".join(f"{k} {v}" for k, v in info.opset.items()))
     if info.spec:

@@ -5,6 +5,9 @@ reference, accuracy and macro-F1, batch-1 latency.
 Accuracy checks run OpenVINO with ``INFERENCE_PRECISION_HINT=f32`` (``CHECK_PRECISION``): otherwise CPUs with
 AMX/AVX512-BF16 execute the graph in bf16 and the check would measure the CPU's choice instead of the
 exported file. Latency (``latency_ms``) uses the runtime's defaults, i.e. what ``EmotionRecognizer`` runs.
+What executed is read back from the runtime (``Backend.precision``: OpenVINO's compiled model says f32, bf16 or
+f16) and recorded: ``check_against`` adds it to the check, ``executed_precision`` adds what the runtime's
+defaults execute on this machine (export.json ``executed_precision``).
 """
 
 from __future__ import annotations
@@ -45,14 +48,32 @@ def runtime_info(model_path: str | Path) -> dict:
 def logits(model_path: str | Path, images: np.ndarray, spec: ModelSpec, batch_size: int = CHECK_BATCH,
            desc: str = "") -> np.ndarray:
     """Logits of the model file on uint8 images (N, H, W), prepared with ``edgefer.preprocess.prepare``."""
+    return _logits(model_path, images, spec, batch_size, desc)[0]
+
+
+def _logits(model_path, images, spec, batch_size: int = CHECK_BATCH, desc: str = "") -> tuple[np.ndarray, str]:
+    """``logits`` and the precision that executed them (``Backend.precision``)."""
     backend = open_model(model_path)
     try:
         starts = range(0, len(images), batch_size)
         outputs = [backend.run(prepare(images[s : s + batch_size], spec, color="gray"))
                    for s in progress(starts, total=len(starts), desc=desc or f"check {Path(model_path).name}")]
+        executed = backend.precision
     finally:
         backend.close()
-    return np.concatenate(outputs).astype(np.float32, copy=False)
+    return np.concatenate(outputs).astype(np.float32, copy=False), executed
+
+
+def executed_precision(model_path: str | Path, checked: str | None = None) -> dict:
+    """What executes a model file (export.json ``executed_precision``): ``default``, what the runtime's defaults
+    execute on this machine (what ``EmotionRecognizer.open`` deploys; OpenVINO: read from the compiled model, an
+    INT8 IR's float layers), and ``checks``, what the export's accuracy checks executed (``checked``)."""
+    backend = open_model(model_path, for_accuracy=False)
+    try:
+        default, runtime, device = backend.precision, backend.name, backend.device
+    finally:
+        backend.close()
+    return {"runtime": runtime, "device": device, "default": default, "checks": checked or default}
 
 
 def latency_ms(model_path: str | Path) -> float:
@@ -139,8 +160,8 @@ def evaluate(model_path: str | Path, images: np.ndarray, labels, spec: ModelSpec
 def check_against(model_path: str | Path, reference: np.ndarray, images: np.ndarray, labels, spec: ModelSpec,
                   reference_scores: dict | None = None, classes=None) -> dict:
     """Agreement of a model file with the FP32 reference logits, plus its accuracy/macro-F1 (and the drop)."""
-    out = logits(model_path, images, spec)
-    result = compare(reference, out)
+    out, executed = _logits(model_path, images, spec)
+    result = {**compare(reference, out), "executed_precision": executed}
     if labels is not None:
         result.update(scores(out, labels, spec, classes))
         if reference_scores:

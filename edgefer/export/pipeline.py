@@ -113,6 +113,8 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
             data=_data_report(splits, data),
             conversion=output.conversion, quantization=output.quantization, int8_search=output.int8_search,
             tensorrt=output.tensorrt, created_utc=_now(), tools=library_versions(TOOLS, skip_missing=True),
+            executed_precision=check.executed_precision(output.model, checks.get("exported", {}).get(
+                "executed_precision")),
             machine=machine_summary())
         result.timings = {**timings, "total_seconds": round(time.perf_counter() - start, 3)}
         write_json(stage / FILE_NAME, result.to_json())

@@ -74,6 +74,7 @@ class ExportResult:
     quantization: dict | None = None
     int8_search: dict | None = None
     tensorrt: TensorRtStep | None = None
+    executed_precision: dict | None = None  # check.executed_precision: what the runtime executes, checks included
     created_utc: str = ""
     tools: dict = field(default_factory=dict)
     machine: dict = field(default_factory=dict)
@@ -94,7 +95,7 @@ class ExportResult:
                "created_utc": self.created_utc, "source": vars(self.source), "spec": self.spec,
                "files": [vars(f) for f in self.files], "synthetic": self.synthetic, "calibration": self.calibration,
                "data": self.data, "checks": self.checks, "onnx_export": self.onnx_export}
-        for key in ("conversion", "quantization", "int8_search"):
+        for key in ("conversion", "quantization", "int8_search", "executed_precision"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         out["model"] = self.model
@@ -124,7 +125,8 @@ class ExportResult:
                 files=[FileEntry(**f) for f in obj["files"]], synthetic=obj["synthetic"],
                 calibration=obj["calibration"], data=obj["data"], conversion=obj.get("conversion"),
                 quantization=obj.get("quantization"), int8_search=obj.get("int8_search"),
-                tensorrt=None if step is None else TensorRtStep(**step), created_utc=obj["created_utc"],
+                tensorrt=None if step is None else TensorRtStep(**step),
+                executed_precision=obj.get("executed_precision"), created_utc=obj["created_utc"],
                 tools=obj["tools"], machine=obj["machine"], timings=obj["timings"], format=fmt)
         except (KeyError, TypeError) as exc:
             raise ExportError(f"{where}: not a complete export result ({type(exc).__name__}: {exc})") from None
@@ -147,6 +149,10 @@ class ExportResult:
                 line += (f"; macro-F1 {ref['macro_f1']:.3f} -> {exported['macro_f1']:.3f}, accuracy "
                          f"{ref['accuracy']:.3f} -> {exported['accuracy']:.3f}")
             lines.append(line)
+        if self.executed_precision:
+            e = self.executed_precision
+            lines.append(f"  {e['runtime']} executes {self.model} in {e['default']} on {e['device']} with its defaults "
+                         f"here" + (f"; the checks ran it in {e['checks']}" if e["checks"] != e["default"] else ""))
         if self.int8_search:
             from .search.selection import describe_attempt, describe_kept
 

@@ -256,6 +256,25 @@ def default_hint(core, device: str, model_precision: str) -> str | None:
     return None
 
 
+def executes(path: str | Path, model_precision: str = "fp32", device: str = "CPU") -> dict:
+    """What the runtime's defaults execute an IR in on this machine without a spec (``edgefer info``): compiled
+    once at batch 1 with ``default_hint`` for ``model_precision`` and read back (``executed_precision``)."""
+    import openvino as ov
+
+    core = ov.Core()
+    hint = default_hint(core, device, model_precision)
+    try:
+        model = core.read_model(str(path))
+        try:
+            model.reshape({model.input(0): ov.PartialShape([1, *list(model.input(0).get_partial_shape())[1:]])})
+        except RuntimeError:
+            pass  # a graph that hard-codes its batch compiles as it is
+        compiled = core.compile_model(model, device, {"INFERENCE_PRECISION_HINT": hint} if hint else {})
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: OpenVINO cannot compile it for {device} ({_reason(exc)})") from None
+    return {"runtime": "openvino", "device": device, "precision": executed_precision(compiled, hint or "default")}
+
+
 def executed_precision(compiled, asked: str = "default") -> str:
     """The float precision a compiled model executes in: its INFERENCE_PRECISION_HINT property (what the plugin
     chose, not what was asked), else the precision most of the executed graph's compute layers output, else
