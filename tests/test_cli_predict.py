@@ -97,6 +97,13 @@ def test_no_face_found_is_said_with_the_fix(tiny, tmp_path):
         "edgefer: 3 record(s), 0 unreadable; no face found in 3/3 images; for face crops use --no-detect")
     result = run("predict", tmp_path, "-m", tiny.onnx, "--no-detect", "-q")
     assert result.exit_code == 0 and result.stderr == ""  # -q: results only
+    from edgefer.runtime import EmotionRecognizer
+
+    with EmotionRecognizer.open(tiny.xml) as deployed:  # the summary names the precision OpenVINO executed
+        executed = deployed.backend.precision
+    result = run("predict", tmp_path, "-m", tiny.xml, "--no-detect")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[-1] == f"edgefer: 3 record(s), 0 unreadable; OpenVINO computed in {executed} on CPU"
     assert [json.loads(line)["label"] for line in result.stdout.splitlines()]
 
 

@@ -126,7 +126,10 @@ def predict(source, model_path, jsonl_path, annotate_path, exist_ok, **values):
             counts.interrupted = True
     if counts.interrupted:
         click.echo("edgefer: interrupted; kept what was written", err=True)
-    logs.info(counts.summary(jsonl_path, config.detect, "frames" if kind in ("video", "camera") else "images"))
+    line = counts.summary(jsonl_path, config.detect, "frames" if kind in ("video", "camera") else "images")
+    if recognizer.backend.name == "openvino":  # what executed, read back from the compiled model (f32/bf16/f16)
+        line += f"; OpenVINO computed in {recognizer.backend.precision} on {recognizer.backend.device}"
+    logs.info(line)
 
 
 @dataclass
