@@ -1,0 +1,233 @@
+"""FER2013 on real faces: a trained checkpoint's PrivateTest figures, every INT8 backend and method, and the
+calibration set (strategy x size), each row measured the same way through ``edgefer.runtime`` (ONNX Runtime or
+OpenVINO on this CPU) on the evaluated split (default ``private_test``, FER2013's PrivateTest, 3,589 faces).
+
+    PYTHONPATH=. python benchmarks/fer2013.py --model RUN --data FER2013_DIR --work WORK_DIR \\
+        --out benchmarks/results/fer2013 [--qat QAT_RUN] [--skip calibration,gated]
+
+Rows (``int8``): the TensorRT Q/DQ graph with NVIDIA's placement for each calibration method, OpenVINO INT8 (NNCF),
+ONNX Runtime CPU INT8, the accuracy-bounded search (``--max-drop 0.003 --min-agreement 0.995``) and, with
+``--qat``, the ``edgefer qat`` Q/DQ graph. Each: top-1 agreement with the FP32 ONNX, accuracy, macro-F1 and its
+drop in points, per-class F1 drop in points, the share of convolution MACs that runs in INT8, and the float
+precision the runtime executed. ``calibration``: stratified vs random draws of 64 ... 1,024 training faces (seed 0),
+TensorRT Q/DQ, moving-average.
+
+FER2013 may not be redistributed: --work (exports, calibration bundles) holds arrays made from it and must stay
+outside git; --out gets figures only (int8.json, calibration.json, summary.json, fer2013.md). Re-running reuses
+what --work already holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("moving-average", "minmax", "entropy", "percentile")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="trained edgefer run directory")
+    parser.add_argument("--data", type=Path, required=True, help="FER2013 (Kaggle image folders or fer2013.csv)")
+    parser.add_argument("--split", default="private_test", help="split to evaluate on (default: PrivateTest)")
+    parser.add_argument("--work", type=Path, required=True, help="git-ignored folder for exports and bundles")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fer2013"))
+    parser.add_argument("--qat", type=Path, help="an `edgefer qat` run of --model (its model_qdq.onnx is a row)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="TensorRT Q/DQ calibration methods")
+    parser.add_argument("--sizes", default="64,256,1024", help="calibration sizes of the calibration table")
+    parser.add_argument("--strategies", default="stratified,random")
+    parser.add_argument("--skip", default="", help="comma-separated: int8, gated, calibration")
+    parser.add_argument("--train-command", default="", help="the edgefer train command that made --model")
+    parser.add_argument("--train-wall-seconds", type=float, help="its wall time")
+    return parser.parse_args(argv)
+
+
+def per_class_f1(report: dict) -> dict:
+    return {name: round(v["f1"], 4) for name, v in report["per_class"].items()}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    warnings.simplefilter("ignore")
+    import profile_ops  # beside this script (its folder is sys.path[0]): names the machine as the other benchmarks
+
+    from edgefer.data import prepare_splits
+    from edgefer.export import ExportConfig, check, export
+    from edgefer.export.calibration import CalibrationSet, from_data
+    from edgefer.export.config import QuantOptions
+    from edgefer.export.qdq import quantize_qdq
+    from edgefer.export.quantizers.base import create
+    from edgefer.logs import QUIET, set_verbosity
+
+    set_verbosity(QUIET)
+    skip = {s for s in args.skip.split(",") if s}
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    command = "PYTHONPATH=. python benchmarks/fer2013.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    machine = profile_ops.machine()
+    splits = prepare_splits(args.data, val_fraction=0.1, seed=0)
+    test = splits.get(args.split)
+    if test is None or not len(test):
+        raise SystemExit(f"--data {args.data}: no '{args.split}' split")
+    if splits.synthetic:
+        raise SystemExit(f"--data {args.data}: synthetic data; this study is for real FER2013")
+    images, labels = test.images, test.labels
+    print(f"{args.split}: {len(labels)} faces, per class {test.class_counts().tolist()}", flush=True)
+
+    clock = time.perf_counter()
+    base_dir = args.work / "tensorrt-moving-average"
+    if not (base_dir / "export.json").exists():
+        export(args.model, ExportConfig.build("tensorrt", "int8", exporter="legacy"), base_dir, data=splits)
+    fp32 = base_dir / "model.onnx"
+    spec = check.open_model(fp32).spec
+    calib = CalibrationSet.load(base_dir / "calibration")
+    reference = check.logits(fp32, images, spec)
+    ref_report = check.report_by_name(check.match_labels(test.classes, spec.labels), labels, reference)
+    ref_f1 = per_class_f1(ref_report)
+    print(f"FP32 ONNX: accuracy {ref_report['accuracy']:.4f}, macro-F1 {ref_report['macro_f1']:.4f} "
+          f"({time.perf_counter() - clock:.0f} s)", flush=True)
+
+    def measure(path: Path, layer_maps) -> dict:
+        out = check.logits(path, images, spec)
+        compared = check.compare(reference, out)
+        report = check.report_by_name(check.match_labels(test.classes, spec.labels), labels, out)
+        f1 = per_class_f1(report)
+        share = layer_maps.layer_map(path).share()["share"] if layer_maps is not None else None
+        return {"agreement": round(compared["top1_agreement"], 5), "accuracy": round(report["accuracy"], 5),
+                "macro_f1": round(report["macro_f1"], 5),
+                "macro_f1_drop_points": round(100 * (ref_report["macro_f1"] - report["macro_f1"]), 3),
+                "accuracy_drop_points": round(100 * (ref_report["accuracy"] - report["accuracy"]), 3),
+                "per_class_f1_drop_points": {k: round(100 * (ref_f1[k] - f1[k]), 2) for k in f1},
+                "conv_int8_share": None if share is None else round(share, 4),
+                "runtime": check.runtime_info(path)}
+
+    int8_rows = _load(args.out / "int8.json", "rows")
+    done = {(r["backend"], r["method"]) for r in int8_rows}
+
+    def row(backend: str, method: str, make, layer_maps_for) -> None:
+        if (backend, method) in done:
+            return
+        started = time.perf_counter()
+        try:
+            path = make()
+        except Exception as exc:  # a row that fails is reported as such, the others still run
+            int8_rows.append({"backend": backend, "method": method, "failed": f"{type(exc).__name__}: {exc}"[:300]})
+            print(f"{backend} {method}: failed: {exc}", flush=True)
+            return
+        entry = {"backend": backend, "method": method, **measure(path, layer_maps_for(path)),
+                 "seconds": round(time.perf_counter() - started, 1)}
+        int8_rows.append(entry)
+        print(f"{backend} {method}: agreement {100 * entry['agreement']:.2f} %, macro-F1 drop "
+              f"{entry['macro_f1_drop_points']:+.2f} pts, conv INT8 {entry['conv_int8_share']}", flush=True)
+        _save(args.out / "int8.json", {"command": command, "machine": machine, "rows": int8_rows,
+                                       **_header(args, test, ref_report)})
+
+    qdq_maps = create("ort", fp32, calib, spec, QuantOptions())
+    if "int8" not in skip:
+        for method in [m for m in args.methods.split(",") if m]:
+            def make(method=method):
+                out = args.work / f"tensorrt-{method}"
+                if not (out / "export.json").exists():
+                    export(args.model, ExportConfig.build("tensorrt", "int8", exporter="legacy", calib_method=method),
+                           out, data=splits, calib=calib)
+                return out / "model.int8.qdq.onnx"
+            row("TensorRT Q/DQ (NVIDIA placement)", method, make, lambda p: qdq_maps)
+
+        def openvino():
+            out = args.work / "openvino-int8"
+            if not (out / "export.json").exists():
+                export(args.model, ExportConfig.build("openvino", "int8", exporter="legacy"), out, data=splits,
+                       calib=calib)
+            return out / json.loads((out / "export.json").read_text())["model"]
+        row("OpenVINO INT8 (NNCF)", "mixed preset", openvino, lambda p: create("nncf", fp32, calib, spec,
+                                                                                 QuantOptions()))
+
+        def ort_cpu():
+            out = args.work / "onnxruntime-int8"
+            if not (out / "export.json").exists():
+                export(args.model, ExportConfig.build("onnx", "int8", exporter="legacy"), out, data=splits,
+                       calib=calib)
+            return out / json.loads((out / "export.json").read_text())["model"]
+        row("ONNX Runtime CPU INT8", "ort-cpu (U8S8)", ort_cpu, lambda p: create("ort-cpu", fp32, calib, spec,
+                                                                                   QuantOptions()))
+    if "gated" not in skip:
+        def gated():
+            out = args.work / "tensorrt-search"
+            if not (out / "export.json").exists():
+                export(args.model, ExportConfig.build("tensorrt", "int8", exporter="legacy", max_drop=0.003,
+                                                      min_agreement=0.995, search_qat_epochs=0),
+                       out, data=splits, calib=calib)
+            return out / json.loads((out / "export.json").read_text())["model"]
+        row("TensorRT Q/DQ, accuracy-bounded search", "--max-drop 0.003 --min-agreement 0.995 (val split)", gated,
+            lambda p: qdq_maps)
+    if args.qat is not None:
+        row("TensorRT Q/DQ, QAT (edgefer qat)", "qat", lambda: args.qat / "model_qdq.onnx", lambda p: qdq_maps)
+
+    calib_rows = _load(args.out / "calibration.json", "rows")
+    if "calibration" not in skip:
+        seen = {(r["strategy"], r["size"]) for r in calib_rows}
+        for strategy in [s for s in args.strategies.split(",") if s]:
+            for size in [int(s) for s in args.sizes.split(",") if s]:
+                if (strategy, size) in seen:
+                    continue
+                started = time.perf_counter()
+                bundle = from_data(splits, size=size, strategy=strategy, seed=0, floor=16 if strategy == "stratified"
+                                   else 0)
+                path = args.work / f"calib-{strategy}-{size}.onnx"
+                quantize_qdq(fp32, bundle, spec, path)
+                entry = {"strategy": strategy, "size": size, "per_class_drawn": bundle.manifest["per_class"],
+                         **measure(path, qdq_maps), "seconds": round(time.perf_counter() - started, 1)}
+                calib_rows.append(entry)
+                print(f"calibration {strategy} {size}: agreement {100 * entry['agreement']:.2f} %, drop "
+                      f"{entry['macro_f1_drop_points']:+.2f} pts, disgust drawn "
+                      f"{bundle.manifest['per_class'].get('disgust')}", flush=True)
+                _save(args.out / "calibration.json", {"command": command, "machine": machine, "rows": calib_rows,
+                                                      **_header(args, test, ref_report)})
+
+    meta = json.loads((args.model / "model.json").read_text())
+    summary = {
+        "data": "FER2013 (real faces), Kaggle image folders; test = PublicTest, private_test = PrivateTest",
+        "synthetic": False,
+        "machine": machine,
+        "command": args.train_command or meta.get("command", ""),
+        "wall_seconds": args.train_wall_seconds,
+        "model": {"arch": meta.get("arch"), "img_size": meta.get("spec", {}).get("input_size"),
+                  "best_epoch": meta.get("epoch")},
+        "private_test": {"accuracy": round(ref_report["accuracy"], 5), "macro_f1": round(ref_report["macro_f1"], 5),
+                         "per_class_f1": ref_f1, "confusion_matrix": ref_report["confusion_matrix"],
+                         "labels": ref_report["labels"], "n": ref_report["n"], "evaluated_by": "FP32 ONNX, "
+                         "edgefer.runtime (ONNX Runtime CPU)"} if args.split == "private_test" else None,
+        "int8": [{k: r.get(k) for k in ("backend", "method", "agreement", "macro_f1_drop_points", "conv_int8_share",
+                                         "runtime", "failed")} for r in int8_rows],
+        "study_command": command,
+    }
+    _save(args.out / "summary.json", summary)
+    print(f"wrote {args.out}/summary.json, int8.json, calibration.json", flush=True)
+
+
+def _header(args, test, ref_report) -> dict:
+    return {"data": f"FER2013 (real faces): {args.data.name}, split {args.split} ({len(test)} faces)",
+            "synthetic": False, "model": str(args.model),
+            "fp32": {"accuracy": round(ref_report["accuracy"], 5), "macro_f1": round(ref_report["macro_f1"], 5),
+                     "per_class_f1": per_class_f1(ref_report)}}
+
+
+def _load(path: Path, key: str) -> list:
+    return json.loads(path.read_text()).get(key, []) if path.exists() else []
+
+
+def _save(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=lambda v: v.tolist() if isinstance(v, np.ndarray) else str(v))
+                   + "\n")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    main()
