@@ -180,6 +180,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def new_stage(path: str | Path) -> Path:
+    """An empty staging directory beside ``path`` (``.<name>.stage-<pid>-*``), after removing what killed runs
+    left there; publish it with ``publish_stage``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_stages(path)
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}{STAGE_MARK}{os.getpid()}-", dir=path.parent))
+    os.chmod(stage, 0o777 & ~_UMASK)
+    return stage
+
+
+def publish_stage(stage: Path, path: str | Path, keep=None) -> None:
+    """Put the staging directory ``stage`` in the place of ``path`` in one step, so a kill at any moment leaves
+    either the complete old directory or the complete new one. ``keep(name) -> bool`` chooses entries of the
+    old directory that the new one carries over when it has no entry of that name."""
+    import shutil
+
+    path = Path(path)
+    if path.is_dir() and keep is not None:
+        for entry in path.iterdir():
+            if keep(entry.name) and not (stage / entry.name).exists():
+                _link_or_copy(entry, stage / entry.name)
+    if not path.exists():
+        os.rename(stage, path)
+    elif _rename_exchange(stage, path):
+        shutil.rmtree(stage, ignore_errors=True)  # now holds the old set
+    else:  # two renames; a kill between them is repaired by remove_stale_stages on the next run
+        old = stage.with_name(stage.name + ".old")
+        os.rename(path, old)
+        os.rename(stage, path)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_dir(path: str | Path, keep=None):
     """Yield an empty staging directory beside ``path``; when the block succeeds, publish it as ``path`` in
@@ -189,26 +222,10 @@ def staged_dir(path: str | Path, keep=None):
     entry of that name (files the user put there, say); by default nothing is carried over."""
     import shutil
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_stages(path)
-    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}{STAGE_MARK}{os.getpid()}-", dir=path.parent))
-    os.chmod(stage, 0o777 & ~_UMASK)
+    stage = new_stage(path)
     try:
         yield stage
-        if path.is_dir() and keep is not None:
-            for entry in path.iterdir():
-                if keep(entry.name) and not (stage / entry.name).exists():
-                    _link_or_copy(entry, stage / entry.name)
-        if not path.exists():
-            os.rename(stage, path)
-        elif _rename_exchange(stage, path):
-            shutil.rmtree(stage, ignore_errors=True)  # now holds the old set
-        else:  # two renames; a kill between them is repaired by remove_stale_stages on the next run
-            old = stage.with_name(stage.name + ".old")
-            os.rename(path, old)
-            os.rename(stage, path)
-            shutil.rmtree(old, ignore_errors=True)
+        publish_stage(stage, path, keep)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)

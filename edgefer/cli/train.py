@@ -129,7 +129,8 @@ def train(ctx, resume, exist_ok, **values):
 
     From scratch unless --pretrained or --weights is given (--recipe). Single process by default; under torchrun
     (WORLD_SIZE > 1) it trains with DistributedDataParallel. Ctrl-C keeps the last finished epoch: continue
-    with --resume RUN_DIR.
+    with --resume RUN_DIR (SIGTERM too). With --exist-ok the new run replaces the old one's files once its
+    first epoch is saved; until then the old run stays as it was.
     """
     given = _given(ctx, values)
     if resume:
@@ -148,8 +149,10 @@ def train(ctx, resume, exist_ok, **values):
     prepare_out(config, bool(resume), exist_ok, dry_run=True)
     try:
         summary = fit(config, resume=bool(resume), exist_ok=exist_ok)
-    except KeyboardInterrupt:  # fit has said how to continue
-        ctx.exit(130)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: fit has said how to continue
+        from ..train.loop import Terminated
+
+        ctx.exit(143 if isinstance(exc, Terminated) else 130)
     if summary:
         parts = [f"{name}: accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f}"
                  for name, m in summary["metrics"].items()]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..fileio import check_output, sha256_file, write_json
+from ..fileio import check_output, new_stage, publish_stage, remove_stale_stages, sha256_file, write_json
 from ..metrics import classification_report
 from ..models import (
     META_NAME,
@@ -47,10 +47,21 @@ from .report import METRICS_CSV, METRICS_JSONL, EpochLog, format_curve, format_r
 from .state import STATE_JSON, STATE_TENSORS, load_state, save_state, unwrap
 
 SPLITS_JSON = "splits.json"
-# What a run directory holds (docs/training.md); --exist-ok removes these before a new run is written.
+# What a run directory holds (docs/training.md); with --exist-ok the new run replaces these and keeps the rest.
 RUN_FILES = (META_NAME, WEIGHTS_NAME, STATE_JSON, STATE_TENSORS, CONFIG_JSON, CONFIG_YAML, SPLITS_JSON,
              METRICS_JSONL, METRICS_CSV)
 RUN_GLOBS = ("eval_*.json", "eval_*_confusion.png")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while training: handled like Ctrl-C (the last finished epoch stays resumable)."""
+
+
+def is_run_file(name: str) -> bool:
+    """True for the files a training run writes (those --exist-ok replaces)."""
+    import fnmatch
+
+    return name in RUN_FILES or any(fnmatch.fnmatch(name, pattern) for pattern in RUN_GLOBS)
 
 
 def _versions() -> dict:
@@ -130,19 +141,38 @@ def _deferred_interrupt():
         yield
         return
     pending = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if pending:
-            raise KeyboardInterrupt
+            raise Terminated if signal.SIGTERM in pending else KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler or ``kill`` ending the run) raises ``Terminated``, handled like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def prepare_out(config: TrainConfig, resume: bool, exist_ok: bool = False, dry_run: bool = False) -> Path:
     """Check ``--out`` before any work: a new run needs an empty (or new) directory; one that already holds
-    a run is continued with --resume or replaced with --exist-ok (its run files are removed first, unless
-    ``dry_run``)."""
+    a run is continued with --resume or replaced with --exist-ok. Nothing is removed here: a replaced run is
+    written beside the old one and takes its place once its first epoch is saved (``_Stage``)."""
     out = Path(config.out)
     if resume:
         return out
@@ -151,10 +181,36 @@ def prepare_out(config: TrainConfig, resume: bool, exist_ok: bool = False, dry_r
         raise UsageError(f"--out {out}: already holds a training run; continue it with --resume {out}, "
                          "or pass --exist-ok to replace it (nothing was overwritten)")
     check_output(out, "dir", exist_ok=exist_ok)
-    if exist_ok and out.is_dir() and not dry_run:
-        for path in [out / name for name in RUN_FILES] + [p for g in RUN_GLOBS for p in out.glob(g)]:
-            path.unlink(missing_ok=True)
+    if not dry_run:
+        remove_stale_stages(out)  # what killed runs left beside it
     return out
+
+
+class _Stage:
+    """Where a new run is written. Over a directory that already holds files (``--exist-ok``) the new run goes
+    to a staging directory beside it, and replaces the old run's files in one step once its first epoch (the
+    checkpoint and the resumable state) is saved; the other files of the old directory are kept. A kill before
+    that leaves the old directory as it was (the stage is removed by the next run)."""
+
+    def __init__(self, out: Path, is_main: bool):
+        self.out = out
+        occupied = is_main and out.is_dir() and any(out.iterdir())
+        self.dir = new_stage(out) if occupied else out
+
+    @property
+    def pending(self) -> bool:
+        return self.dir != self.out
+
+    def publish(self) -> None:
+        if self.pending:
+            publish_stage(self.dir, self.out, keep=lambda name: not is_run_file(name))
+            self.dir = self.out
+
+    def discard(self) -> None:
+        if self.pending and self.dir.exists():
+            import shutil
+
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def fit(config: TrainConfig, resume: bool = False, log=_stderr, exist_ok: bool = False) -> dict:
@@ -164,16 +220,20 @@ def fit(config: TrainConfig, resume: bool = False, log=_stderr, exist_ok: bool =
     and the command to continue is logged before KeyboardInterrupt propagates.
     """
     threads = torch.get_num_threads()
-    state = {"epoch": 0, "step": 0}
+    state = {"epoch": 0, "step": 0, "staged": False}
     try:
-        return _fit(config, resume, log, exist_ok, state)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            return _fit(config, resume, log, exist_ok, state)
+    except KeyboardInterrupt as exc:
         out = Path(config.out)
-        if (out / STATE_JSON).is_file():
-            log(f"\ninterrupted at step {state['step']}; epoch {state['epoch']} is saved in {out}: continue with "
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        if state["staged"]:
+            log(f"\n{what} at step {state['step']}, before the first epoch ended: {out} keeps the previous run")
+        elif (out / STATE_JSON).is_file():
+            log(f"\n{what} at step {state['step']}; epoch {state['epoch']} is saved in {out}: continue with "
                 f"`edgefer train --resume {out}`")
         else:
-            log(f"\ninterrupted at step {state['step']}, before the first epoch ended: nothing to resume in {out}")
+            log(f"\n{what} at step {state['step']}, before the first epoch ended: nothing to resume in {out}")
         raise
     finally:
         torch.set_num_threads(threads)  # --threads applies to this run only
@@ -181,14 +241,24 @@ def fit(config: TrainConfig, resume: bool = False, log=_stderr, exist_ok: bool =
 
 def _fit(config: TrainConfig, resume: bool, log, exist_ok: bool, state: dict) -> dict:
     config = config.resolved()
-    out = prepare_out(config, resume, exist_ok)
+    prepare_out(config, resume, exist_ok)
+    hardware = setup_hardware(config)
+    stage = _Stage(Path(config.out), hardware.is_main and not resume)
+    state["staged"] = stage.pending
+    try:
+        return _fit_in(config, resume, log, state, hardware, stage)
+    finally:
+        stage.discard()
+
+
+def _fit_in(config: TrainConfig, resume: bool, log, state: dict, hardware: Hardware, stage: _Stage) -> dict:
+    out = stage.dir  # the run directory, or (replacing a run) its stage until the first epoch is saved
     from ..compat import import_timm
 
     import_timm()
     from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3
 
-    hardware = setup_hardware(config)
     log = log if hardware.is_main else (lambda message: None)
     torch.manual_seed(config.seed)
 
@@ -221,10 +291,11 @@ def _fit(config: TrainConfig, resume: bool, log, exist_ok: bool, state: dict) ->
     scaler = torch.amp.GradScaler(hardware.device.type, enabled=hardware.amp_dtype == torch.float16)
     steps = Optimisation(criterion, optimizer, scheduler, scaler, ema, config.grad_clip)
 
-    state.update({"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0})
+    state.update({"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0,
+                  "staged": stage.pending})
     if resume:
         saved = load_state(out, model, ema, optimizer, scaler)
-        state.update({k: saved[k] for k in state})
+        state.update({k: saved[k] for k in state if k != "staged"})
         log(f"resuming {out} at epoch {state['epoch'] + 1} (step {state['step']})")
     if hardware.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -295,7 +366,11 @@ def _fit(config: TrainConfig, resume: bool, log, exist_ok: bool, state: dict) ->
                     save_checkpoint(out, eval_model, spec, model_kwargs, **info, epoch=epoch + 1, step=state["step"],
                                     metrics={"val": report})
                 epochs_log.append(record)
-                save_state(out, model, ema, optimizer, scaler, state)
+                save_state(out, model, ema, optimizer, scaler, {k: v for k, v in state.items() if k != "staged"})
+                if stage.pending:  # the first epoch of a run that replaces another: now it takes the old one's place
+                    stage.publish()
+                    out = epochs_log.directory = stage.out
+                    state["staged"] = False
         log(f"epoch {epoch + 1}/{config.epochs} step {state['step']} lr {record['lr']:.2e}"
             f" loss {record['train_loss']:.4f} train-acc {record['train_accuracy']:.4f}"
             f" val-acc {report['accuracy']:.4f} val-F1 {report['macro_f1']:.4f}"
