@@ -156,3 +156,72 @@ def test_sigterm_in_train_keeps_the_last_finished_epoch_like_ctrl_c(monkeypatch,
     result = _cli("train", "--resume", run, "-q")
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def _inspect(path):
+    return _cli("data", "inspect", path, "--json")
+
+
+@pytest.mark.parametrize("old_kind, kill_at", [("synthetic", 1), ("synthetic", 2), ("real", 2), ("synthetic", 1000)])
+def test_data_synth_killed_between_its_two_renames_is_never_read_as_the_wrong_data(tmp_path, kill_at, old_kind):
+    """Two renames publish the marker, then the CSV: a kill before both keeps the old pair, after both gives
+    the new pair, and between them the marker names another CSV: readers say so instead of accepting it."""
+    from edgefer.data import synthesize, write_fer_csv
+
+    csv = tmp_path / "faces.csv"
+    old = synthesize(30, seed=1)
+    if old_kind == "real":
+        old.synthetic = False
+    write_fer_csv(csv, old)
+    before = csv.read_bytes()
+    done = _killed_at(kill_at, tmp_path, "data", "synth", "--out", csv, "--n", "40", "--seed", "2", "--exist-ok")
+    assert done.returncode == (0 if kill_at == 1000 else -signal.SIGKILL), done.stderr
+    result = _inspect(csv)
+    if kill_at == 1:
+        assert csv.read_bytes() == before and result.exit_code == 0, result.output
+        assert json.loads(result.output)["synthetic"] is (old_kind == "synthetic")
+    elif kill_at == 2:  # the new marker beside the old CSV
+        assert csv.read_bytes() == before
+        assert result.exit_code == 2 and len(result.output.splitlines()) == 1
+        assert result.output.startswith(f"edgefer: error: {csv}: does not match its synthetic-data marker "
+                                        "faces.csv.synthetic.json (sha256 differs")
+    else:
+        assert result.exit_code == 0 and json.loads(result.output)["synthetic"] is True
+        assert sum(s["n"] for s in json.loads(result.output)["splits"].values()) == 40
+    visible = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))  # a kill leaves a .tmp
+    assert visible == ["faces.csv", "faces.csv.synthetic.json"][:1 if (old_kind == "real" and kill_at == 1) else 2]
+
+
+def test_a_csv_replaced_after_synth_is_a_clear_error_and_a_broken_marker_too(tmp_path):
+    csv = tmp_path / "faces.csv"
+    assert _cli("data", "synth", "--out", csv, "--n", "20").exit_code == 0
+    csv.write_text(csv.read_text().replace("\n0,", "\n1,", 1))  # edited by hand: no longer what was drawn
+    result = _inspect(csv)
+    assert result.exit_code == 2 and "does not match its synthetic-data marker" in result.output
+    (tmp_path / "faces.csv.synthetic.json").write_text("[1, 2]")
+    result = _inspect(csv)
+    assert result.exit_code == 2 and len(result.output.splitlines()) == 1
+    assert "synthetic-data marker of faces.csv is not a JSON object" in result.output
+    (tmp_path / "faces.csv.synthetic.json").write_text('{"synthetic": true}')  # old markers name no CSV
+    assert _inspect(csv).exit_code == 0
+
+
+def test_data_synth_whose_csv_cannot_be_published_keeps_the_old_marker(tmp_path, monkeypatch):
+    import errno
+
+    csv = tmp_path / "faces.csv"
+    assert _cli("data", "synth", "--out", csv, "--n", "20", "--seed", "1").exit_code == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_replace = os.replace
+
+    def full_on_the_csv(src, dst, *args, **kwargs):
+        if str(dst) == str(csv):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", full_on_the_csv)
+    result = _cli("data", "synth", "--out", csv, "--n", "30", "--seed", "2", "--exist-ok")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert result.exit_code == 2 and result.output.startswith(f"edgefer: error: {csv}: cannot write (No space")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert _inspect(csv).exit_code == 0

@@ -67,6 +67,71 @@ def synthetic_marker(path: str | Path) -> Path:
     return path / SYNTHETIC_DIR_MARKER if path.is_dir() else path.with_name(path.name + SYNTHETIC_SIDECAR_SUFFIX)
 
 
+# how long `data inspect fifo` waits for a writer to a named pipe before it says so (instead of hanging)
+FIFO_WAIT_S = 10.0
+
+
+def read_stream_once(path: str | Path) -> bytes | None:
+    """The whole content of ``path`` when it is a pipe or FIFO (``<(zcat fer2013.csv.gz)``, ``mkfifo``), read
+    once, since a stream cannot be read twice; ``None`` for a regular file. A FIFO that nothing writes to
+    within ``FIFO_WAIT_S`` seconds, a device and a socket are ``DataError``."""
+    import select
+
+    path = Path(path)
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if not stat.S_ISFIFO(mode):
+        kind = "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise DataError(f"{printable(path)}: is {kind}, not a data file (give a CSV file or an image folder)")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO without a writer would block forever
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(int(FIFO_WAIT_S * 1000)):
+            raise DataError(f"{printable(path)}: is a FIFO (named pipe) that nothing wrote to in {FIFO_WAIT_S:g} s; "
+                            "start its writer first, or give a regular file")
+        os.set_blocking(fd, True)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def check_synthetic_marker(path: str | Path, content: bytes | None = None) -> None:
+    """A CSV's ``.synthetic.json`` marker must name this CSV (its sha256): a CSV replaced after ``data synth``
+    wrote the marker, or a write cut between the two, is a ``DataError`` rather than data silently labelled
+    synthetic (or not). ``content``: the CSV's bytes when already read (a stream)."""
+    path = Path(path)
+    marker = synthetic_marker(path)
+    if path.is_dir() or not marker.is_file():
+        return
+    import json
+
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8")).get("csv_sha256")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        raise DataError(f"{printable(marker)}: synthetic-data marker of {printable(path.name)} is not a JSON "
+                        "object; delete it, or write the data again with `edgefer data synth`") from None
+    if recorded is None:
+        return  # a marker from before markers named their CSV
+    digest = hashlib.sha256(content).hexdigest() if content is not None else _sha256(path)
+    if digest != recorded:
+        raise DataError(f"{printable(path)}: does not match its synthetic-data marker {printable(marker.name)} "
+                        "(sha256 differs: the CSV was replaced, or writing it was cut short); write it again with "
+                        "`edgefer data synth --exist-ok`, or delete the marker if the CSV is not synthetic")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def is_synthetic(path: str | Path) -> bool:
     """True for data written by ``edgefer data synth`` (marker file beside it, or "synthetic" in its name)."""
     path = Path(path)
@@ -137,7 +202,9 @@ def load(path: str | Path, skip_bad: bool = False) -> Loaded:
             if path.name.lower().endswith(ARCHIVE_SUFFIXES):
                 raise DataError(f"{printable(path)}: is an archive; extract it first (e.g. tar xzf / unzip) and "
                                 "pass the fer2013.csv or image folder inside")
-            splits, fmt = read_fer_csv(path, report), "csv"
+            content = read_stream_once(path)  # a pipe or FIFO: its bytes, read once; a regular file: None
+            check_synthetic_marker(path, content)
+            splits, fmt = read_fer_csv(path, report, content), "csv"
             test_split = "Usage column" if "test" in splits or "private_test" in splits else ""
         else:
             layout = _folder_layout(path)
@@ -160,19 +227,24 @@ def load(path: str | Path, skip_bad: bool = False) -> Loaded:
 # ---------------------------------------------------------------------------------------------- CSV
 
 
-def read_fer_csv(path: str | Path, report: Report | None = None) -> dict:
+def read_fer_csv(path: str | Path, report: Report | None = None, content: bytes | None = None) -> dict:
     """Read a FER2013 CSV (``emotion,pixels[,Usage]``, any column order, header required) into splits.
-    Source ids are ``<file name>:row=<n>`` with n the 1-based data row (header not counted)."""
+    Source ids are ``<file name>:row=<n>`` with n the 1-based data row (header not counted). ``content``: the
+    file's bytes when it was read already (a pipe), else it is read from ``path``."""
+    import io
+
     path = Path(path)
     report = Report() if report is None else report
-    capacity = max(_count_lines(path) - 1, 1)  # every data row takes at least one line (grown if not)
+    capacity = max(_count_lines(path, content) - 1, 1)  # every data row takes at least one line (grown if not)
     images = np.empty((capacity, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     labels = np.empty(capacity, np.int64)
     split_codes = np.empty(capacity, np.int8)
     rows = np.empty(capacity, np.int64)
     n = 0
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        opened = (open(path, newline="", encoding="utf-8-sig") if content is None else
+                  io.TextIOWrapper(io.BytesIO(content), newline="", encoding="utf-8-sig"))
+        with opened as f:
             reader = csv.reader(f)
             columns = _csv_columns(path, next(reader, None))
             width = len(columns["header"])
@@ -216,10 +288,12 @@ def read_fer_csv(path: str | Path, report: Report | None = None) -> dict:
     return _split_by_code(images[:n], labels[:n], ids, split_codes[:n], source=printable(path))
 
 
-def _count_lines(path: Path) -> int:
-    """Lines of a text file whose lines end in \\n, \\r\\n or a lone \\r (old Mac), in any mix."""
+def _count_lines(path: Path, content: bytes | None = None) -> int:
+    """Lines of a text file (or of ``content``) whose lines end in \\n, \\r\\n or a lone \\r (old Mac), in any mix."""
+    import io
+
     lines, last = 0, b"\n"
-    with open(path, "rb") as f:
+    with (open(path, "rb") if content is None else io.BytesIO(content)) as f:
         while block := f.read(1 << 20):
             lines += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
             if last == b"\r" and block[:1] == b"\n":

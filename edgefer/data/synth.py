@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import atomic_path, sha256_file, write_json
+from ..fileio import atomic_path, sha256_file, write_bytes, write_json
 from ..spec import FER2013_LABELS
 from .dataset import IMAGE_SIZE, FERDataset
 from .readers import synthetic_marker
@@ -337,18 +337,39 @@ _PIXEL_TEXT = np.array([str(i) for i in range(256)], dtype=object)
 def write_fer_csv(path: str | Path, data: FERDataset, usage=None, provenance: dict | None = None) -> Path:
     """Write ``data`` as a FER2013 CSV (``emotion,pixels[,Usage]``; Usage from ``usage`` or ``data.usage``,
     left out when neither). Synthetic data also gets the marker ``<path>.synthetic.json`` (with
-    ``provenance``) that makes every reader and report say "synthetic"."""
+    ``provenance`` and the CSV's sha256) that makes every reader and report say "synthetic".
+
+    The two are published as one unit as far as readers can tell: a synthetic CSV's marker is renamed into
+    place before the CSV (a real CSV's stale marker is removed after it), and readers check the marker's sha256,
+    so a kill between the two renames is a clear error, never data labelled wrongly. When the CSV cannot be
+    published, the old marker is put back."""
     path = Path(path)
     usage = data.usage if usage is None else np.asarray(usage, dtype=str)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write("emotion,pixels" + (",Usage" if usage is not None else "") + "\n")
-        for i in range(len(data)):
-            pixels = " ".join(_PIXEL_TEXT[data.images[i].ravel()])
-            f.write(f"{data.labels[i]},{pixels}" + (f",{usage[i]}" if usage is not None else "") + "\n")
     marker = synthetic_marker(path)
+    old_marker = marker.read_bytes() if marker.is_file() else None
+    marker_written = False
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                f.write("emotion,pixels" + (",Usage" if usage is not None else "") + "\n")
+                for i in range(len(data)):
+                    pixels = " ".join(_PIXEL_TEXT[data.images[i].ravel()])
+                    f.write(f"{data.labels[i]},{pixels}" + (f",{usage[i]}" if usage is not None else "") + "\n")
+            if data.synthetic:
+                write_json(marker, {"synthetic": True, "rows": len(data), "csv_sha256": sha256_file(tmp),
+                                    "generator": "edgefer.data.synth", "synth_version": SYNTH_VERSION,
+                                    **(provenance or {})})
+                marker_written = True
+    except BaseException:
+        if marker_written:  # the CSV was not published: the marker must keep naming the old one
+            try:
+                if old_marker is None:
+                    marker.unlink(missing_ok=True)
+                else:
+                    write_bytes(marker, old_marker)
+            except Exception:  # cannot put it back (the disk is full): then no marker rather than a wrong one
+                marker.unlink(missing_ok=True)
+        raise
     if not data.synthetic:
         marker.unlink(missing_ok=True)  # a real data set written over an old synthetic one
-    else:
-        write_json(marker, {"synthetic": True, "rows": len(data), "csv_sha256": sha256_file(path),
-                            "generator": "edgefer.data.synth", "synth_version": SYNTH_VERSION, **(provenance or {})})
     return path
