@@ -42,6 +42,7 @@ def parse_args(argv=None):
     parser.add_argument("--methods", default=",".join(METHODS), help="TensorRT Q/DQ calibration methods")
     parser.add_argument("--sizes", default="64,256,1024", help="calibration sizes of the calibration table")
     parser.add_argument("--strategies", default="stratified,random")
+    parser.add_argument("--attempts", type=int, default=6, help="attempt budget of the accuracy-bounded search")
     parser.add_argument("--skip", default="", help="comma-separated: int8, gated, calibration")
     parser.add_argument("--train-command", default="", help="the edgefer train command that made --model")
     parser.add_argument("--train-wall-seconds", type=float, help="its wall time")
@@ -161,7 +162,8 @@ def main(argv=None) -> None:
             out = args.work / "tensorrt-search"
             if not (out / "export.json").exists():
                 export(args.model, ExportConfig.build("tensorrt", "int8", exporter="legacy", max_drop=0.003,
-                                                      min_agreement=0.995, search_qat_epochs=0),
+                                                      min_agreement=0.995, search_qat_epochs=0,
+                                                      search_attempts=args.attempts),
                        out, data=splits, calib=calib)
             return out / json.loads((out / "export.json").read_text())["model"]
         row("TensorRT Q/DQ, accuracy-bounded search", "--max-drop 0.003 --min-agreement 0.995 (val split)", gated,
@@ -208,7 +210,42 @@ def main(argv=None) -> None:
         "study_command": command,
     }
     _save(args.out / "summary.json", summary)
-    print(f"wrote {args.out}/summary.json, int8.json, calibration.json", flush=True)
+    (args.out / "fer2013.md").write_text(markdown(summary, int8_rows, calib_rows, ref_report, command))
+    print(f"wrote {args.out}/summary.json, int8.json, calibration.json, fer2013.md", flush=True)
+
+
+def markdown(summary: dict, int8_rows: list, calib_rows: list, ref: dict, command: str) -> str:
+    """The tables of benchmarks/RESULTS.md's FER2013 section, from the figures just measured."""
+    names = ref["labels"]
+    lines = [f"`{command}`", "", f"Machine: {summary['machine']}. Data: FER2013 (real faces), PrivateTest "
+             f"({ref['n']} faces). FP32 ONNX: accuracy {100 * ref['accuracy']:.2f} %, macro-F1 {ref['macro_f1']:.4f}.",
+             "", "| class | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
+             "| F1 | " + " | ".join(f"{ref['per_class'][n]['f1']:.3f}" for n in names) + " |",
+             "| support | " + " | ".join(str(ref['per_class'][n]['support']) for n in names) + " |", "",
+             "Confusion matrix (rows: true class, columns: predicted):", "",
+             "| true \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {n} | " + " | ".join(str(v) for v in row) + " |" for n, row in zip(names, ref["confusion_matrix"])]
+    lines += ["", "| backend | method | top-1 agreement | accuracy | macro-F1 | macro-F1 drop (points) | worst class "
+              "F1 drop (points) | conv MACs in INT8 | float layers ran in |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in int8_rows:
+        if "failed" in r:
+            lines.append(f"| {r['backend']} | {r['method']} | failed: {r['failed'][:80]} | | | | | | |")
+            continue
+        worst = max(r["per_class_f1_drop_points"].items(), key=lambda kv: kv[1])
+        runtime = r.get("runtime") or {}
+        ran = runtime.get("executed_precision") or runtime.get("inference_precision_hint") or "f32"
+        lines.append(f"| {r['backend']} | {r['method']} | {100 * r['agreement']:.2f} % | {100 * r['accuracy']:.2f} % | "
+                     f"{r['macro_f1']:.4f} | {r['macro_f1_drop_points']:+.2f} | {worst[0]} {worst[1]:+.2f} | "
+                     f"{100 * (r['conv_int8_share'] or 0):.1f} % | {runtime.get('runtime', '?')} {ran} |")
+    if calib_rows:
+        lines += ["", "| calibration draw | images | disgust / fear drawn | top-1 agreement | macro-F1 drop (points) | "
+                  "disgust F1 drop | fear F1 drop |", "|---|---|---|---|---|---|---|"]
+        for r in sorted(calib_rows, key=lambda r: (r["strategy"], r["size"])):
+            drawn, drop = r["per_class_drawn"], r["per_class_f1_drop_points"]
+            lines.append(f"| {r['strategy']} | {r['size']} | {drawn.get('disgust')} / {drawn.get('fear')} | "
+                         f"{100 * r['agreement']:.2f} % | {r['macro_f1_drop_points']:+.2f} | "
+                         f"{drop.get('disgust', 0):+.2f} | {drop.get('fear', 0):+.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _header(args, test, ref_report) -> dict:

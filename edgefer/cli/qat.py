@@ -28,7 +28,7 @@ _OPTIONS = [
     ("--freeze-bn/--no-freeze-bn", "Keep BatchNorm statistics and dropout as trained.", {}),
     ("--residual/--no-residual", "Also quantize both inputs of every residual addition (NVIDIA's Q/DQ placement).",
      {}),
-    ("--limit-train", "Fine-tune on a seeded random subset of N training images (default: as the run).", dict(type=int)),
+    ("--limit-train", "Fine-tune on a seeded stratified subset of N training images (default: as the run).", dict(type=int)),
     ("--calib-size", "Stratified calibration images (as edgefer calibrate).", dict(type=int)),
     ("--calib-seed", "Seed of the calibration draw.", dict(type=int)),
     ("--split", "Split on which agreement and macro-F1 are measured (val when the data has no test split).",
