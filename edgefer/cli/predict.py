@@ -19,6 +19,7 @@ import click
 
 from ..runtime.base import ALIASES, BACKENDS
 from ..runtime.openvino import PRECISIONS
+from ..runtime.video import SMOOTHING
 from .options import exist_ok_option, number, printable, verbosity_options
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -38,6 +39,8 @@ class PredictConfig:
     max_frames: int | None = None
     batch_size: int = 32
     logits: bool = False
+    smooth: str = "ema"
+    smooth_frames: int = 5
 
 
 # (option declaration, help, extra click kwargs); the dataclass field is the option's long name.
@@ -56,6 +59,11 @@ _OPTIONS = [
     ("--batch-size", "Face crops per inference call with --no-detect on a folder.",
      dict(type=number(int, min=1, max=65536))),
     ("--logits", "Include raw logits in the output.", dict(is_flag=True)),
+    ("--smooth", "Video and camera: each face is tracked (\"track\" id) and its probabilities smoothed over the "
+     "track's frames (ema or window), or not (none); \"raw_label\" is the frame's own. Images never are.",
+     dict(type=click.Choice(SMOOTHING))),
+    ("--smooth-frames", "Frames the smoothing spans: the window, or the EMA's span (alpha = 2 / (frames + 1)).",
+     dict(type=number(int, min=1, max=10000))),
 ]
 
 
@@ -87,7 +95,9 @@ def predict(source, model_path, jsonl_path, annotate_path, exist_ok, **values):
 
     Prints one JSON object per image or frame: with --detect, {"source", ["frame",] "faces": [{"box": [x, y, w,
     h], "label", "score", "probs"}]} ("faces": [] when none is found); with --no-detect, the whole image is the
-    face: {"source", ["frame",] "label", "score", "probs"}. Unreadable images give {"source", "error"}.
+    face: {"source", ["frame",] "label", "score", "probs"}. On video and cameras each face also has "track" (an id
+    that stays with the face) and "raw_label" (the frame's own label; "label", "score" and "probs" are smoothed
+    over the track, see --smooth). Unreadable images give {"source", "error"}.
     "source" is the file name as given; bytes that are not UTF-8 appear as \\xNN. Ctrl-C (or SIGTERM) stops
     and keeps what was written: the JSON lines so far and a playable --annotate video.
     """
@@ -274,9 +284,12 @@ def _predict_video(recognizer, source, kind, config: PredictConfig, annotate_pat
     """Predict every frame; True when interrupted (Ctrl-C / SIGTERM), after closing the outputs whole."""
     from ..errors import InputError, require
     from ..progress import progress
+    from ..runtime.video import ProbabilitySmoother, VideoSession
 
     cv2 = require("cv2", "camera", "reading video and cameras")
     max_frames = config.max_frames
+    session = VideoSession(recognizer, smoothing=config.smooth, frames=config.smooth_frames) if config.detect else None
+    smoother = None if config.detect else ProbabilitySmoother(config.smooth, config.smooth_frames)
     with contextlib.ExitStack() as stack:
         capture = cv2.VideoCapture(int(source) if kind == "camera" else stack.enter_context(_opencv_name(source)))
         stack.callback(capture.release)
@@ -293,11 +306,11 @@ def _predict_video(recognizer, source, kind, config: PredictConfig, annotate_pat
                 if not ok:
                     break
                 if config.detect:
-                    result = recognizer.predict_frame(frame, return_logits=config.logits)
+                    result = session.update(frame, return_logits=config.logits)
                     record = {"source": name, "frame": index, "faces": _faces(result, config.logits)}
-                    boxes = [(f.box, f"{f.label} {f.score:.2f}") for f in result.faces]
+                    boxes = [(f.box, f"#{f.track} {f.label} {f.score:.2f}") for f in result.faces]
                 else:
-                    row = recognizer.predict(frame, return_logits=config.logits).to_dicts()[0]
+                    row = _smoothed_row(recognizer.predict(frame, return_logits=config.logits), smoother)
                     record = {"source": name, "frame": index, **row}
                     boxes = [(None, f"{row['label']} {row['score']:.2f}")]
                 if annotate_path:
@@ -344,6 +357,17 @@ def _faces(result, logits) -> list[dict]:
         for row, values in zip(rows, result.prediction.logits):
             row["logits"] = [round(float(v), 6) for v in values]
     return rows
+
+
+def _smoothed_row(prediction, smoother) -> dict:
+    """The JSON row of a --no-detect frame, its probabilities smoothed over the video (``raw_label``: its own)."""
+    row = prediction.to_dicts()[0]
+    probs = smoother.smooth(0, prediction.probs[0])
+    index = int(probs.argmax())
+    names = prediction.class_names
+    row.update(label=names[index], score=round(float(probs[index]), 6),
+               probs={name: round(float(p), 6) for name, p in zip(names, probs)}, raw_label=prediction.labels[0])
+    return row
 
 
 def draw_labels(cv2, frame, boxes):
