@@ -31,9 +31,9 @@ class OneLineError(click.ClickException):
     exit_code = 2
 
     def show(self, file=None) -> None:
-        from .options import printable
+        from .options import single_line
 
-        click.echo(f"edgefer: error: {printable(self.format_message())}", err=True)
+        click.echo(f"edgefer: error: {single_line(self.format_message())}", err=True)
 
 
 class Interrupted(OneLineError):

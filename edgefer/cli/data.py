@@ -10,7 +10,7 @@ import click
 
 from ..bounds import SEED_MAX
 from ..data.synth import SYNTH_CSV_NAME, synth_csv_path
-from .options import exist_ok_option, number, printable, printable_strings, verbosity_options
+from .options import exist_ok_option, number, printable, printable_strings, single_line, verbosity_options
 
 MAX_SYNTH = 1_000_000  # images: ~2.3 GB of pixels in memory, ~9 GB of CSV
 
@@ -96,7 +96,7 @@ def _format_report(report: dict) -> str:
     bad = report["bad"]
     lines.append(f"bad rows/files skipped: {bad['skipped']}")
     for entry in bad["entries"][:20]:
-        lines.append(f"  {entry['file']} {entry['where']}: {entry['reason']}")
+        lines.append(single_line(f"  {entry['file']} {entry['where']}: {entry['reason']}"))
     if bad["skipped"] > 20:
         lines.append(f"  ... {bad['skipped'] - 20} more (see --json)")
     return "\n".join(lines)

@@ -86,3 +86,13 @@ def printable_strings(obj):
     if isinstance(obj, (list, tuple)):
         return [printable_strings(v) for v in obj]
     return obj
+
+
+def single_line(text) -> str:
+    """``printable(text)`` with control characters (a newline or carriage return in a file name, an escape
+    sequence) written the way ``repr`` writes them, ``\\n``, ``\\r``, ``\\x1b``: a message shown as one line
+    stays one line whatever the file names in it hold."""
+    text = printable(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
