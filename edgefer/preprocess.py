@@ -74,6 +74,8 @@ def split_faces(faces, channels_first_check: bool = False) -> tuple[list[np.ndar
 
 
 def _as_array(value, what: str) -> np.ndarray:
+    if isinstance(value, np.matrix):  # always 2-d, also when indexed: one gray image as a plain array
+        return np.asarray(value)
     if isinstance(value, np.ndarray):
         return value
     try:
@@ -120,7 +122,7 @@ def prepare(faces, spec: ModelSpec, color: str = "bgr", out: np.ndarray | None =
 
 def prepare_batch(batch, spec: ModelSpec, color: str = "bgr", out: np.ndarray | None = None) -> np.ndarray:
     """``prepare`` for a batch already checked by ``split_faces`` (callers that size ``out`` from it)."""
-    if color not in _LUMA and color != "gray":
+    if not isinstance(color, str) or (color not in _LUMA and color != "gray"):
         raise InputError(f"color must be 'bgr', 'rgb' or 'gray', got {color!r}")
     size, channels = spec.input_size, spec.channels
     n = len(batch)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import cv2
@@ -30,6 +31,13 @@ def opencv_has_gui() -> bool:
         if name == "GUI":
             return value.strip().upper() not in ("", "NONE", "NO")
     return False
+
+
+def quiet_opencv() -> None:
+    """Silence OpenCV's own log lines (``[ WARN:0@...] cap_v4l.cpp ...``): failures are reported here, in one line."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
 
 
 def annotate(frame, result) -> None:
@@ -59,9 +67,12 @@ def main(argv=None) -> int:
                      "pip install opencv-python for windows, or leave out --show to write --out/--jsonl")
 
     recognizer = EmotionRecognizer.open(args.model, threads=args.threads)  # labels + preprocessing from the model
+    quiet_opencv()
     capture = cv2.VideoCapture(int(args.source) if args.source.isdigit() else args.source)
-    if not capture.isOpened():
-        parser.error(f"cannot open {args.source}")
+    if not capture.isOpened():  # one line, no usage block: the arguments were fine
+        print(f"camera_app: error: cannot open {args.source!r} (no such camera or video file, or no codec for it)",
+              file=sys.stderr)
+        return 2
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     writer = None
     log = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None

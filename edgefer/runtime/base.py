@@ -12,6 +12,7 @@ opened.
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ class TensorInfo:
 
 def backend_name(path: str | Path, backend: str | None = None) -> str:
     """The canonical backend for ``path``: the explicit ``backend`` name or alias, else the file suffix."""
+    _check_path(path)
+    if backend is not None and not isinstance(backend, str):
+        raise InputError(f"backend must be a name such as 'onnxruntime', 'openvino' or 'tensorrt' (or None: from "
+                         f"the file suffix), got {type(backend).__name__} {backend!r}")
     if backend:
         name = ALIASES.get(backend.lower(), backend.lower())
         if name not in BACKENDS:
@@ -54,6 +59,12 @@ def backend_name(path: str | Path, backend: str | None = None) -> str:
         known = ", ".join(f"{s} ({b})" for s, b in SUFFIXES.items())
         raise ModelError(f"{path}: cannot tell the backend from the suffix '{suffix}'; use {known} or pass backend=")
     return SUFFIXES[suffix]
+
+
+def _check_path(path) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        hint = " (decode it: os.fsdecode(path))" if isinstance(path, bytes) else ""
+        raise InputError(f"model path must be a str or os.PathLike, got {type(path).__name__}{hint}")
 
 
 def open_backend(

@@ -183,7 +183,7 @@ class EmotionRecognizer:
             raise InputError(f"predict_frame takes one frame (H, W) or (H, W, 3), got shape {np.shape(frame)}")
         frame = image[0]
         detect = detector or self._default_detector()
-        boxes = [b for b in (_clip(box, frame.shape) for box in detect(frame)) if min(b[2], b[3]) >= min_size]
+        boxes = [b for b in _clipped_boxes(detect(frame), frame.shape) if min(b[2], b[3]) >= min_size]
         if not boxes:
             return FramePrediction(faces=[])
         crops = [frame[y : y + h, x : x + w] for x, y, w, h in boxes]
@@ -257,6 +257,31 @@ def _snapshot(faces):
     if isinstance(faces, (list, tuple)):
         return [f.copy() if isinstance(f, np.ndarray) else f for f in faces]
     return faces
+
+
+def _clipped_boxes(detected, shape) -> list[tuple[int, int, int, int]]:
+    """A detector's boxes (x, y, w, h) as ints clipped to the frame; anything but an iterable of 4 finite
+    numbers each (a list, an (N, 4) array; empty for no face) is an InputError naming what came back."""
+    if detected is None or isinstance(detected, (str, bytes, dict)) or not hasattr(detected, "__iter__"):
+        raise InputError(f"the face detector returned {type(detected).__name__}; expected a list of (x, y, w, h) "
+                         "boxes (an empty list when there is no face)")
+    boxes = []
+    for i, box in enumerate(detected):
+        try:
+            values = np.asarray(box, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            values = None
+        if values is None or values.size != 4:
+            raise InputError(f"face detector box {i}: {_short_repr(box)} is not 4 numbers (x, y, w, h)")
+        if not np.isfinite(values).all():
+            raise InputError(f"face detector box {i}: {values.tolist()} has NaN or infinite values")
+        boxes.append(_clip(values, shape))
+    return boxes
+
+
+def _short_repr(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _clip(box, shape) -> tuple[int, int, int, int]:
