@@ -123,6 +123,8 @@ def check_output(path: str | Path, kind: str = "dir", exist_ok: bool = False, op
             raise UsageError(f"{option} {path}: already exists; pass --exist-ok to replace it")
     parent = path if kind == "dir" and path.is_dir() else path.parent
     while not parent.exists() and parent != parent.parent:
+        if parent.is_symlink():  # a folder to create that is a symlink to nowhere
+            raise UsageError(f"{option} {path}: {parent} is a broken symbolic link")
         parent = parent.parent
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: {parent} is not a directory")
@@ -213,19 +215,61 @@ def publish_stage(stage: Path, path: str | Path, keep=None) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# the JSON records output folders describe themselves with (export, bench, qat, calibrate), and files a record
+# implies without listing them
+RECORDS = {"export.json": (), "bench.json": (), "qat.json": (), "manifest.json": ("calib.npz",)}
+
+
+def recorded_outputs(directory: str | Path) -> set[str]:
+    """Names of the entries of ``directory`` that an edgefer command wrote there, from the records it left
+    (``export.json`` etc. and the paths under their "files")."""
+    directory = Path(directory)
+    names: set[str] = set()
+    for record, implied in RECORDS.items():
+        path = directory / record
+        if not path.is_file():
+            continue
+        names.update((record, *implied))
+        try:
+            files = json.loads(path.read_text(encoding="utf-8")).get("files")
+        except (OSError, ValueError, AttributeError):
+            continue
+        for text in _strings(files):
+            names.update(Path(text).parts)
+    return names
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _strings(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            yield from _strings(value)
+
+
+def not_recorded(directory: str | Path):
+    """A ``keep`` for ``staged_dir``: what the user put in ``directory`` (anything its records do not list)."""
+    recorded = recorded_outputs(directory) if Path(directory).is_dir() else set()
+    return lambda name: name not in recorded and STAGE_MARK not in name
+
+
 @contextlib.contextmanager
-def staged_dir(path: str | Path, keep=None):
+def staged_dir(path: str | Path, keep=not_recorded):
     """Yield an empty staging directory beside ``path``; when the block succeeds, publish it as ``path`` in
     one step, so a kill at any moment leaves either the complete old directory or the complete new one.
 
     ``keep(name) -> bool`` chooses entries of the old directory that the new one carries over when it has no
-    entry of that name (files the user put there, say); by default nothing is carried over."""
+    entry of that name. By default (``not_recorded``) the files the user put there are carried over and what
+    an earlier edgefer command wrote there (as its record lists) is replaced; ``keep=None`` carries nothing."""
     import shutil
 
     stage = new_stage(path)
     try:
         yield stage
-        publish_stage(stage, path, keep)
+        publish_stage(stage, path, keep(path) if keep is not_recorded else keep)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)

@@ -221,6 +221,28 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return weights, meta
 
 
+def training_data(meta: dict) -> str | None:
+    """The data a checkpoint was trained on (``model.json``), as a path that works from any folder: training
+    records it as given (maybe relative to the folder it ran in) and as an absolute path. None when the run
+    does not record it; a ``DataError`` when it is no longer there (never a different file of the same name
+    in the current folder)."""
+    import os
+
+    from .errors import DataError
+
+    recorded = (meta.get("config") or {}).get("data")
+    if not recorded:
+        return None
+    absolute = (meta.get("data") or {}).get("source_abs")
+    if absolute is None:  # a run from before the absolute path was recorded
+        return recorded
+    if not os.path.exists(absolute):
+        where = "" if os.path.isabs(recorded) else f" (given as {recorded} where training ran)"
+        raise DataError(f"the data this model was trained on, {absolute}{where}, is not there any more; "
+                        "pass --data")
+    return absolute
+
+
 def read_checkpoint_meta(path: str | Path) -> dict:
     _, meta_path = checkpoint_paths(path)
     meta = read_json(meta_path, ModelError)

@@ -31,7 +31,7 @@ from .errors import InputError, require
 
 ONNX_NAME = "model_qdq.onnx"
 FP32_NAME = "model_fp32.onnx"  # the same graph without Q/DQ: for TensorRT implicit INT8 with the cache
-IR_NAME = "model_int8.xml"
+IR_NAME = "model.int8.xml"  # the name every OpenVINO INT8 IR has (export, bench, docs)
 WEIGHTS_NAME = "qat.safetensors"
 RESULT_NAME = "qat.json"
 SCALES_NAME = "qat_scales.json"
@@ -157,7 +157,7 @@ def _run(config: QatConfig, log, command: str) -> QatResult:
 
     from .export import calibration
     from .fileio import staged_dir, write_json
-    from .models import load_checkpoint, read_checkpoint_meta
+    from .models import load_checkpoint, read_checkpoint_meta, training_data
     from .train.batches import load_splits
     from .train.config import TrainConfig
     from .train.losses import build_loss
@@ -169,7 +169,7 @@ def _run(config: QatConfig, log, command: str) -> QatResult:
     train_config = TrainConfig.load(run_dir)
     # the run's split seed and validation share stay: the calibration and fine-tuning images come from the
     # run's own training split, never from its validation split
-    overrides = {"data": config.data or train_config.data,
+    overrides = {"data": config.data or training_data(meta) or train_config.data,
                  "limit_train": config.limit_train if config.limit_train is not None else train_config.limit_train,
                  "batch_size": config.batch_size or train_config.batch_size}
     train_config = TrainConfig.from_dict({**train_config.to_dict(), **overrides}).resolved()

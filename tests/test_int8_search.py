@@ -418,7 +418,7 @@ def _fake_search(monkeypatch, tmp_path, passes, attempts=20, qat_source=None):
 
     labels = np.arange(70) % 7
     reference = np.eye(7, dtype=np.float32)[labels] * 5
-    calib = SimpleNamespace(images=np.zeros((4, 16, 16), np.uint8))
+    calib = SimpleNamespace(images=np.zeros((4, 16, 16), np.uint8), labels=np.arange(4) % 7)
     monkeypatch.setattr(loop, "create", lambda *a, **k: _FakeQuantizer(calib))
 
     def logits(path, images, spec, desc=""):
@@ -468,8 +468,14 @@ def test_search_stops_at_non_convolution_fallback_when_it_passes(monkeypatch, tm
     assert [(a["stage"], a["excluded"]) for a in report["attempts"][3:]] == [("B", ["a1"]), ("B", ["a1", "s1"])]
     chosen = report["attempts"][report["chosen"]]
     assert chosen["conv_macs_int8"] == 1.0 and chosen["excluded"] == ["a1", "s1"]
-    assert describe_attempt(chosen) == "method=m1, 2 layer(s) in FP32, conv MACs in INT8: 100.0 %"
-    assert describe_kept(chosen) == "kept in float: a1 (Add), s1 (Sigmoid)"
+    assert describe_attempt(chosen) == "method=m1, 2 layer(s) kept in float, conv MACs in INT8: 100.0 %"
+    assert describe_kept(chosen) == "2 kept in float: a1 (Add), s1 (Sigmoid)"
+    # the count agrees with the list, also when the quantizer keeps more layers in float than the search excluded
+    many = {**chosen, "excluded_count": 0,
+            "kept_in_float": [{"node": f"n{i}", "op": "Mul", "conv_macs": None} for i in range(60)]}
+    assert describe_attempt(many) == "method=m1, 60 layer(s) kept in float, conv MACs in INT8: 100.0 %"
+    assert describe_kept(many) == ("60 kept in float: n0 (Mul), n1 (Mul), n2 (Mul), n3 (Mul), n4 (Mul), n5 (Mul) "
+                                   "and 54 more")
     # a recipe that passes ends the search before any layer leaves INT8
     report = _fake_search(monkeypatch, tmp_path, lambda note: note["recipe"].get("placement") == "other")
     assert [a["stage"] for a in report["attempts"]] == ["A", "A", "A"] and report["conv_macs_int8"] == 1.0

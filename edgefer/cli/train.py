@@ -45,7 +45,7 @@ _OPTIONS = [
      "(random init only).", dict(default=None)),
     ("--val-fraction", "Stratified share of train held out for validation.", dict(type=float)),
     ("--skip-bad", "Skip malformed rows/images instead of failing.", dict(is_flag=True)),
-    ("--limit-train", "Train on a seeded random subset of N images (quick runs).", dict(type=int)),
+    ("--limit-train", "Train on a seeded stratified subset of N images (quick runs).", dict(type=int)),
     ("--loss", "Training loss.", dict(type=click.Choice(LOSSES))),
     ("--class-weights", "Class weights for weighted-ce/focal.", dict(type=click.Choice(CLASS_WEIGHT_METHODS))),
     ("--focal-gamma", "Focusing parameter of --loss focal.", dict(type=float)),
@@ -183,7 +183,7 @@ def evaluate(model_path, data, split, tta, json_out, exist_ok, batch_size, devic
     if json_out:  # checked before anything is read
         _check_eval_outputs(json_out, exist_ok, "--json")
     from ..data import prepare_splits
-    from ..models import checkpoint_paths, load_checkpoint, read_checkpoint_meta
+    from ..models import checkpoint_paths, load_checkpoint, read_checkpoint_meta, training_data
     require("torch", "train", "evaluating a checkpoint")
     from ..train.evaluation import evaluate_dataset
     from ..train.hardware import Hardware, setup_hardware
@@ -193,7 +193,7 @@ def evaluate(model_path, data, split, tta, json_out, exist_ok, batch_size, devic
 
     meta = read_checkpoint_meta(model_path)
     trained = meta.get("config", {})
-    data = data or trained.get("data")
+    data = data or training_data(meta)
     if not data:
         raise InputError("--data is required: the checkpoint does not record its training data")
     if not Path(data).exists():

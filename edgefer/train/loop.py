@@ -187,19 +187,24 @@ def prepare_out(config: TrainConfig, resume: bool, exist_ok: bool = False, dry_r
 
 
 class _Stage:
-    """Where a new run is written. Over a directory that already holds files (``--exist-ok``) the new run goes
-    to a staging directory beside it, and replaces the old run's files in one step once its first epoch (the
-    checkpoint and the resumable state) is saved; the other files of the old directory are kept. A kill before
-    that leaves the old directory as it was (the stage is removed by the next run)."""
+    """Where a new run is written: a staging directory beside ``--out``, published as ``--out`` in one step once
+    the first epoch (the checkpoint and the resumable state) is saved. Over a directory that already holds a run
+    (``--exist-ok``) this replaces the old run's files and keeps the others. A kill, Ctrl-C or a full disk
+    before that leaves ``--out`` as it was (the stage is removed, or by the next run after a kill)."""
 
     def __init__(self, out: Path, is_main: bool):
         self.out = out
-        occupied = is_main and out.is_dir() and any(out.iterdir())
-        self.dir = new_stage(out) if occupied else out
+        self.replacing = out.is_dir() and any(out.iterdir())
+        self.dir = new_stage(out) if is_main else out
 
     @property
     def pending(self) -> bool:
         return self.dir != self.out
+
+    @property
+    def status(self) -> str:
+        """``replacing`` (an earlier run is still in --out), ``new``, or empty once published (or not staged)."""
+        return ("replacing" if self.replacing else "new") if self.pending else ""
 
     def publish(self) -> None:
         if self.pending:
@@ -227,8 +232,11 @@ def fit(config: TrainConfig, resume: bool = False, log=_stderr, exist_ok: bool =
     except KeyboardInterrupt as exc:
         out = Path(config.out)
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        if state["staged"]:
+        if state["staged"] == "replacing":
             log(f"\n{what} at step {state['step']}, before the first epoch ended: {out} keeps the previous run")
+        elif state["staged"]:
+            log(f"\n{what} at step {state['step']}, before the first epoch ended: nothing to resume ({out} was "
+                "not written)")
         elif (out / STATE_JSON).is_file():
             log(f"\n{what} at step {state['step']}; epoch {state['epoch']} is saved in {out}: continue with "
                 f"`edgefer train --resume {out}`")
@@ -244,7 +252,7 @@ def _fit(config: TrainConfig, resume: bool, log, exist_ok: bool, state: dict) ->
     prepare_out(config, resume, exist_ok)
     hardware = setup_hardware(config)
     stage = _Stage(Path(config.out), hardware.is_main and not resume)
-    state["staged"] = stage.pending
+    state["staged"] = stage.status
     try:
         return _fit_in(config, resume, log, state, hardware, stage)
     finally:
@@ -292,7 +300,7 @@ def _fit_in(config: TrainConfig, resume: bool, log, state: dict, hardware: Hardw
     steps = Optimisation(criterion, optimizer, scheduler, scaler, ema, config.grad_clip)
 
     state.update({"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0,
-                  "staged": stage.pending})
+                  "staged": stage.status})
     if resume:
         saved = load_state(out, model, ema, optimizer, scaler)
         state.update({k: saved[k] for k in state if k != "staged"})
@@ -308,7 +316,8 @@ def _fit_in(config: TrainConfig, resume: bool, log, state: dict, hardware: Hardw
         out.mkdir(parents=True, exist_ok=True)
         config.save(out)
         splits.save_manifest(out / SPLITS_JSON)
-        info["data"] = {"source": str(config.data), "fingerprint": splits.fingerprint, "manifest": SPLITS_JSON,
+        info["data"] = {"source": str(config.data), "source_abs": os.path.abspath(config.data),
+                        "fingerprint": splits.fingerprint, "manifest": SPLITS_JSON,
                         "manifest_sha256": sha256_file(out / SPLITS_JSON), "train_size": len(train),
                         "val_size": len(val), "limit_train": config.limit_train}
     zero_note = f" ({zeroed} residual branches start at zero)" if zeroed else ""
@@ -370,7 +379,7 @@ def _fit_in(config: TrainConfig, resume: bool, log, state: dict, hardware: Hardw
                 if stage.pending:  # the first epoch of a run that replaces another: now it takes the old one's place
                     stage.publish()
                     out = epochs_log.directory = stage.out
-                    state["staged"] = False
+                    state["staged"] = ""
         log(f"epoch {epoch + 1}/{config.epochs} step {state['step']} lr {record['lr']:.2e}"
             f" loss {record['train_loss']:.4f} train-acc {record['train_accuracy']:.4f}"
             f" val-acc {report['accuracy']:.4f} val-F1 {report['macro_f1']:.4f}"

@@ -37,12 +37,22 @@ def conv_share_text(share: float | None) -> str:
 
 
 def describe_kept(attempt: Attempt | dict, limit: int = 6) -> str:
-    """``kept in float: /blocks.1/Add (Add), /conv_head/Conv (Conv) and 3 more`` or ``nothing kept in float``."""
+    """``5 kept in float: /blocks.1/Add (Add), /conv_head/Conv (Conv) and 3 more`` or ``nothing kept in float``."""
     kept = attempt["kept_in_float"] if isinstance(attempt, dict) else attempt.kept_in_float
     if not kept:
         return "nothing kept in float"
     shown = ", ".join(f"{k['node']} ({k['op']})" for k in kept[:limit])
-    return f"kept in float: {shown}{f' and {len(kept) - limit} more' if len(kept) > limit else ''}"
+    return f"{len(kept)} kept in float: {shown}{f' and {len(kept) - limit} more' if len(kept) > limit else ''}"
+
+
+def _kept_count(attempt: Attempt | dict) -> int:
+    """The layers an attempt runs in float: the search's exclusions and every layer the quantizer keeps in float
+    by its own rules (what ``describe_kept`` lists); the exclusions alone for records without that list."""
+    if isinstance(attempt, dict):
+        kept, excluded = attempt.get("kept_in_float"), attempt["excluded_count"]
+    else:
+        kept, excluded = attempt.kept_in_float, attempt.excluded_count
+    return max(len(kept), excluded) if kept else excluded
 
 
 def closest(attempt: Attempt) -> tuple:
@@ -52,12 +62,14 @@ def closest(attempt: Attempt) -> tuple:
 
 
 def describe_attempt(attempt: Attempt | dict) -> str:
-    """``method=moving-average, 2 layer(s) in FP32, conv MACs in INT8: 97.3 %``: an attempt in one phrase."""
+    """``method=moving-average, 2 layer(s) kept in float, conv MACs in INT8: 97.3 %``: an attempt in one phrase
+    (the count is that of ``describe_kept``)."""
     if isinstance(attempt, dict):
-        recipe, count, share = attempt["recipe"], attempt["excluded_count"], attempt.get("conv_macs_int8")
+        recipe, share = attempt["recipe"], attempt.get("conv_macs_int8")
     else:
-        recipe, count, share = attempt.recipe, attempt.excluded_count, attempt.conv_macs_int8
-    return f"{', '.join(f'{k}={v}' for k, v in recipe.items())}, {count} layer(s) in FP32, {conv_share_text(share)}"
+        recipe, share = attempt.recipe, attempt.conv_macs_int8
+    return (f"{', '.join(f'{k}={v}' for k, v in recipe.items())}, {_kept_count(attempt)} layer(s) kept in float, "
+            f"{conv_share_text(share)}")
 
 
 def failure_message(report: dict, attempts: list[Attempt], report_path) -> str:
