@@ -2,6 +2,7 @@
 
     python benchmarks/fuzz.py --cases 20000 --target csv --seed 0 --out fuzz-csv.json
     python benchmarks/fuzz.py --cases 2000 --target all
+    python benchmarks/fuzz.py --cases 10000 --target options --jobs 2
 
 Targets:
   csv              ``edgefer.data.load`` on generated FER2013 CSV files: random bytes, header variants, random
@@ -15,6 +16,17 @@ Targets:
   predict-onnx     ``EmotionRecognizer.predict`` on random arrays (shapes, dtypes, values incl. NaN/inf, ragged
   predict-openvino lists) with a tiny model exported on the fly (timm test_efficientnet, 32 px); a result must
                    hold finite probabilities that sum to 1.
+  options          every numeric option of every command (found by walking the CLI) with NaN, +-inf, huge,
+                   negative, zero and non-numbers: exit 2 and one printable line ``edgefer: error: ...``;
+  names            file names with control characters (newline, CR, escape sequences, U+2028, bytes that are not
+                   UTF-8) as inputs and outputs of data inspect/synth, info and eval: an error stays one line;
+  outputs          every writing command's output at a FIFO, a socket, a character device, symlinks, a directory,
+                   a path under a file, with and without --exist-ok: one line, and the special file survives;
+  artefacts        ``edgefer info`` and ``EmotionRecognizer.open`` on broken ONNX files, IRs (dims that are not
+                   numbers, ports missing, HTML, entity bombs, specs replaced) and sidecars, and
+                   ``CalibrationSet.load`` on broken calibration bundles (torch-free seed files);
+  runtime-args     ``EmotionRecognizer.open`` / ``predict`` / ``predict_frame`` with arguments of the wrong type:
+                   bytes paths, backend=5, color=['bgr'], np.matrix, detectors returning None, NaN or 3 numbers.
 
 Every case draws from ``random.Random(f"{seed}:{target}:{case}")``, so ``--seed S --start I --cases 1``
 replays case I. Accepted inputs are also checked (uint8 48x48 images, labels in range, printable ids and a
@@ -377,6 +389,375 @@ def predict_case(recognizer):
     return case
 
 
+# ------------------------------------------------------------------------------------- the command line
+
+
+class CliRejected(EdgeferError):
+    """``edgefer ARGV`` ended as a user error should: exit 2 and one line (counted as rejected)."""
+
+
+def run_cli(argv: list, ok_codes=(0, 2)):
+    """Run ``edgefer ARGV`` in this process. An exception that leaves the command is raised again (an escape);
+    so is an exit code outside ``ok_codes`` and an error that is not exactly one printable line on stderr
+    ``edgefer: error: ...``. A proper user error raises ``CliRejected``."""
+    from click.testing import CliRunner
+
+    from edgefer.cli import main
+
+    result = CliRunner().invoke(main, [os.fspath(a) if isinstance(a, Path) else a for a in argv])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code in ok_codes, f"exit {result.exit_code}: {result.output[-300:]!r}"
+    if result.exit_code == 2:
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edgefer: error: "), f"not one error line: {result.stderr!r}"
+        assert lines[0].isprintable(), f"control characters in the error line: {lines[0]!r}"
+        raise CliRejected(lines[0])
+    return result
+
+
+NUMBERS = ["nan", "NaN", "inf", "-inf", "+inf", "-1", "0", "1", "2", "-0", "0.5", "1e308", "1e29", "1e400",
+           "1000000000000", str(2**63), str(2**32), "-1e-300", "1e-300", "abc", "", " 3", "1_0", "0x10", "3.0",
+           "\u0663", "1e", "--1", "4294967295", "4294967296"]
+
+
+def _numeric_options() -> list:
+    """(command words, option) for every option of every command whose value is a number."""
+    import click
+
+    from edgefer.cli import COMMANDS, main
+    from edgefer.cli.options import Number
+
+    found, ctx = [], click.Context(main)
+    for name in sorted(COMMANDS):
+        command = main.get_command(ctx, name)
+        subs = sorted(command.commands.items()) if isinstance(command, click.Group) else [("", command)]
+        for sub, cmd in subs:
+            words = [name, sub] if sub else [name]
+            for param in cmd.params:
+                numeric = isinstance(param.type, (Number, click.types.IntParamType, click.types.FloatParamType))
+                if isinstance(param, click.Option) and numeric and not param.is_flag:
+                    found.append((tuple(words), max(param.opts, key=len)))
+    return found
+
+
+def _missing_inputs(words: tuple, work: Path) -> list:
+    """Arguments that make ``words`` fail right after parsing (missing inputs, an output that exists), so a
+    valid number never starts real work."""
+    missing, taken = work / "missing", work / "taken.csv"
+    taken.write_text("x")
+    return {
+        ("data", "synth"): ["--out", taken], ("data", "inspect"): [missing],
+        ("train",): ["--data", missing, "--out", work / "run"], ("eval",): ["--model", missing],
+        ("calibrate",): ["--data", missing, "--out", work / "calib"],
+        ("export",): ["--model", missing, "--target", "onnx", "--out", work / "export"],
+        ("build-engine",): [missing / "m.onnx"], ("predict",): [missing, "--model", missing / "m.onnx"],
+        ("bench",): ["--model", missing, "--data", missing, "--out", work / "bench"],
+        ("qat",): ["--from", missing, "--out", work / "qat"], ("info",): [missing / "m.onnx"],
+    }[words]
+
+
+_OPTIONS: list = []
+
+
+def options_case(rng: random.Random, work: Path) -> None:
+    """One numeric option of one command with an odd value (NaN, +-inf, huge, negative, not a number): exit 2
+    and one line, never a traceback or an accepted value that starts work."""
+    if not _OPTIONS:
+        _OPTIONS.extend(_numeric_options())
+    words, option = rng.choice(_OPTIONS)
+    value = rng.choice(NUMBERS) if rng.random() < 0.8 else repr(rng.uniform(-1e6, 1e6) * rng.choice([1, 1e-9, 1e9]))
+    run_cli([*words, *_missing_inputs(words, work), option, value], ok_codes=(2,))
+
+
+CONTROL = ["\n", "\r", "\r\n", "\x1b[31m", "\t", "\x7f", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x08", "\x01"]
+
+
+def control_name(rng: random.Random, suffix: str = "") -> str:
+    """A file name holding control characters (and at times bytes that are not UTF-8)."""
+    parts = [rng.choice(["f", "faces", "a b", "\u00e9", os.fsdecode(rng.choice(NON_UTF8_NAMES))])]
+    for _ in range(rng.randrange(1, 4)):
+        parts += [rng.choice(CONTROL), str(rng.randrange(100))]
+    return "".join(parts) + suffix
+
+
+def tiny_csv(rng: random.Random, rows: int = 12, bad: bool = False) -> str:
+    lines = ["emotion,pixels,Usage"]
+    for i in range(rows):
+        label = rng.randrange(7) if not (bad and i == rows - 1) else rng.choice([9, -1, "x"])
+        lines.append(f"{label},{_pixels(rng) if rng.random() < 0.9 else ' '.join(['1'] * 2304)},"
+                     f"{rng.choice(['Training', 'Training', 'PublicTest', 'PrivateTest'])}")
+    return "\n".join(lines) + "\n"
+
+
+def names_case(rng: random.Random, work: Path) -> None:
+    """Commands given files whose names hold control characters: an error stays one printable line."""
+    kind = rng.randrange(5)
+    path = work / control_name(rng, rng.choice([".csv", ".json", ".onnx", ".xml", ""]))
+    if kind == 0:  # missing
+        run_cli(["data", "inspect", path] + (["--skip-bad"] if rng.random() < 0.5 else []))
+    elif kind == 1:  # a CSV, maybe with a bad row
+        path.write_text(tiny_csv(rng, rng.randrange(1, 12), bad=rng.random() < 0.7))
+        run_cli(["data", "inspect", path, "--json"] + (["--skip-bad"] if rng.random() < 0.3 else []))
+    elif kind == 2:  # an output under a file, or an output that exists
+        path.write_text("x")
+        target = path / "faces.csv" if rng.random() < 0.5 else path
+        run_cli(["data", "synth", "--out", target, "--n", "3"])
+    elif kind == 3:  # a model file that is not one
+        path.write_bytes(rng.randbytes(rng.randrange(0, 64)))
+        run_cli(["info", path] + (["--json"] if rng.random() < 0.5 else []))
+    else:  # eval's --json onto a directory / under a file
+        path.mkdir()
+        run_cli(["eval", "--model", work / "missing", "--json", path if rng.random() < 0.5 else path / "x" / "e.json"])
+
+
+# ----------------------------------------------------------------------------------- outputs that are not files
+
+OUTPUT_KINDS = ("fifo", "socket", "device", "symlink-to-fifo", "dangling-symlink", "directory", "under-a-file",
+                "new")
+
+
+def _special(kind: str, path: Path):
+    """Make ``path`` a ``kind`` of thing; return what must keep being there (its file type), or None."""
+    import socket
+    import stat
+
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+    elif kind == "device":
+        try:  # like /dev/null (1, 3): reading and writing do nothing, so a bug cannot hurt
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except (PermissionError, OSError):
+            os.mkfifo(path)
+    elif kind == "symlink-to-fifo":
+        os.mkfifo(path.with_name(path.name + ".fifo"))
+        path.symlink_to(path.name + ".fifo")
+    elif kind == "dangling-symlink":
+        path.symlink_to("nowhere/at/all")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "under-a-file":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.joinpath("file").write_text("x")
+        return None
+    return stat.S_IFMT(os.lstat(path).st_mode) if os.path.lexists(path) else None
+
+
+def outputs_case(rng: random.Random, work: Path) -> None:
+    """Every writing command pointed at a FIFO, a socket, a device, a symlink, a directory or a path under a
+    file, with and without --exist-ok: refused in one line (or written as a regular file where that is
+    right), and a FIFO, socket or device is never replaced by a file."""
+    kind = rng.choice(OUTPUT_KINDS)
+    name = rng.choice(["out.csv", "out.json", "out", "out.jsonl"])
+    path = work / "file" / name if kind == "under-a-file" else work / name
+    before = _special(kind, path)
+    csv = work / "faces.csv"
+    csv.write_text(tiny_csv(rng, 12))
+    missing = work / "missing"
+    argv = rng.choice([
+        ["data", "synth", "--out", path, "--n", "3"],
+        ["data", "inspect", csv, "--skip-bad", "--manifest", path],
+        ["eval", "--model", missing, "--json", path],
+        ["predict", missing, "--model", missing / "m.onnx", "--jsonl", path],
+        ["calibrate", "--data", missing, "--out", path],
+        ["export", "--model", missing, "--target", "onnx", "--out", path],
+        ["bench", "--model", missing, "--data", missing, "--out", path],
+        ["qat", "--from", missing, "--out", path],
+        ["train", "--data", missing, "--out", path],
+        ["build-engine", missing / "m.onnx", "--out", path],
+    ])
+    import stat
+
+    try:
+        run_cli(argv + (["--exist-ok"] if rng.random() < 0.5 else []))
+    finally:  # also after a proper refusal: the special file must still be there
+        if before is not None and kind not in ("directory", "dangling-symlink"):
+            assert os.path.lexists(path) and stat.S_IFMT(os.lstat(path).st_mode) == before, \
+                f"{kind} at the output path was replaced"
+            if kind == "symlink-to-fifo":
+                assert stat.S_ISFIFO(os.stat(path).st_mode), "the FIFO behind the symlink was replaced"
+
+
+# ------------------------------------------------------------------------- broken model and calibration files
+
+_SEEDS: dict = {}
+
+
+def artefact_seeds(folder: Path) -> dict:
+    """Valid files to break, made without torch: a tiny ONNX model (spec embedded), the same without its spec
+    plus a sidecar, its OpenVINO IR, and a calibration bundle: {"onnx", "plain", "sidecar", "xml", "bin",
+    "calib"} (paths)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgefer.data import synthesize
+    from edgefer.export.calibration import CalibrationSet
+    from edgefer.spec import ModelSpec, embed_in_onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = ModelSpec(input_size=8, channels=1, mean=(0.5,), std=(0.5,), arch="fuzz")
+    weights = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.1, (64, 7)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "fuzz", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 7])], [weights])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    plain = folder / "plain.onnx"
+    onnx.save(proto, str(plain))
+    (folder / "plain.json").write_text(spec.to_json())
+    embed_in_onnx(proto, spec)
+    onnx.save(proto, str(folder / "model.onnx"))
+    paths = {"onnx": folder / "model.onnx", "plain": plain, "sidecar": folder / "plain.json"}
+    try:
+        from edgefer.export.openvino import to_ir
+
+        to_ir(folder / "model.onnx", folder / "model.xml", spec)
+        paths.update(xml=folder / "model.xml", bin=folder / "model.bin")
+    except EdgeferError:  # OpenVINO not installed: no IR cases
+        pass
+    from edgefer.data import write_fer_csv
+    from edgefer.export.calibration import from_data
+
+    faces = write_fer_csv(folder / "faces.csv", synthesize(80, seed=0))
+    calib = from_data(faces, 14, "stratified", 0)
+    assert isinstance(calib, CalibrationSet)
+    paths["calib"] = calib.save(folder / "calib")
+    return paths
+
+
+def _broken_xml(rng: random.Random, text: str) -> str:
+    import re
+
+    choice = rng.randrange(6)
+    if choice == 0:  # a dimension that is not a number
+        dims = [m.start() for m in re.finditer(r"<dim>", text)]
+        if dims:
+            at = rng.choice(dims) + len("<dim>")
+            end = text.index("</dim>", at)
+            return text[:at] + rng.choice(["abc", "", "-1", "1e3", "99999999999999999999", " 1", "?", "0"]) + text[end:]
+    if choice == 1:  # a port removed
+        ports = [m.start() for m in re.finditer(r"<port ", text)]
+        if ports:
+            at = rng.choice(ports)
+            return text[:at] + text[text.index("</port>", at) + len("</port>"):]
+    if choice == 2:  # not an IR
+        return rng.choice(["<html><body>hi</body></html>", "", "<?xml version='1.0'?><net/>", "not xml at all",
+                           '<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><x>&b;</x>'])
+    if choice == 3:  # the embedded spec replaced
+        return re.sub(r'value="\{[^"]*\}"', lambda m: 'value="' + spec_text(rng).replace('"', "&quot;")[:4000] + '"',
+                      text, count=1)
+    return mutate(rng, text.encode()).decode("utf-8", errors="replace")
+
+
+def artefacts_case(rng: random.Random, work: Path) -> None:
+    """``edgefer info`` and ``EmotionRecognizer.open`` (and a prediction) on broken ONNX files, IRs and sidecars,
+    ``CalibrationSet.load`` on broken bundles: only EdgeferError escapes."""
+    seeds = _SEEDS
+    kind = rng.choice([k for k in ("onnx", "sidecar", "xml", "calib") if k in seeds or k == "sidecar"])
+    if kind == "onnx":
+        model = work / "model.onnx"
+        data = seeds["onnx"].read_bytes()
+        model.write_bytes(mutate(rng, data) if rng.random() < 0.7 else data[: rng.randrange(len(data))])
+    elif kind == "sidecar":
+        model = work / "model.onnx"
+        shutil.copy(seeds["plain"], model)
+        text = spec_text(rng).encode("utf-8", errors="surrogatepass")
+        from edgefer.spec import sidecar_path
+
+        sidecar_path(model).write_bytes(mutate(rng, text) if rng.random() < 0.3 else
+                                        rng.choice([text, b"\xff\xfe", b"", b"[]", b"null"]))
+    elif kind == "xml":
+        model = work / "model.xml"
+        model.write_text(_broken_xml(rng, seeds["xml"].read_text(encoding="utf-8")), encoding="utf-8")
+        data = seeds["bin"].read_bytes()
+        (work / "model.bin").write_bytes(data if rng.random() < 0.7 else mutate(rng, data))
+    else:
+        from edgefer.export.calibration import CalibrationSet
+
+        bundle = work / "calib"
+        shutil.copytree(seeds["calib"], bundle)
+        what = rng.randrange(4)
+        if what == 0:
+            path = bundle / "calib.npz"
+            path.write_bytes(mutate(rng, path.read_bytes()))
+        elif what == 1:
+            (bundle / "manifest.json").write_text(json.dumps(json_value(rng)))
+        elif what == 2:
+            with open(bundle / "calib.npz", "wb") as f:
+                arrays = {name: rng.choice([np.zeros(()), np.zeros((0, 48, 48), np.uint8), np.array(["x"]),
+                                            np.arange(3), np.zeros((2, 48, 48), np.float32)])
+                          for name in rng.sample(["images", "labels", "ids", "other"], rng.randrange(0, 4))}
+                np.savez(f, **arrays) if rng.random() < 0.8 else np.save(f, np.zeros(3))
+        else:
+            (bundle / "calib.npz").write_bytes(b"")
+        CalibrationSet.load(bundle)
+        return
+    run_cli(["info", model] + (["--json"] if rng.random() < 0.5 else []))
+    from edgefer.runtime import EmotionRecognizer
+
+    with EmotionRecognizer.open(model, threads=1) as recognizer:
+        probs = recognizer.predict(np.full((48, 48), 100, np.uint8)).probs
+        assert np.isfinite(probs).all(), "non-finite probabilities"
+
+
+# ------------------------------------------------------------------------------- runtime argument types
+
+ODD_VALUES = [None, 5, -1, 1.5, float("nan"), "", "bgr", b"bgr", ["bgr"], ("rgb",), {"a": 1}, True, object(),
+              np.float32(1), np.array([1, 2]), "x" * 300]
+
+
+def _detector_output(rng: random.Random):
+    kind = rng.randrange(6)
+    if kind == 0:
+        return rng.choice([None, 5, "0 0 40 40", {"box": 1}, b"x", 1.5])
+    if kind == 1:
+        return np.asarray(rng.choice([np.zeros((1, 3)), np.zeros((2, 5)), np.zeros((0, 4)), np.zeros(4),
+                                      np.full((1, 4), np.nan), np.full((1, 4), 1e300)]))
+    boxes = []
+    for _ in range(rng.randrange(0, 4)):
+        box = [rng.choice([0, 5, 10, 40, -10, 1e300, float("nan"), float("inf"), -float("inf"), 2**70, "a", None,
+                           0.5, np.int64(3)]) if rng.random() < 0.3 else rng.randrange(0, 60)
+               for _ in range(rng.choice([4, 4, 4, 3, 5, 0]))]
+        boxes.append(tuple(box) if rng.random() < 0.5 else box)
+    return boxes
+
+
+def runtime_args_case(recognizer, model: Path):
+    def case(rng: random.Random, work: Path) -> None:
+        from edgefer.runtime import EmotionRecognizer
+
+        kind = rng.randrange(4)
+        if kind == 0:  # open with odd arguments
+            path = rng.choice([model, str(model), os.fsencode(model), 5, None, work / "missing.onnx", work,
+                               model.with_suffix(".txt")])
+            backend = rng.choice([None, None, "onnxruntime", "ort", "openvino", "tensorrt", "x", 5, b"onnxruntime",
+                                  ["onnxruntime"], True, ""])
+            threads = rng.choice([None, None, 1, 0, -1, 1.5, "2", True, 10**9])
+            EmotionRecognizer.open(path, backend=backend, threads=threads).close()
+            return
+        if kind == 1:  # predict with an odd color and odd faces
+            faces = random_input(rng) if rng.random() < 0.5 else rng.choice(
+                [np.matrix(np.full((48, 48), 7, np.uint8)), [np.matrix(np.zeros((30, 30)))], np.zeros((48, 48))])
+            prediction = recognizer.predict(faces, color=rng.choice(["bgr", "gray", *ODD_VALUES]))
+        else:  # predict_frame with a detector returning anything
+            frame = np.random.default_rng(rng.randrange(2**32)).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+            output = _detector_output(rng)
+            prediction = recognizer.predict_frame(frame if rng.random() < 0.9 else np.matrix(frame[..., 0]),
+                                                  detector=lambda f: output,
+                                                  color=rng.choice(["bgr", "bgr", "rgb", *ODD_VALUES[:4]]),
+                                                  min_size=rng.choice([0, 1, 24])).prediction
+            if prediction is None:
+                return
+        probs = np.asarray(prediction.probs)
+        assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1, atol=1e-4), "bad probabilities"
+    return case
+
+
 # --------------------------------------------------------------------------------------------- runner
 
 
@@ -434,13 +815,26 @@ def machine() -> dict:
             "python": platform.python_version(), "numpy": np.__version__}
 
 
-TARGETS = ("csv", "folder", "spec", "predict-onnx", "predict-openvino")
+TARGETS = ("csv", "folder", "spec", "predict-onnx", "predict-openvino", "options", "names", "outputs", "artefacts",
+           "runtime-args")
+PLAIN_CASES = {"csv": csv_case, "folder": folder_case, "spec": spec_case, "options": options_case,
+               "names": names_case, "outputs": outputs_case}
 _WORKER: dict = {}
 
 
 def _case_maker(target: str, models: dict | None):
-    if target in ("csv", "folder", "spec"):
-        return {"csv": csv_case, "folder": folder_case, "spec": spec_case}[target]
+    if target in PLAIN_CASES:
+        return PLAIN_CASES[target]
+    if target in ("artefacts", "runtime-args"):  # torch-free seed files, made once per process
+        if not _SEEDS:
+            _SEEDS.update(artefact_seeds(Path(tempfile.mkdtemp(prefix="edgefer-fuzz-seeds-"))))
+        if target == "artefacts":
+            return artefacts_case
+        if target not in _WORKER:
+            from edgefer.runtime import EmotionRecognizer
+
+            _WORKER[target] = runtime_args_case(EmotionRecognizer.open(_SEEDS["onnx"], threads=1), _SEEDS["onnx"])
+        return _WORKER[target]
     if target not in _WORKER:  # one recognizer per process
         from edgefer.runtime import EmotionRecognizer
 

@@ -25,6 +25,10 @@ class UsageError(EdgeferError):
     """A command-line option, or an output path that cannot be written as asked."""
 
 
+class OutputError(UsageError):
+    """An output cannot be written: a full disk, a read-only file system, no permission (nothing was published)."""
+
+
 class MissingDependency(EdgeferError):
     """An optional package is not installed; the message names the extra that provides it."""
 

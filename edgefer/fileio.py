@@ -21,10 +21,11 @@ WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, 
 
 
 def write_error(path, exc: OSError):
-    """The ``UsageError`` for ``exc`` (one of ``WRITE_ERRNOS``) while writing ``path``: one line naming it."""
-    from .errors import UsageError
+    """The ``OutputError`` (a ``UsageError``) for ``exc`` (one of ``WRITE_ERRNOS``) while writing ``path``: one line
+    naming it."""
+    from .errors import OutputError
 
-    return UsageError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written there")
+    return OutputError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written there")
 
 
 @contextlib.contextmanager
@@ -266,9 +267,14 @@ def staged_dir(path: str | Path, keep=not_recorded):
     an earlier edgefer command wrote there (as its record lists) is replaced; ``keep=None`` carries nothing."""
     import shutil
 
+    from .errors import OutputError
+
     stage = new_stage(path)
     try:
-        yield stage
+        try:
+            yield stage
+        except OutputError as exc:  # name the output the user asked for, not the hidden stage
+            raise OutputError(str(exc).replace(str(stage), str(path))) from None
         publish_stage(stage, path, keep(path) if keep is not_recorded else keep)
     finally:
         if stage.exists():

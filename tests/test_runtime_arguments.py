@@ -95,3 +95,12 @@ def test_camera_example_that_cannot_open_its_source_says_so_in_one_line(tiny, so
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"camera_app: error: cannot open {source!r} (no such camera or video file, "
                                         "or no codec for it)"]
+
+
+@pytest.mark.parametrize("threads", [10**9, 1025, True, 1.5, "2"])
+def test_thread_counts_a_runtime_cannot_allocate_are_refused(tiny, threads):
+    """Found by the runtime-args fuzz target: threads=10**9 was std::bad_alloc (MemoryError) inside ONNX Runtime."""
+    from edgefer.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"threads must be a positive integer \(at most 1024\), got "):
+        EmotionRecognizer.open(tiny.onnx, threads=threads)

@@ -21,7 +21,7 @@ import numpy as np
 from ..bounds import INT32_MAX, check_fields
 from ..data.readers import SPLIT_ORDER
 from ..data.sampling import stratified_sample
-from ..errors import EdgeferError, InputError, MissingDependency
+from ..errors import EdgeferError, InputError, MissingDependency, OutputError
 from ..export.config import option
 from ..preprocess import prepare
 from ..progress import progress
@@ -281,6 +281,8 @@ def _bench_row(row: RowDef, producer: Producer, source_kind: str, dataset, batch
     except (_Missing, MissingDependency) as exc:
         result.update(status="missing", reason=str(exc))
         return result, None
+    except OutputError:  # a full disk or a read-only folder is not this row's failure: the whole bench stops
+        raise
     except Exception as exc:  # noqa: BLE001 - a failing backend keeps its row with the error, never hides it
         result.update(status="failed", reason=f"{type(exc).__name__}: {exc}",
                       traceback=None if isinstance(exc, EdgeferError) else traceback.format_exc())

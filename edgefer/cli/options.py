@@ -78,8 +78,9 @@ def printable(text) -> str:
 
 
 def printable_strings(obj):
-    """``obj`` (JSON-like: dicts, lists, strings, numbers) with every string made ``printable``."""
-    if isinstance(obj, str):
+    """``obj`` (JSON-like: dicts, lists, strings, numbers) with every string made ``printable`` (bytes, which
+    a broken model file can put where text belongs, too)."""
+    if isinstance(obj, (str, bytes)):
         return printable(obj)
     if isinstance(obj, dict):
         return {printable_strings(k): printable_strings(v) for k, v in obj.items()}

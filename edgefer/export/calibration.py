@@ -78,14 +78,29 @@ class CalibrationSet:
         manifest = read_json(manifest_path, ExportError)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ExportError(f"{manifest_path}: field 'format' is not {FORMAT!r}")
+        import zlib
+
+        unreadable = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
         try:
-            with np.load(npz_path, allow_pickle=False) as npz:
+            loaded = np.load(npz_path, allow_pickle=False)
+        except unreadable as exc:  # an empty file is EOFError (which click would turn into "Aborted!")
+            raise ExportError(f"{npz_path}: cannot read calibration arrays ({exc or type(exc).__name__})") from None
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ExportError(f"{npz_path}: one array saved with np.save, not an .npz archive of images, labels and "
+                              "ids; make the bundle with edgefer calibrate")
+        try:
+            with loaded as npz:
                 images, labels, ids = npz["images"], npz["labels"], npz["ids"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise ExportError(f"{npz_path}: cannot read calibration arrays ({exc})") from None
-        if images.dtype != np.uint8 or images.ndim != 3 or len(labels) != len(images) or len(ids) != len(images):
+        except unreadable as exc:
+            raise ExportError(f"{npz_path}: cannot read calibration arrays ({exc or type(exc).__name__})") from None
+        if (images.dtype != np.uint8 or images.ndim != 3 or labels.ndim != 1 or ids.ndim != 1
+                or len(labels) != len(images) or len(ids) != len(images)):
             raise ExportError(f"{npz_path}: expected uint8 images (N, H, W) with N labels and ids, got "
-                              f"images {images.dtype} {images.shape}, {len(labels)} labels, {len(ids)} ids")
+                              f"images {images.dtype} {images.shape}, labels {labels.shape}, ids {ids.shape}")
+        if not np.issubdtype(labels.dtype, np.integer) or not (np.issubdtype(ids.dtype, np.str_) or
+                                                               np.issubdtype(ids.dtype, np.bytes_)):
+            raise ExportError(f"{npz_path}: labels must be integers and ids strings, got {labels.dtype} and "
+                              f"{ids.dtype}")
         digest = content_sha256(images, labels)
         if digest != manifest.get("content_sha256"):
             raise ExportError(f"{npz_path}: content does not match {manifest_path.name} (field 'content_sha256')")

@@ -61,6 +61,9 @@ def backend_name(path: str | Path, backend: str | None = None) -> str:
     return SUFFIXES[suffix]
 
 
+MAX_THREADS = 1024  # a runtime asked for 10**9 threads fails allocating them (std::bad_alloc)
+
+
 def _check_path(path) -> None:
     if not isinstance(path, (str, os.PathLike)):
         hint = " (decode it: os.fsdecode(path))" if isinstance(path, bytes) else ""
@@ -86,8 +89,9 @@ def open_backend(
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ModelError(f"threads must be a positive integer, got {threads!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 1 <= threads <= MAX_THREADS):
+        raise ModelError(f"threads must be a positive integer (at most {MAX_THREADS}), got {threads!r}")
     module, cls = BACKENDS[name].split(":")
     backend_cls = getattr(importlib.import_module(module), cls)
     if spec is not None and not isinstance(spec, ModelSpec):

@@ -54,7 +54,11 @@ class OnnxRuntimeBackend(Backend):
         if len(inputs) != 1:
             raise ModelError(f"{path}: expected one image input, found {[i.name for i in inputs]}")
         input_info, output_info = _info(path, inputs[0]), _info(path, outputs[0])
-        embedded = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        try:
+            embedded = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        except UnicodeDecodeError as exc:
+            raise ModelError(f"{path}: the model's metadata is not UTF-8 text ({exc.reason}); not an intact "
+                             "edgefer model") from None
         spec = spec or resolve_spec(path, embedded, sidecar, input_info, output_info)
         batch = input_info.shape[0] if input_info.shape else None
         return cls(session, path, spec, input_info, output_info, device=device,
@@ -75,7 +79,8 @@ def _load_errors() -> tuple[type[Exception], ...]:
 
     names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NoSuchFile", "NotImplemented",
              "RuntimeException")
-    return tuple(getattr(state, n) for n in names if hasattr(state, n))
+    # UnicodeDecodeError: a name or metadata in the file that is not UTF-8 (a damaged model)
+    return (*(getattr(state, n) for n in names if hasattr(state, n)), UnicodeDecodeError)
 
 
 def _providers(ort, path: Path, device: str) -> list[str]:

@@ -205,6 +205,13 @@ def _check_ir(path: Path) -> None:
         head = f.read(4096)
     if b"<net" not in head:
         raise ModelError(f"{path}: not an OpenVINO IR file (no <net> element)")
+    import xml.etree.ElementTree as ET
+
+    try:  # malformed XML: said here, before OpenVINO tries its other frontends (and they log parse errors)
+        for _ in ET.iterparse(path):
+            pass
+    except ET.ParseError as exc:
+        raise ModelError(f"{path}: not a well-formed OpenVINO IR ({exc})") from None
     weights = path.with_suffix(".bin")
     if not weights.is_file():
         raise ModelError(f"{path}: the weights file {weights.name} is missing next to it")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..errors import OutputError, UsageError
 from ..fileio import check_output, new_stage, publish_stage, remove_stale_stages, sha256_file, write_json
 from ..metrics import classification_report
 from ..models import (
@@ -255,6 +255,8 @@ def _fit(config: TrainConfig, resume: bool, log, exist_ok: bool, state: dict) ->
     state["staged"] = stage.status
     try:
         return _fit_in(config, resume, log, state, hardware, stage)
+    except OutputError as exc:  # a full disk while staging: name --out, not the hidden stage
+        raise OutputError(str(exc).replace(str(stage.dir), str(stage.out))) from None
     finally:
         stage.discard()
 

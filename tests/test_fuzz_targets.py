@@ -1,0 +1,94 @@
+"""The command-line, output, artefact and runtime-argument targets of benchmarks/fuzz.py, a few cases each:
+0 escapes (benchmarks/fuzz.py --cases 10000 runs the same generators at scale; README "Reliability")."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("edgefer_fuzz_targets", ROOT / "benchmarks" / "fuzz.py")
+fuzz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fuzz)
+
+CASES = {"options": 25, "names": 25, "outputs": 25, "artefacts": 15, "runtime-args": 25}
+
+
+@pytest.mark.parametrize("target", sorted(CASES))
+def test_fuzz_target_has_no_escapes(target):
+    if target in ("artefacts", "runtime-args"):
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+    result = fuzz.run_target(target, fuzz._case_maker(target, None), CASES[target], seed=1)
+    assert result["escapes"] == 0, {k: (v["count"], v["first_case"], v["message"]) for k, v in
+                                    result["escape_kinds"].items()}
+    assert result["accepted"] + result["rejected_with_edgefer_error"] == CASES[target]
+
+
+def test_options_target_reaches_every_numeric_option():
+    options = fuzz._numeric_options()
+    assert len(options) > 60
+    assert (("train",), "--lr") in options and (("bench",), "--fail-on-drop") in options
+    assert (("data", "synth"), "--n") in options and (("export",), "--search-seconds") in options
+
+
+def test_a_broken_command_would_be_an_escape(monkeypatch, fer_csv):
+    """The harness itself: a traceback or an unexpected exit code is an escape, not an accepted case."""
+    import edgefer.cli.data as data_cli
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(data_cli, "_format_report", broken)
+    with pytest.raises(ValueError, match="boom"):
+        fuzz.run_cli(["data", "inspect", fer_csv])
+    with pytest.raises(AssertionError, match="exit 0"):
+        fuzz.run_cli(["data", "inspect", "--help"], ok_codes=(2,))
+
+
+def test_output_under_a_broken_symlink_is_one_line(tmp_path):
+    """Found by the outputs target (seed 0, case 115): a folder to create that is a dangling symlink."""
+    (tmp_path / "out").symlink_to("nowhere")
+    with pytest.raises(fuzz.CliRejected, match=r"faces\.csv: .*/out is a broken symbolic link$"):
+        fuzz.run_cli(["data", "synth", "--out", tmp_path / "out" / "faces.csv", "--n", "3"])
+    assert fuzz.run_target("outputs", fuzz.outputs_case, 1, seed=0, start=115)["escapes"] == 0
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("empty", "cannot read calibration arrays"),
+    ("npy", "one array saved with np.save, not an .npz archive"),
+    ("0-d labels", "expected uint8 images (N, H, W) with N labels and ids"),
+    ("float labels", "labels must be integers and ids strings"),
+])
+def test_broken_calibration_bundles_are_one_export_error(fer_csv, tmp_path, damage, message):
+    import numpy as np
+
+    from edgefer.errors import ExportError
+    from edgefer.export.calibration import CalibrationSet, from_data
+
+    bundle = from_data(fer_csv, 14, "stratified", 0).save(tmp_path / "calib")
+    npz = bundle / "calib.npz"
+    good = CalibrationSet.load(bundle)
+    if damage == "empty":
+        npz.write_bytes(b"")
+    elif damage == "npy":
+        with open(npz, "wb") as f:
+            np.save(f, good.images)
+    else:
+        labels = np.array(3) if damage == "0-d labels" else good.labels.astype(np.float64)
+        with open(npz, "wb") as f:
+            np.savez(f, images=good.images, labels=labels, ids=good.ids)
+    with pytest.raises(ExportError, match=re.escape(message)):
+        CalibrationSet.load(bundle)
+
+
+@pytest.mark.parametrize("target, case", [
+    ("artefacts", 264),  # info --json on an ONNX whose tensor name is not UTF-8: bytes reached json.dumps
+    ("artefacts", 589),  # ONNX metadata that is not UTF-8: UnicodeDecodeError from ONNX Runtime's modelmeta
+    ("runtime-args", 277),  # threads=10**9: std::bad_alloc inside ONNX Runtime
+])
+def test_cases_the_fuzzer_found_stay_fixed(target, case):
+    pytest.importorskip("onnxruntime")
+    result = fuzz.run_target(target, fuzz._case_maker(target, None), 1, seed=0, start=case)
+    assert result["escapes"] == 0, result["escape_kinds"]
