@@ -22,7 +22,8 @@ METADATA_KEY = "edgefer.spec"
 SPEC_VERSION = 1
 COLOR_ORDERS = ("gray", "rgb", "bgr")
 LAYOUTS = ("nchw", "nhwc")
-OUTPUT_KINDS = ("logits", "probabilities", "sigmoid")
+# "auto": not declared (a spec without "output"): the runtime detects it from the first outputs
+OUTPUT_KINDS = ("logits", "probabilities", "sigmoid", "auto")
 MAX_BATCH = 4096
 
 
@@ -40,7 +41,8 @@ class ModelSpec:
     precision: str = "fp32"
     extra: dict = field(default_factory=dict)  # free-form provenance (source checkpoint hash, ...)
     layout: str | None = None  # "nchw" or "nhwc"; None: not stated, inferred from the model's input shape
-    output: str = "logits"  # what the network returns: "logits", "probabilities" (softmax) or "sigmoid" scores
+    output: str = "logits"  # what the network returns: "logits", "probabilities" (softmax) or "sigmoid" scores;
+    # "auto" when a spec read from JSON does not say (the runtime detects it from the first outputs)
     batch: int | None = None  # the one batch size the model runs; None: any (dynamic) or as the model file says
 
     def __post_init__(self):
@@ -120,6 +122,7 @@ class ModelSpec:
             raise ModelError(f"{source}: missing field(s) {', '.join(missing)}")
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs.setdefault("color_order", "gray" if data["channels"] == 1 else "rgb")
+        kwargs.setdefault("output", "auto")  # not declared: detected from the model's first outputs
         if "extra" in kwargs and not isinstance(kwargs["extra"], dict):
             raise ModelError(f"{source}: field 'extra' must be a JSON object, got {kwargs['extra']!r}")
         try:

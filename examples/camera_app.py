@@ -4,12 +4,17 @@
     python examples/camera_app.py --model export/ov-int8/model.int8.xml --source clip.mp4 --out annotated.mp4 \\
         --jsonl faces.jsonl --max-frames 100
     python examples/camera_app.py --model export/ov-int8/model.int8.xml --show              # a window
+    python examples/camera_app.py --model export/ov-int8/model.int8.xml --smooth none       # per-frame labels
 
 Needs only numpy, OpenCV 4.x (``pip install 'edgefer[camera]'``) and the runtime of the model (onnxruntime,
 openvino or tensorrt) — no torch. By default it writes an annotated video (``--out``, default annotated.mp4),
 and prints one line per frame (or writes JSON lines with ``--jsonl``); stop a camera with Ctrl-C. ``--show``
 opens a window instead, which needs an OpenCV build with a GUI: ``edgefer[camera]`` installs
 opencv-python-headless, which has none (``pip install opencv-python`` replaces it with one that has).
+
+Each face is tracked from frame to frame (its ``track`` id stays the same) and its emotion is smoothed over its
+track (``--smooth ema``, the default, or ``window`` over ``--smooth-frames`` frames), so labels do not flicker;
+``--smooth none`` shows each frame's own answer.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 import cv2
 
 from edgefer.runtime import EmotionRecognizer
+from edgefer.runtime.video import VideoSession
 
 
 def opencv_has_gui() -> bool:
@@ -45,7 +51,8 @@ def annotate(frame, result) -> None:
     for face in result.faces:
         x, y, w, h = face.box
         cv2.rectangle(frame, (x, y), (x + w, y + h), (0, 255, 0), 2)
-        cv2.putText(frame, f"{face.label} {face.score:.0%}", (x, max(y - 8, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+        cv2.putText(frame, f"#{face.track} {face.label} {face.score:.0%}", (x, max(y - 8, 12)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                     (0, 255, 0), 2, cv2.LINE_AA)
 
 
@@ -61,12 +68,18 @@ def main(argv=None) -> int:
     parser.add_argument("--headless", action="store_true", help=argparse.SUPPRESS)  # the default; older scripts
     parser.add_argument("--threads", type=int, default=None, help="CPU inference threads")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--smooth", choices=("ema", "window", "none"), default="ema",
+                        help="smooth each tracked face's probabilities over frames (default: ema)")
+    parser.add_argument("--smooth-frames", type=int, default=5, help="frames the smoothing spans (default: 5)")
     args = parser.parse_args(argv)
     if args.show and not opencv_has_gui():
         parser.error("--show: this OpenCV build has no GUI (opencv-python-headless, as edgefer[camera] installs); "
                      "pip install opencv-python for windows, or leave out --show to write --out/--jsonl")
 
+    if args.smooth_frames < 1:
+        parser.error("--smooth-frames must be at least 1")
     recognizer = EmotionRecognizer.open(args.model, threads=args.threads)  # labels + preprocessing from the model
+    session = VideoSession(recognizer, smoothing=args.smooth, frames=args.smooth_frames)  # tracks faces over frames
     quiet_opencv()
     capture = cv2.VideoCapture(int(args.source) if args.source.isdigit() else args.source)
     if not capture.isOpened():  # one line, no usage block: the arguments were fine
@@ -82,9 +95,9 @@ def main(argv=None) -> int:
             ok, frame = capture.read()
             if not ok:
                 break
-            result = recognizer.predict_frame(frame)  # .faces == [] when there is no face in the frame
+            result = session.update(frame)  # .faces == [] when there is no face in the frame
             frames += 1
-            faces = [(face.label, round(face.score, 2), face.box) for face in result.faces]
+            faces = [(face.track, face.label, round(face.score, 2), face.box) for face in result.faces]
             if log:
                 log.write(json.dumps({"frame": frames, "faces": result.to_dicts()}) + "\n")
             elif not args.show:

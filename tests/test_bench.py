@@ -20,7 +20,7 @@ from edgefer.cli import main
 from edgefer.errors import ModelError
 from tests.backends import needs_onnxruntime, needs_openvino, needs_torch
 
-ROW_FIELDS = {"key", "label", "backend", "precision", "device", "status", "reason", "inference_precision",
+ROW_FIELDS = {"key", "label", "backend", "precision", "device", "status", "reason", "inference_precision", "output",
               "model_path", "model_size_bytes", "export_s", "open_s", "accuracy", "labels", "vs_reference", "latency",
               "memory"}
 TIMING_FIELDS = {"batch", "runs", "warmup", "total_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
@@ -92,6 +92,9 @@ def test_bench_schema_rows_and_reports(bench_run):
     assert set(lat["model_b1"]) == TIMING_FIELDS and lat["model_b1"]["runs"] == 3
     assert set(lat["throughput"]) == {"1", "4"} and lat["throughput"]["4"]["batch"] == 4
     assert status["openvino-int8"]["model_size_bytes"] > 0 and status["openvino-int8"]["memory"]["peak_rss_mib"] > 0
+    onnx_output = status["onnxruntime-fp32"]["output"]  # edgefer's own model declares logits
+    assert (onnx_output["kind"], onnx_output["source"]) == ("logits", "declared")
+    assert report["model"]["output"] == onnx_output
     ov_int8 = status["openvino-int8"]  # labelled with the precision its float layers executed in, read back
     assert ov_int8["inference_precision"] in ("f32", "bf16", "f16")
     assert ov_int8["label"] == f"OpenVINO INT8 ({ov_int8['inference_precision']} float layers)"
@@ -108,6 +111,7 @@ def test_bench_schema_rows_and_reports(bench_run):
     assert [r["key"] for r in table] == list(ROW_KEYS)
     assert float(table[1]["macro_f1"]) == pytest.approx(status["onnxruntime-fp32"]["accuracy"]["macro_f1"], abs=1e-5)
     markdown = (out / "bench.md").read_text()
+    assert "; outputs logits (declared)" in markdown
     assert "SYNTHETIC" in markdown and "TensorRT INT8 engine" in markdown and f"| {ov_int8['label']} | ok |" in markdown
     for name in ("latency_vs_macro_f1", "per_class_f1", "confusion_fp32_vs_int8"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

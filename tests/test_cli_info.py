@@ -85,6 +85,12 @@ def test_onnx_nhwc_input_and_sidecar(tmp_path):
     got = info(path)
     assert got["spec"]["labels"] == ["a", "b"] and got["spec_source"] == f"sidecar {sidecar}"
     assert got["files"][1] == {"path": str(sidecar), "size_bytes": sidecar.stat().st_size, "sha256": sha256(sidecar)}
+    assert got["spec"]["output"] == "auto"  # the sidecar does not say what the outputs are
+    text = CliRunner().invoke(main, ["info", str(path)]).output
+    assert "            output not declared: detected from the model's first outputs when it runs\n" in text
+    sidecar.write_text(json.dumps({"labels": ["a", "b"], "input_size": 48, "channels": 1, "mean": [0], "std": [1],
+                                   "output": "sigmoid"}))
+    assert "            output sigmoid (declared)\n" in CliRunner().invoke(main, ["info", str(path)]).output
 
 
 def test_openvino_ir_fp32_fp16_int8(artefacts):

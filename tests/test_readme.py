@@ -194,6 +194,7 @@ def test_camera_example_help_and_default_mode(workdir, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [len(r["faces"]) for r in rows] == [1, 0, 1, 0] and rows[0]["faces"][0]["label"] in FER2013_LABELS
+    assert rows[0]["faces"][0]["track"] == rows[2]["faces"][0]["track"] == 1  # missed in frame 2, same id after
 
 
 def test_camera_example_says_when_opencv_has_no_gui(workdir):

@@ -132,3 +132,65 @@ def test_missing_sidecar_messages(tiny, tmp_path):
     sidecar_path(plain).write_text(json.dumps({**tiny.spec.to_dict(), "labels": "happy"}))
     with pytest.raises(ModelError, match=r"five.onnx.json: field 'labels' must be a list of strings, got 'happy'"):
         EmotionRecognizer.open(plain)
+
+
+def test_detect_output_kind():
+    from edgefer.runtime.recognizer import detect_output_kind
+
+    assert detect_output_kind(np.array([[0.7, 0.2, 0.1], [0.5, 0.5, 0.0]]))[0] == "probabilities"
+    assert detect_output_kind(np.array([[0.9, 0.8, 0.1], [0.0, 0.1, 0.2]]))[0] == "sigmoid"
+    kind, evidence = detect_output_kind(np.array([[2.0, -1.0, 0.5]]))
+    assert kind == "logits" and evidence == "values in [-1, 2], outside [0, 1]"
+    assert np.allclose(probabilities(np.array([[0.7, 0.2, 0.1]], np.float32), "auto"), [[0.7, 0.2, 0.1]])
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_output_kind_is_detected_when_not_declared(tiny, images, reference, tmp_path, backend):
+    """A softmax model whose sidecar says nothing about its output: predict() returns the model's own
+    probabilities (never a softmax of them); a sigmoid model is detected as such."""
+    import warnings
+
+    from edgefer.runtime import OutputKindWarning
+
+    for output in ("probabilities", "sigmoid"):
+        path, _ = foreign_variant(tiny, tmp_path, f"undeclared-{output}", output=output)
+        sidecar = sidecar_path(path)
+        data = json.loads(sidecar.read_text())
+        del data["output"]
+        sidecar.write_text(json.dumps(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", OutputKindWarning)
+            with EmotionRecognizer.open(path, backend=backend, threads=1) as rec:
+                assert rec.spec.output == "auto" and rec.output_kind is None
+                pred = rec.predict(images, color="gray", return_logits=True)
+                assert rec.spec.output == output and rec.output_kind["source"] == "detected"
+                assert rec.output_kind["kind"] == output
+                if output == "probabilities":
+                    assert np.abs(pred.probs - pred.logits).max() <= 1e-6  # the model's own probabilities
+                    assert np.abs(pred.probs - reference.probs).max() < 2e-5
+                else:
+                    assert np.abs(pred.probs - pred.logits / pred.logits.sum(1, keepdims=True)).max() <= 1e-6
+                assert pred.labels == reference.labels
+
+
+def test_a_declared_kind_the_outputs_contradict_is_one_warning(tiny, images, tmp_path):
+    import warnings
+
+    from edgefer.runtime import OutputKindWarning
+
+    path, _ = foreign_variant(tiny, tmp_path, "softmax-declared-logits", output="probabilities")
+    sidecar = sidecar_path(path)
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "output": "logits"}))
+    with EmotionRecognizer.open(path) as rec, pytest.warns(OutputKindWarning) as caught:
+        rec.predict(images, color="gray")
+        rec.predict(images, color="gray")
+    assert len(caught) == 1 and caught[0].filename == str(path)
+    message = str(caught[0].message)
+    assert "\n" not in message and message.startswith(
+        "the spec declares output 'logits' but the first outputs look like probabilities (every value in [0, 1]")
+    assert rec.output_kind["source"] == "declared" and rec.spec.output == "logits"  # as declared
+    with warnings.catch_warnings():  # edgefer's own logits model: declared, and no warning
+        warnings.simplefilter("error", OutputKindWarning)
+        with EmotionRecognizer.open(tiny.onnx) as rec:
+            rec.predict(images, color="gray")
+            assert rec.output_kind["kind"] == "logits" and rec.output_kind["source"] == "declared"

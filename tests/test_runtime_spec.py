@@ -13,7 +13,8 @@ from edgefer.spec import ModelSpec, infer_layout, read_sidecar, sidecar_path
 def test_new_fields_default_and_round_trip():
     old = {"labels": ["a", "b"], "input_size": 48, "channels": 1, "mean": [0.5], "std": [0.5]}
     spec = ModelSpec.from_dict(old)  # a sidecar written before the fields existed still loads
-    assert (spec.layout, spec.output, spec.batch) == (None, "logits", None)
+    assert (spec.layout, spec.output, spec.batch) == (None, "auto", None)  # output not declared: detected when run
+    assert ModelSpec().output == "logits"  # edgefer's own models declare it
     full = ModelSpec(labels=("x", "y", "z"), input_size=64, channels=3, mean=(0.0,) * 3, std=(1.0,) * 3,
                      color_order="gray", layout="NHWC", output="sigmoid", batch=4)
     assert full.layout == "nhwc"
@@ -28,7 +29,7 @@ def test_new_fields_default_and_round_trip():
     ({"mean": 0.5}, "field 'mean' must be a list of numbers, got 0.5"),
     ({"std": ["x"]}, "field 'std' must be a list of numbers, got ['x']"),
     ({"layout": "chw"}, "field 'layout' must be one of nchw, nhwc (or left out to infer it), got 'chw'"),
-    ({"output": "softmax"}, "field 'output' must be one of logits, probabilities, sigmoid, got 'softmax'"),
+    ({"output": "softmax"}, "field 'output' must be one of logits, probabilities, sigmoid, auto, got 'softmax'"),
     ({"batch": 0}, "field 'batch' must be an integer in 1..4096 (or null for any batch size), got 0"),
     ({"batch": "4"}, "field 'batch' must be an integer in 1..4096 (or null for any batch size), got '4'"),
     ({"extra": []}, "field 'extra' must be a JSON object, got []"),
@@ -84,4 +85,4 @@ def test_docs_sidecar_examples_load():
     blocks = [b.split("```", 1)[0] for b in section.split("```json\n")[1:]]
     specs = [ModelSpec.from_json(b, source=f"docs example {i}") for i, b in enumerate(blocks)]
     assert [(s.layout, s.output, s.batch, s.channels) for s in specs] == [
-        ("nhwc", "probabilities", None, 1), (None, "logits", None, 3), ("nhwc", "probabilities", 1, 3)]
+        ("nhwc", "probabilities", None, 1), (None, "auto", None, 3), ("nhwc", "probabilities", 1, 3)]  # auto: not declared

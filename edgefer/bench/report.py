@@ -132,6 +132,14 @@ def _data_lines(data: dict) -> list[str]:
     return lines
 
 
+def _output_text(report: dict) -> str:
+    """What the model's outputs are and how that is known: declared in its spec or detected from them."""
+    out = report["model"].get("output")
+    if not out:
+        return ""
+    return f"; outputs {out['kind']} ({out['source']}" + (f": {out['evidence']})" if out["source"] == "detected" else ")")
+
+
 def to_markdown(report: dict) -> str:
     env, settings, data = report["environment"], report["settings"], report["data"]
     lines = ["# edgefer bench", ""]
@@ -139,7 +147,7 @@ def to_markdown(report: dict) -> str:
         lines += [f"> **{SYNTHETIC_NOTE}**", ""]
     lines += [
         f"- Model: `{report['model']['path']}` ({report['model']['kind']}, {report['model']['arch'] or 'arch ?'}, "
-        f"{report['model']['input_size']} px, {report['model']['channels']} channel(s))",
+        f"{report['model']['input_size']} px, {report['model']['channels']} channel(s))" + _output_text(report),
         f"- Data: `{data['path']}` split `{data['split']}`, {data['n']} images"
         + (" (SYNTHETIC)" if data["synthetic"] else ""),
         *_data_lines(data),

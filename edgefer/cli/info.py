@@ -457,6 +457,9 @@ def format_info(info: ArtefactInfo) -> str:
         lines.append(f"            arch {s.get('arch') or '?'}, input {s.get('input_size')} px, {s.get('channels')} "
                      f"channel(s) {s.get('color_order')}, mean {s.get('mean')}, std {s.get('std')}")
         lines.append(f"            labels {', '.join(s.get('labels', []))}")
+        output = s.get("output", "auto")
+        lines.append("            output " + ("not declared: detected from the model's first outputs when it runs"
+                                             if output == "auto" else f"{output} (declared)"))
     if info.node_count:
         lines.append(f"  nodes     {info.node_count}: " + ", ".join(f"{k} {v}" for k, v in info.op_counts.items())
                      + (", ..." if sum(info.op_counts.values()) < info.node_count else ""))

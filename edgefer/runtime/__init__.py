@@ -10,7 +10,7 @@ Imports numpy and the standard library only; each backend imports its own runtim
 
 from .base import Backend, TensorInfo, open_backend
 from .faces import HaarFaceDetector
-from .recognizer import EmotionRecognizer, Face, FramePrediction, Prediction
+from .recognizer import EmotionRecognizer, Face, FramePrediction, OutputKindWarning, Prediction
 
-__all__ = ["Backend", "EmotionRecognizer", "Face", "FramePrediction", "HaarFaceDetector", "Prediction",
-           "TensorInfo", "open_backend"]
+__all__ = ["Backend", "EmotionRecognizer", "Face", "FramePrediction", "HaarFaceDetector", "OutputKindWarning",
+           "Prediction", "TensorInfo", "open_backend"]

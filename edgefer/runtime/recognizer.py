@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,34 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+class OutputKindWarning(UserWarning):
+    """A model's declared output kind contradicts the outputs it returns (one line, located at the model file)."""
+
+
+RANGE_SLACK = 1e-3  # outputs this far outside [0, 1] still count as in it (fp16 / INT8 rounding)
+SUM_SLACK = 1e-2  # rows summing to 1 within this are probabilities
+
+
+def detect_output_kind(outputs: np.ndarray) -> tuple[str, str]:
+    """What raw model outputs (N, K) are, with the evidence in words: "probabilities" (every value in [0, 1] and
+    every row summing to 1), "sigmoid" (in [0, 1], rows not summing to 1) or "logits" (anything else)."""
+    o = np.asarray(outputs, np.float64)
+    lo, hi = float(o.min()), float(o.max())
+    if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
+        return "logits", f"values in [{lo:.3g}, {hi:.3g}], outside [0, 1]"
+    sums = o.sum(axis=1)
+    off = float(np.abs(sums - 1).max())
+    if off <= SUM_SLACK:
+        return "probabilities", f"every value in [0, 1] and every row summing to 1 (within {off:.1g})"
+    return "sigmoid", f"every value in [0, 1], rows summing to {sums.min():.3g}..{sums.max():.3g}"
+
+
+def _contradicts(declared: str, detected: str) -> bool:
+    """Logits may fall in [0, 1]; probabilities must sum to 1; sigmoid scores must stay in [0, 1]."""
+    return {"logits": detected == "probabilities", "probabilities": detected != "probabilities",
+            "sigmoid": detected == "logits"}.get(declared, False)
+
+
 def probabilities(outputs: np.ndarray, kind: str, source: str = "model") -> np.ndarray:
     """Row-wise probabilities (N, K) summing to 1 from a model's raw outputs of ``kind`` (``ModelSpec.output``):
     softmax of logits; probabilities renormalised (clipped at 0, so rounding in fp16/INT8 models cannot leave a
@@ -99,6 +128,8 @@ def probabilities(outputs: np.ndarray, kind: str, source: str = "model") -> np.n
     if not np.isfinite(outputs).all():
         rows = np.flatnonzero(~np.isfinite(outputs).all(axis=1)).tolist()
         raise ModelError(f"{source}: the model returned NaN or infinite outputs for face(s) {rows[:10]}")
+    if kind == "auto":
+        kind = detect_output_kind(outputs)[0]
     if kind == "logits":
         return softmax(outputs)
     p = np.clip(outputs, 0.0, 1.0 if kind == "sigmoid" else None)
@@ -133,6 +164,9 @@ class EmotionRecognizer:
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # what the outputs are: {"kind", "source": "declared" | "detected", "evidence"}, settled on the first
+        # finite outputs (``spec.output`` "auto" becomes the detected kind)
+        self.output_kind: dict | None = None
 
     @classmethod
     def open(
@@ -166,7 +200,7 @@ class EmotionRecognizer:
         batch, _ = split_faces(faces, channels_first_check=True)
         x = prepare_batch(batch, self.spec, color=color, out=self._buffer(len(batch)))
         logits = self.backend.run(x)
-        probs = probabilities(logits, self.spec.output, str(self.backend.path))
+        probs = probabilities(logits, self._settle_output(logits), str(self.backend.path))
         indices = probs.argmax(axis=1)
         labels = [self.labels[i] for i in indices]
         return Prediction(labels, indices, probs, self.spec.labels, logits if return_logits else None)
@@ -215,7 +249,29 @@ class EmotionRecognizer:
     def run(self, x: np.ndarray) -> np.ndarray:
         """Raw backend call: the model's float32 outputs (N, K) for prepared float32 NCHW input (see ``prepare``),
         whatever the model's layout; ``probabilities(outputs, recognizer.spec.output)`` turns them into probs."""
-        return self.backend.run(x)
+        outputs = self.backend.run(x)
+        self._settle_output(outputs)
+        return outputs
+
+    def _settle_output(self, outputs: np.ndarray) -> str:
+        """The output kind for ``outputs``: on the first finite outputs, a kind the spec does not declare is
+        detected (``detect_output_kind``) and kept in ``spec.output``; a declared kind the outputs contradict
+        stays, with one ``OutputKindWarning``."""
+        if self.output_kind is not None or not outputs.size or not np.isfinite(outputs).all():
+            return self.spec.output
+        detected, evidence = detect_output_kind(outputs)
+        declared = self.spec.output
+        if declared == "auto":
+            self.spec = self.spec.replace(output=detected)
+            self.output_kind = {"kind": detected, "source": "detected", "evidence": evidence}
+        else:
+            self.output_kind = {"kind": declared, "source": "declared", "evidence": evidence}
+            if _contradicts(declared, detected):
+                warnings.warn_explicit(
+                    f"the spec declares output '{declared}' but the first outputs look like {detected} ({evidence}); "
+                    f"kept '{declared}' (set \"output\" in the spec to change it)", OutputKindWarning,
+                    str(self.backend.path), 0)
+        return self.spec.output
 
     def close(self) -> None:
         """Finish the calls in flight (``predict_async``), then release the model."""
