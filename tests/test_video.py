@@ -327,3 +327,15 @@ def test_predict_no_detect_video_smooths_the_whole_frame(tmp_path):
     assert [r["raw_label"] for r in records] == ["happy"] * 6 + ["sad"] * 6
     assert [r["label"] for r in records] == ["happy"] * 8 + ["sad"] * 4  # 3 of the last 4 frames sad: switched
     assert sum(records[-1]["probs"].values()) == pytest.approx(1, abs=1e-4)
+
+
+def test_recognizer_video_opens_a_session_with_these_settings():
+    from edgefer.runtime import VideoSession as Exported
+
+    session = recognizer().video(smoothing="window", frames=7, iou_threshold=0.5, max_missed=2)
+    assert isinstance(session, Exported) and session.smoother.mode == "window" and session.smoother.frames == 7
+    assert session.tracker.iou_threshold == 0.5 and session.tracker.max_missed == 2
+    video, _ = face_video(3)
+    assert [[f.track for f in session.update(frame).faces] for frame in video] == [[1, 2]] * 3
+    with pytest.raises(InputError):
+        recognizer().video(smoothing="median")

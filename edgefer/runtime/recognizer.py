@@ -226,6 +226,16 @@ class EmotionRecognizer:
                  for i, (box, label) in enumerate(zip(boxes, pred.labels))]
         return FramePrediction(faces=faces, prediction=pred)
 
+    def video(self, smoothing: str = "ema", frames: int = 5, iou_threshold: float = 0.3, max_missed: int = 15,
+              detector=None, min_size: int = 24, color: str = "bgr"):
+        """A ``VideoSession`` for one video stream (``edgefer.runtime.video``): ``session.update(frame)`` finds,
+        tracks and classifies the faces of each frame, each with a stable ``track`` id and its probabilities
+        smoothed over its track (``smoothing`` "ema", "window" or "none" over ``frames`` frames)."""
+        from .video import VideoSession
+
+        return VideoSession(self, smoothing=smoothing, frames=frames, iou_threshold=iou_threshold,
+                            max_missed=max_missed, detector=detector, min_size=min_size, color=color)
+
     def predict_async(self, faces, color: str = "bgr", return_logits: bool = False) -> Future:
         """``predict`` without waiting: a ``concurrent.futures.Future`` whose ``result()`` is the Prediction, or
         raises what ``predict`` would (InputError for bad faces, ...). The faces are copied first, so the caller
