@@ -159,7 +159,8 @@ def _run(model, data, s: BenchSettings, out_dir: Path, console) -> dict:
         "synthetic": bool(getattr(dataset, "synthetic", False)),
         "model": {"path": str(model), "kind": source.kind, "sha256": source.sha256, "arch": source.spec.arch,
                   "input_size": source.spec.input_size, "channels": source.spec.channels,
-                  "labels": list(source.spec.labels)},
+                  "labels": list(source.spec.labels),
+                  "output": next((r["output"] for r in results if r.get("output")), None)},
         "data": {"path": str(data), "split": dataset.name, "n": len(dataset), "limit": s.limit,
                  "classes": list(dataset.classes), "class_counts": dataset.class_counts().tolist(),
                  "synthetic": bool(getattr(dataset, "synthetic", False)), "images_used": usage,
@@ -254,9 +255,9 @@ def _ok(results: list[dict], key: str) -> bool:
 
 def _row_stub(row: RowDef, status: str, reason: str | None) -> dict:
     return {"key": row.key, "label": row.label, "backend": row.backend, "precision": row.precision,
-            "device": row.device, "status": status, "reason": reason, "inference_precision": None, "model_path": None,
-            "model_size_bytes": None, "export_s": None, "open_s": None, "accuracy": None, "labels": None,
-            "vs_reference": None, "latency": None, "memory": None}
+            "device": row.device, "status": status, "reason": reason, "inference_precision": None, "output": None,
+            "model_path": None, "model_size_bytes": None, "export_s": None, "open_s": None, "accuracy": None,
+            "labels": None, "vs_reference": None, "latency": None, "memory": None}
 
 
 def _bench_row(row: RowDef, producer: Producer, source_kind: str, dataset, batches, budget):
@@ -276,6 +277,7 @@ def _bench_row(row: RowDef, producer: Producer, source_kind: str, dataset, batch
             result["inference_precision"] = getattr(getattr(runner, "backend", None), "precision", row.precision)
             result["label"] = row_label(row, result["inference_precision"])
             logits = evaluate(runner, dataset)
+            result["output"] = getattr(runner, "output_kind", None)  # declared or detected from the first outputs
             result["latency"] = sanity.checked(lambda: time_row(runner, dataset, batches, **budget))
         result["memory"] = memory.result()
     except (_Missing, MissingDependency) as exc:
