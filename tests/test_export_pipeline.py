@@ -235,7 +235,7 @@ def test_existing_output_needs_exist_ok_and_bad_atol_is_refused_up_front(small, 
     clock = time.perf_counter()
     result = CliRunner().invoke(main, [*args, "--exist-ok", "-q"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "keep.txt", "model.onnx"]  # the user's file stays
     assert time.perf_counter() - clock < 120
     result = CliRunner().invoke(main, ["build-engine", str(tmp_path / "missing.onnx")])
     assert result.exit_code == 2 and f"ONNX_MODEL {tmp_path / 'missing.onnx'}: no such file" in result.output
