@@ -87,6 +87,10 @@ def test_broken_calibration_bundles_are_one_export_error(fer_csv, tmp_path, dama
     ("artefacts", 264),  # info --json on an ONNX whose tensor name is not UTF-8: bytes reached json.dumps
     ("artefacts", 589),  # ONNX metadata that is not UTF-8: UnicodeDecodeError from ONNX Runtime's modelmeta
     ("runtime-args", 277),  # threads=10**9: std::bad_alloc inside ONNX Runtime
+    ("artefacts", 3006),  # info: an op type that is not UTF-8 (bytes) sorted with str ones
+    ("artefacts", 8096),  # info: a tensor name that is not UTF-8 formatted as text
+    ("artefacts", 6526),  # runtime: a dimension name that is not UTF-8
+    ("artefacts", 7829),  # OpenVINO IR without outputs: IndexError from model.output(0)
 ])
 def test_cases_the_fuzzer_found_stay_fixed(target, case):
     pytest.importorskip("onnxruntime")

@@ -185,6 +185,11 @@ def _top(counts: Counter, top: int) -> dict[str, int]:
 # --- ONNX ---------------------------------------------------------------------------------------------------
 
 
+def _text(value) -> str:
+    """A name from an ONNX proto as text: protobuf hands over bytes when a damaged file's string is not UTF-8."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
 def _onnx(path: Path, top: int, sidecar: Path | None) -> ArtefactInfo:
     from ..errors import ModelError, require
     from ..spec import METADATA_KEY
@@ -204,22 +209,22 @@ def _onnx(path: Path, top: int, sidecar: Path | None) -> ArtefactInfo:
 
     def desc(value) -> TensorDesc:
         tensor = value.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") else (_text(d.dim_param) or "?") for d in tensor.shape.dim]
         if not tensor.elem_type:
-            return TensorDesc(value.name, dims, "?")
+            return TensorDesc(_text(value.name), dims, "?")
         try:
             dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
         except (KeyError, ValueError, TypeError):
-            raise ModelError(f"{path}: not a valid ONNX model: tensor {value.name!r} has an unknown element type "
-                             f"{tensor.elem_type}") from None
-        return TensorDesc(value.name, dims, dtype)
+            raise ModelError(f"{path}: not a valid ONNX model: tensor {_text(value.name)!r} has an unknown element "
+                             f"type {tensor.elem_type}") from None
+        return TensorDesc(_text(value.name), dims, dtype)
 
     info.inputs = [desc(v) for v in graph.input if v.name not in initializers]
     info.outputs = [desc(v) for v in graph.output]
     info.opset = {(o.domain or "ai.onnx"): o.version for o in proto.opset_import}
-    ops = Counter(node.op_type for node in graph.node)
+    ops = Counter(_text(node.op_type) for node in graph.node)
     for function in proto.functions:  # dynamo exports keep parts of the graph in local functions
-        ops.update(node.op_type for node in function.node)
+        ops.update(_text(node.op_type) for node in function.node)
     info.node_count, info.op_counts = sum(ops.values()), _top(ops, top)
     embedded = {p.key: p.value for p in proto.metadata_props}.get(METADATA_KEY)
     _spec(embedded, f"embedded (ONNX metadata_props '{METADATA_KEY}')", path, sidecar, info)

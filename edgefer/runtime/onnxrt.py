@@ -53,7 +53,13 @@ class OnnxRuntimeBackend(Backend):
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1:
             raise ModelError(f"{path}: expected one image input, found {[i.name for i in inputs]}")
-        input_info, output_info = _info(path, inputs[0]), _info(path, outputs[0])
+        if not outputs:
+            raise ModelError(f"{path}: the model has no output")
+        try:
+            input_info, output_info = _info(path, inputs[0]), _info(path, outputs[0])
+        except UnicodeDecodeError as exc:
+            raise ModelError(f"{path}: a tensor name or dimension is not UTF-8 text ({exc.reason}); not an intact "
+                             "model") from None
         try:
             embedded = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         except UnicodeDecodeError as exc:

@@ -101,6 +101,8 @@ class OpenVinoBackend(Backend):
             raise ModelError(f"{path}: not a loadable OpenVINO model ({_reason(exc)})") from None
         if len(model.inputs) != 1:
             raise ModelError(f"{path}: expected one image input, found {len(model.inputs)}")
+        if not model.outputs:
+            raise ModelError(f"{path}: the model has no output")
         input_info, output_info = _info(model.input(0)), _info(model.output(0))
         embedded = model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY]) else None
         spec = spec or resolve_spec(path, embedded, sidecar, input_info, output_info)
@@ -211,7 +213,7 @@ def _check_ir(path: Path) -> None:
         for _ in ET.iterparse(path):
             pass
     except ET.ParseError as exc:
-        raise ModelError(f"{path}: not a well-formed OpenVINO IR ({exc})") from None
+        raise ModelError(f"{path}: not a loadable OpenVINO model (XML not well-formed: {exc})") from None
     weights = path.with_suffix(".bin")
     if not weights.is_file():
         raise ModelError(f"{path}: the weights file {weights.name} is missing next to it")
