@@ -225,7 +225,7 @@ def raw_markdown(rep: dict) -> list[str]:
 
 def markdown(reports: dict[int, dict], train_note: str) -> str:
     from edgefer.bench.env import describe
-    from edgefer.bench.report import table_rows
+    from edgefer.bench.report import table_rows, threshold_value
 
     first = next(iter(reports.values()))
     lines = [
@@ -249,15 +249,13 @@ def markdown(reports: dict[int, dict], train_note: str) -> str:
         if ratios:
             lines += ["", "| speed ratio (one run) | value | rows |", "|---|---|---|"]
             lines += [f"| {what} | {value:.2f}x | {which} |" for what, value, which in ratios]
-        if not rep["goals"]:
+        if not rep.get("thresholds"):  # only the thresholds given to edgefer bench, if any
             lines.append("")
             continue
-        lines += ["", "| goal | value | met |", "|---|---|---|"]
-        for g in rep["goals"]:
-            value = "not measured" if g["value"] is None else (
-                f"{g['value']:.2%}" if g["unit"] == "fraction" else f"{g['value']:.2f} {g['unit']}")
-            lines.append(f"| {g['goal']} | {value} ({g['row']}) | "
-                         f"{ {True: 'yes', False: '**no**', None: '–'}[g['met']] } |")
+        lines += ["", "| threshold | measured | result |", "|---|---|---|"]
+        for t in rep["thresholds"]:
+            lines.append(f"| {t['option']} {t['limit']:g} | {threshold_value(t)} | "
+                         f"{'passed' if t['passed'] else '**FAILED**'} |")
         lines.append("")
     return "\n".join(lines)
 

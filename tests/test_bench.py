@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgefer.bench import SCHEMA, SCHEMA_VERSION, gate, run_bench
+from edgefer.bench import SCHEMA, SCHEMA_VERSION, gate, run_bench, thresholds
 from edgefer.bench import rows as bench_rows
 from edgefer.bench.energy import PowerMonitor, board_power_mw
 from edgefer.bench.env import _clocks_pinned, capture
@@ -17,7 +17,7 @@ from edgefer.bench.memory import PeakMemory
 from edgefer.bench.rows import ROW_KEYS, select_rows
 from edgefer.bench.timing import measure
 from edgefer.cli import main
-from edgefer.errors import ModelError
+from edgefer.errors import InputError, ModelError
 from tests.backends import needs_onnxruntime, needs_openvino, needs_torch
 
 ROW_FIELDS = {"key", "label", "backend", "precision", "device", "status", "reason", "inference_precision", "output",
@@ -75,7 +75,7 @@ def test_bench_schema_rows_and_reports(bench_run):
     out, report, output = bench_run
     assert report["schema"] == SCHEMA and report["schema_version"] == SCHEMA_VERSION
     assert {"created", "command", "synthetic", "model", "data", "settings", "environment", "reference", "rows",
-            "goals", "gate", "files"} <= set(report)
+            "gate", "files"} <= set(report)
     assert report["synthetic"] is True and report["data"]["split"] == "test"
     assert [r["key"] for r in report["rows"]] == list(ROW_KEYS)  # every row keeps its place
     for row in report["rows"]:
@@ -98,10 +98,13 @@ def test_bench_schema_rows_and_reports(bench_run):
     ov_int8 = status["openvino-int8"]  # labelled with the precision its float layers executed in, read back
     assert ov_int8["inference_precision"] in ("f32", "bf16", "f16")
     assert ov_int8["label"] == f"OpenVINO INT8 ({ov_int8['inference_precision']} float layers)"
-    assert {g["goal"].split(":")[0] for g in report["goals"]} >= {ov_int8["label"], "TensorRT INT8 Q/DQ graph (ORT CPU)"}
-    # speed goals are stated for tf_efficientnetv2_s at 112 px on 2 threads: none for this 32 px test model
-    assert not [g for g in report["goals"] if g["unit"] in ("x faster", "images/s")]
-    assert "issue" not in output.lower() and "x faster" not in output
+    # no threshold given: bench states no targets of its own anywhere
+    assert "thresholds" not in report and report["gate"]["passed"] is True and not report["gate"]["violations"]
+    saved_text = (out / "bench.json").read_text().lower()
+    markdown_text = (out / "bench.md").read_text().lower()
+    for text in (output.lower(), saved_text, markdown_text):
+        assert "goal" not in text and "threshold" not in text and "x faster" not in text
+    assert "issue" not in output.lower()
     ort_int8 = status["onnxruntime-int8"]
     assert ort_int8["label"] == "ONNX Runtime INT8 (CPU)" and ort_int8["backend"] == "onnxruntime"
     assert ort_int8["model_path"].endswith("onnx-int8/model.int8.onnx") and ort_int8["latency"]["model_b1"]["runs"] == 3
@@ -159,7 +162,7 @@ def test_missing_backend_keeps_row_with_reason(bench_run, fer_csv, tmp_path, mon
     real = bench_rows.module_available
     monkeypatch.setattr(bench_rows, "module_available", lambda m: m != "openvino" and real(m))
     report = run_bench(out / "models" / "onnx-fp32" / "model.onnx", fer_csv, out_dir=tmp_path, targets="openvino",
-                       iters=2, warmup=0, batches=(1,), plots=False, fail_on_drop=0.01)
+                       iters=2, warmup=0, batches=(1,), plots=False, fail_on_drop=0.01, min_agreement=0.5)
     status = {r["key"]: r for r in report["rows"]}
     assert status["pytorch-fp32"]["status"] == "missing" and "ONNX file" in status["pytorch-fp32"]["reason"]
     assert report["reference"] == "onnxruntime-fp32" and status["onnxruntime-fp32"]["status"] == "ok"
@@ -168,19 +171,45 @@ def test_missing_backend_keeps_row_with_reason(bench_run, fer_csv, tmp_path, mon
         assert status[key]["reason"] == "openvino not installed (pip install 'edgefer[openvino]')"
     assert status["ort-trt-int8"]["status"] == "skipped"
     assert report["gate"]["passed"] is False and "no INT8 row" in report["gate"]["violations"][0]
+    assert [(t["option"], t["passed"], t["value"]) for t in report["thresholds"]] == [
+        ("--fail-on-drop", False, None), ("--min-agreement", False, None)]
+    assert report["gate"]["violations"][1].startswith("--min-agreement 0.5: no INT8 row")
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["rows"][ROW_KEYS.index("openvino-fp32")]["reason"] == status["openvino-fp32"]["reason"]
+    assert saved["thresholds"] == report["thresholds"]
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "## Thresholds (given on the command line): FAILED" in markdown
+    assert "| --min-agreement 0.5 | lowest INT8 top-1 agreement: not measured | **FAILED** |" in markdown
+    with pytest.raises(InputError, match="--min-speedup compares against PyTorch eager FP32, which cannot run here"):
+        run_bench(out / "models" / "onnx-fp32" / "model.onnx", fer_csv, out_dir=tmp_path / "speed", min_speedup=2)
+    assert not (tmp_path / "speed").exists()
+
+
+def _int8_row(key, label, drop_points, agreement, b1_ms=1.0):
+    latency = {"model_b1": {"p50_ms": b1_ms}, "outliers": []}
+    return {"key": key, "label": label, "precision": "int8", "status": "ok", "latency": latency,
+            "vs_reference": {"delta_macro_f1_points": -drop_points, "agreement": agreement}}
+
+
+def _threshold_report(*int8, eager_ms=10.0, eager_status="ok", load=0.5):
+    eager = {"key": "pytorch-fp32", "label": "PyTorch eager FP32", "precision": "fp32", "status": eager_status,
+             "reason": None if eager_status == "ok" else "torch not installed",
+             "latency": {"model_b1": {"p50_ms": eager_ms}, "outliers": []}, "vs_reference": None}
+    return {"rows": [eager, *int8], "environment": {"load_average": [load] * 3, "cpu": {"usable_cores": 2}}}
 
 
 def test_gate_and_cli_exit_code(monkeypatch, tmp_path):
     def report(drop_points):
         return {"rows": [{"key": "openvino-int8", "label": "OpenVINO INT8", "precision": "int8", "status": "ok",
-                          "vs_reference": {"delta_macro_f1_points": -drop_points}}]}
+                          "vs_reference": {"delta_macro_f1_points": -drop_points, "agreement": 0.9}}]}
 
     assert gate(report(0.5), 0.01)["passed"] is True
     failed = gate(report(1.5), 0.01)
-    assert failed["passed"] is False and "OpenVINO INT8 loses 1.50 macro-F1 points (limit 1.00)" in failed["violations"]
-    assert gate(report(99), None)["passed"] is True
+    assert failed["passed"] is False
+    assert failed["violations"] == ["--fail-on-drop 0.01: OpenVINO INT8 loses 1.50 macro-F1 points (limit 1.00)"]
+    assert gate(report(99), None) == {"fail_on_drop": None, "min_agreement": None, "min_speedup": None,
+                                      "passed": True, "violations": []}
+    assert thresholds(report(99)) == []  # no built-in targets
 
     import edgefer.bench
     import edgefer.bench.report
@@ -191,7 +220,102 @@ def test_gate_and_cli_exit_code(monkeypatch, tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"")
     result = CliRunner().invoke(main, ["bench", "--model", str(tmp_path / "m.onnx"), "--data", str(tmp_path),
                                        "--fail-on-drop", "0.01"])
-    assert result.exit_code == 3 and "loses 1.50 macro-F1 points" in result.output
+    assert result.exit_code == 3 and "edgefer: --fail-on-drop 0.01: OpenVINO INT8 loses 1.50 macro-F1 points" in (
+        result.output)
+
+
+def test_thresholds_report_measured_values_and_set_the_exit_code(monkeypatch, tmp_path):
+    rows = (_int8_row("onnxruntime-int8", "ONNX Runtime INT8 (CPU)", 0.2, 0.998, b1_ms=4.0),
+            _int8_row("openvino-int8", "OpenVINO INT8", 0.6, 0.97, b1_ms=2.5))
+    report = _threshold_report(*rows)
+    given = thresholds(report, fail_on_drop=0.01, min_agreement=0.95, min_speedup=4)
+    assert [(t["option"], t["limit"], t["row"], t["passed"]) for t in given] == [
+        ("--fail-on-drop", 0.01, "openvino-int8", True), ("--min-agreement", 0.95, "openvino-int8", True),
+        ("--min-speedup", 4, "openvino-int8", True)]
+    assert [t["value"] for t in given] == pytest.approx([0.006, 0.97, 4.0])
+    assert gate(report, 0.01, 0.95, 4, given)["passed"] is True
+    assert [t["option"] for t in thresholds(report, min_agreement=0.95)] == ["--min-agreement"]  # only those given
+
+    failing = gate(report, 0.005, 0.99, 5)
+    assert failing["passed"] is False and failing["violations"] == [
+        "--fail-on-drop 0.005: OpenVINO INT8 loses 0.60 macro-F1 points (limit 0.50)",
+        "--min-agreement 0.99: OpenVINO INT8 agrees with the reference on 97.00% of the images (at least 99.00% "
+        "required)",
+        "--min-speedup 5: the fastest INT8 row, OpenVINO INT8, is 4.00x faster than PyTorch eager FP32 at batch 1 "
+        "(at least 5x required)"]
+    no_eager = thresholds(_threshold_report(*rows, eager_status="missing"), min_speedup=2)[0]
+    assert no_eager["passed"] is False and no_eager["value"] is None
+    assert no_eager["violations"] == ["PyTorch eager FP32 did not run (missing: torch not installed), so there is "
+                                      "no speed-up to check"]
+    flagged = _int8_row("openvino-int8", "OpenVINO INT8", 0.6, 0.97, b1_ms=0.1)
+    flagged["latency"]["outliers"] = [{"measurement": "model_b1", "kind": "warm-up-leak", "message": "..."}]
+    speedup = thresholds(_threshold_report(rows[0], flagged, load=9), min_speedup=2)[0]
+    assert speedup["row"] == "onnxruntime-int8" and speedup["value"] == 2.5  # untrusted timings do not count
+    assert "load average 9.0 on 2 cores" in speedup["note"]
+
+    import edgefer.bench
+    import edgefer.bench.report
+
+    printed = []
+    monkeypatch.setattr(edgefer.bench.report, "print_table", lambda report, console: printed.append(report))
+    (tmp_path / "m.onnx").write_bytes(b"")
+    args = ["bench", "--model", str(tmp_path / "m.onnx"), "--data", str(tmp_path)]
+    for options, expected_gate, code in (
+            (["--min-agreement", "0.95", "--min-speedup", "4"], gate(report, None, 0.95, 4), 0),
+            (["--min-agreement", "0.99"], gate(report, None, 0.99), 3),
+            (["--min-speedup", "5"], gate(report, None, None, 5), 3)):
+        seen = {}
+
+        def fake(*a, expected=expected_gate, seen=seen, **k):
+            seen.update(k)
+            return {**report, "gate": expected, "files": {"markdown": "m", "json": "j", "csv": "c"}}
+
+        monkeypatch.setattr(edgefer.bench, "run_bench", fake)
+        result = CliRunner().invoke(main, args + options)
+        assert result.exit_code == code, result.output
+        assert seen["min_agreement"] == (float(options[1]) if options[0] == "--min-agreement" else None)
+        for violation in expected_gate["violations"]:
+            assert f"edgefer: {violation}" in result.output
+    for bad in ("nan", "inf", "-0.1", "1.5"):
+        refused = CliRunner().invoke(main, args + ["--min-agreement", bad])
+        assert refused.exit_code == 2 and "--min-agreement" in refused.output, bad
+    for bad in ("nan", "inf", "0", "-1"):
+        refused = CliRunner().invoke(main, args + ["--min-speedup", bad])
+        assert refused.exit_code == 2 and "--min-speedup" in refused.output, bad
+    with pytest.raises(InputError, match="--min-agreement"):
+        run_bench(tmp_path / "m.onnx", tmp_path, out_dir=tmp_path / "o", min_agreement=float("nan"))
+
+
+@needs_torch
+@needs_onnxruntime
+def test_bench_thresholds_in_every_report(checkpoint, fer_csv, tmp_path):
+    """A real run with two thresholds, one passing and one failing: both listed with their measured values in
+    bench.json, bench.md and the console, and the command exits 3."""
+    result = CliRunner().invoke(main, [
+        "bench", "--model", str(checkpoint), "--data", str(fer_csv), "--out", str(tmp_path), "--targets",
+        "onnxruntime-int8", "--iters", "3", "--warmup", "1", "--batch", "1", "--threads", "2", "--no-plots",
+        "--min-agreement", "0", "--min-speedup", "1000000"])
+    assert result.exit_code == 3, result.output + repr(result.exception)
+    report = json.loads((tmp_path / "bench.json").read_text())
+    agreement, speedup = report["thresholds"]
+    row = next(r for r in report["rows"] if r["key"] == "onnxruntime-int8")
+    assert (agreement["option"], agreement["passed"], agreement["row"]) == ("--min-agreement", True, row["key"])
+    assert agreement["value"] == row["vs_reference"]["agreement"]
+    eager = next(r for r in report["rows"] if r["key"] == "pytorch-fp32")
+    assert (speedup["option"], speedup["passed"], speedup["row"]) == ("--min-speedup", False, row["key"])
+    assert speedup["value"] == pytest.approx(eager["latency"]["model_b1"]["p50_ms"] / row["latency"]["model_b1"]["p50_ms"])
+    assert report["gate"]["passed"] is False and len(report["gate"]["violations"]) == 1
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "## Thresholds (given on the command line): FAILED" in markdown
+    assert f"| --min-agreement 0 | lowest INT8 top-1 agreement {agreement['value']:.2%} (onnxruntime-int8) | passed |" in (
+        markdown)
+    assert f"| --min-speedup 1e+06 | fastest INT8 batch-1 p50 speed-up over PyTorch eager FP32 {speedup['value']:.2f}x" in (
+        markdown)
+    output = " ".join(result.output.split())
+    assert "--min-agreement 0 passed: lowest INT8 top-1 agreement" in output
+    assert "--min-speedup 1e+06 FAILED: fastest INT8 batch-1 p50" in output
+    assert "edgefer: --min-speedup 1e+06: the fastest INT8 row, ONNX Runtime INT8 (CPU), is" in output
+    assert "goal" not in output.lower() and "goal" not in markdown.lower()
 
 
 def test_cli_rejects_bad_options(fer_csv, tmp_path):

@@ -4,6 +4,6 @@ Layout: ``run`` (run_bench, BenchSettings), ``rows`` (the backend x precision ma
 ``report`` (bench.json/csv/md, plots), ``timing``, ``memory``, ``energy``, ``env``. Re-exports only.
 """
 
-from .run import SCHEMA, SCHEMA_VERSION, BenchSettings, evaluate, gate, goals, run_bench, time_row
+from .run import SCHEMA, SCHEMA_VERSION, BenchSettings, evaluate, gate, run_bench, thresholds, time_row
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "BenchSettings", "evaluate", "gate", "goals", "run_bench", "time_row"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "BenchSettings", "evaluate", "gate", "run_bench", "thresholds", "time_row"]

@@ -168,19 +168,16 @@ def to_markdown(report: dict) -> str:
     lines += ["", "Δ F1 pts: macro-F1 minus the reference's, in points; agree: top-1 agreement with the reference; "
               "b1: batch-1 model call (`.run` on prepared input); e2e: `.predict` on a 48x48 uint8 face incl. "
               "preprocessing; img/s: images per second at that batch size.", ""]
-    if report.get("goals"):
-        lines += ["## Goals", "", "| goal | value | met |", "|---|---|---|"]
-    for g in report.get("goals", []):
-        value = "not measured" if g["value"] is None else (
-            f"{g['value']:.2%}" if g["unit"] == "fraction" else f"{g['value']:.2f} {g['unit']}")
-        met = {True: "yes", False: "**no**", None: "–"}[g["met"]]
-        lines.append(f"| {g['goal']} | {value}" + (f" ({g['row']})" if g["row"] else "") + f" | {met} |")
     lines += _per_class_markdown(report)
-    gate_info = report.get("gate", {})
-    if gate_info.get("fail_on_drop") is not None:
-        lines += ["", f"## Gate --fail-on-drop {gate_info['fail_on_drop']}: "
-                  + ("passed" if gate_info["passed"] else "FAILED")]
-        lines += [f"- {v}" for v in gate_info["violations"]]
+    if report.get("thresholds"):
+        passed = report.get("gate", {}).get("passed", True)
+        lines += ["", "## Thresholds (given on the command line): " + ("passed" if passed else "FAILED"), "",
+                  "| threshold | measured | result |", "|---|---|---|"]
+        for t in report["thresholds"]:
+            lines.append(f"| {t['option']} {t['limit']:g} | {threshold_value(t)} | "
+                         f"{'passed' if t['passed'] else '**FAILED**'} |")
+        lines += [f"- {t['option']} {t['limit']:g}: {v}" for t in report["thresholds"] for v in t["violations"]]
+        lines += [f"- note ({t['option']}): {t['note']}" for t in report["thresholds"] if t.get("note")]
     plots = report.get("files", {}).get("plots", {})
     if plots:
         lines += ["", "## Plots", ""] + [f"![{name}]({Path(p).name})" for name, p in plots.items()]
@@ -230,10 +227,22 @@ def print_table(report: dict, console=None) -> None:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     for line in outlier_lines(report):
         console.print(f"[yellow]warning:[/yellow] {line}")
-    for g in report.get("goals", []):
-        if g["met"] is not None:
-            verdict = "[green]met[/green]" if g["met"] else "[red]not met[/red]"
-            console.print(f"goal {verdict}: {g['goal']}")
+    for t in report.get("thresholds", []):
+        verdict = "[green]passed[/green]" if t["passed"] else "[red]FAILED[/red]"
+        console.print(f"{t['option']} {t['limit']:g} {verdict}: {threshold_value(t)}")
+
+
+def threshold_value(t: dict) -> str:
+    """What a threshold was judged on, e.g. ``lowest INT8 top-1 agreement 99.71 % (openvino-int8)``."""
+    if t["value"] is None:
+        return f"{t['measured']}: not measured"
+    if t["option"] == "--fail-on-drop":
+        value = f"{100 * t['value']:.2f} points"
+    elif t["unit"] == "fraction":
+        value = f"{t['value']:.2%}"
+    else:
+        value = f"{t['value']:.2f}x"
+    return f"{t['measured']} {value}" + (f" ({t['row']})" if t["row"] else "")
 
 
 # ------------------------------------------------------------------------------------------------ plots

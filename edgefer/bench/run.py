@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bounds import INT32_MAX, check_fields
+from ..bounds import FLOAT_MAX, INT32_MAX, check_fields
 from ..data.readers import SPLIT_ORDER
 from ..data.sampling import stratified_sample
 from ..errors import EdgeferError, InputError, MissingDependency, OutputError
@@ -36,12 +36,6 @@ SCHEMA = "edgefer-bench"
 SCHEMA_VERSION = 1
 REFERENCE_CANDIDATES = ("pytorch-fp32", "onnxruntime-fp32")
 EVAL_BATCH = 32
-# Performance goals, judged when a run matches the conditions they are stated for (sanity.goal_conditions_met).
-GOAL_SPEEDUP = 10.0
-GOAL_THROUGHPUT_IPS = 1000.0
-GOAL_THROUGHPUT_BATCH = 32
-GOAL_DROP_POINTS = 0.3
-GOAL_AGREEMENT = 0.995
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "BenchSettings", "run_bench"]
 
@@ -53,7 +47,8 @@ EXPORT_OPTIONS = ("calib_size", "parity_atol")  # ExportConfig.build names the b
 @dataclass(frozen=True)
 class BenchSettings:
     """What ``run_bench`` measures and how: the split, the rows (``--targets``), batch sizes, threads, the timing
-    budget, an image limit, a calibration bundle for INT8 exports, the ``--fail-on-drop`` bound, flat export
+    budget, an image limit, a calibration bundle for INT8 exports, the user's thresholds (``--fail-on-drop``,
+    ``--min-agreement``, ``--min-speedup``; none by default), flat export
     options (``ExportConfig.build`` names) and whether to draw plots. ``edgefer bench`` generates its options from
     the field metadata (``option``, ``help``, ``click``: ``type``, ``choices``, ``min``, ``min_open``, ``exists``,
     ``ints``: comma-separated integers; ``export_options``: the export config fields it takes)."""
@@ -86,6 +81,13 @@ class BenchSettings:
     fail_on_drop: float | None = field(default=None, metadata=option(
         "--fail-on-drop", "Exit 3 when an INT8 row loses more macro-F1 than this (fraction: 0.01 = 1 point).",
         type=float, min=0, max=1))
+    min_agreement: float | None = field(default=None, metadata=option(
+        "--min-agreement", "Exit 3 when an INT8 row's top-1 agreement with the reference is below this (fraction: "
+        "0.995 = 99.5 %).", type=float, min=0, max=1))
+    min_speedup: float | None = field(default=None, metadata=option(
+        "--min-speedup", "Exit 3 when the fastest INT8 row's batch-1 p50 is not at least this many times faster than "
+        "PyTorch eager FP32 (needs a checkpoint: the PyTorch row).", type=float, min=0, min_open=True,
+        max=FLOAT_MAX))
     export_options: dict = field(default_factory=dict, metadata={"export_options": EXPORT_OPTIONS})
     plots: bool = field(default=True, metadata=option("--plots/--no-plots", "Draw the PNG plots."))
 
@@ -94,8 +96,10 @@ def run_bench(model: str | Path, data: str | Path, *, out_dir: str | Path, conso
     """Benchmark ``model`` (checkpoint or ONNX) on a split of ``data``; publish the reports as ``out_dir``
     (the whole directory, in one step: ``edgefer.fileio.staged_dir``). ``settings``: ``BenchSettings`` fields.
 
-    Returns the ``bench.json`` content. ``fail_on_drop`` (macro-F1 as a fraction, 0.01 = 1 point) sets
-    ``report["gate"]["passed"]`` False when an INT8 row loses more than that against the reference.
+    Returns the ``bench.json`` content. The thresholds the user gives (``fail_on_drop``: macro-F1 as a fraction,
+    0.01 = 1 point; ``min_agreement``: top-1 agreement as a fraction; ``min_speedup``: times faster than PyTorch
+    eager) are listed in ``report["thresholds"]`` (absent when none is given) and set ``report["gate"]["passed"]``
+    False when one fails.
     """
     from ..fileio import staged_dir
 
@@ -125,6 +129,10 @@ def _run(model, data, s: BenchSettings, out_dir: Path, console) -> dict:
     threads = s.threads or _usable_cores()
     selected = select_rows(s.targets)
     source = open_source(model)
+    if s.min_speedup is not None:  # refused before any work: there would be nothing to compare against
+        eager = missing_reason(next(r for r in ROWS if r.key == "pytorch-fp32"), source.kind)
+        if eager:
+            raise InputError(f"--min-speedup compares against PyTorch eager FP32, which cannot run here: {eager}")
     int8 = any(k.endswith("int8") for k in selected)
     splits, dataset, calib, usage = _load_split(data, s, int8)
     environment = capture(threads)
@@ -173,8 +181,10 @@ def _run(model, data, s: BenchSettings, out_dir: Path, console) -> dict:
         "reference": reference,
         "rows": results,
     }
-    report["goals"] = goals(report)
-    report["gate"] = gate(report, s.fail_on_drop)
+    given = thresholds(report, s.fail_on_drop, s.min_agreement, s.min_speedup)
+    if given:
+        report["thresholds"] = given
+    report["gate"] = gate(report, s.fail_on_drop, s.min_agreement, s.min_speedup, given)
     return report
 
 
@@ -355,67 +365,77 @@ def _compare(results: list[dict], predictions: dict, reference: str | None) -> N
         }
 
 
-def goals(report: dict) -> list[dict]:
-    """Where this run stands against the performance goals (null when a row needed was not measured)."""
-    rows = {r["key"]: r for r in report["rows"] if r["status"] == "ok"}
-    int8 = [r for r in rows.values() if r["precision"] == "int8" and r["device"] == "cpu"]
-    out = _speed_goals(report, int8, rows.get("pytorch-fp32"))
-    for r in int8:
-        vs = r.get("vs_reference")
-        if not vs or r.get("reference"):
-            continue
-        drop = -vs["delta_macro_f1_points"]
-        out.append({"goal": f"{r['label']}: macro-F1 drop <= {GOAL_DROP_POINTS} points", "target": GOAL_DROP_POINTS,
-                    "value": drop, "unit": "points", "row": r["key"], "met": drop <= GOAL_DROP_POINTS})
-        out.append({"goal": f"{r['label']}: top-1 agreement >= {GOAL_AGREEMENT:.1%}", "target": GOAL_AGREEMENT,
-                    "value": vs["agreement"], "unit": "fraction", "row": r["key"],
-                    "met": vs["agreement"] >= GOAL_AGREEMENT})
+def thresholds(report: dict, fail_on_drop: float | None = None, min_agreement: float | None = None,
+               min_speedup: float | None = None) -> list[dict]:
+    """The thresholds the user gave, in option order, each with the measured value it is judged on (the worst
+    INT8 row's drop or agreement; the best trusted INT8 row's speed-up), the row it comes from and whether it
+    passed (``violations``: why not). Empty when none is given: bench has no built-in targets."""
+    int8 = [r for r in report["rows"] if r["precision"] == "int8" and r["status"] == "ok" and r.get("vs_reference")]
+    unmeasured = "no INT8 row was measured against a reference, so {} cannot be checked"
+    out = []
+    if fail_on_drop is not None:
+        drops = {r["key"]: -r["vs_reference"]["delta_macro_f1_points"] / 100.0 for r in int8}
+        violations = [f"{r['label']} loses {100 * drops[r['key']]:.2f} macro-F1 points (limit {100 * fail_on_drop:.2f})"
+                      for r in int8 if drops[r["key"]] > fail_on_drop + 1e-11]
+        out.append(_threshold("--fail-on-drop", fail_on_drop, "largest INT8 macro-F1 drop", "fraction",
+                              max(drops.items(), key=lambda kv: kv[1], default=None), violations,
+                              unmeasured.format("the drop")))
+    if min_agreement is not None:
+        agree = {r["key"]: r["vs_reference"]["agreement"] for r in int8}
+        violations = [f"{r['label']} agrees with the reference on {agree[r['key']]:.2%} of the images "
+                      f"(at least {min_agreement:.2%} required)" for r in int8 if agree[r["key"]] < min_agreement]
+        out.append(_threshold("--min-agreement", min_agreement, "lowest INT8 top-1 agreement", "fraction",
+                              min(agree.items(), key=lambda kv: kv[1], default=None), violations,
+                              unmeasured.format("the agreement")))
+    if min_speedup is not None:
+        out.append(_speedup_threshold(report, min_speedup))
     return out
 
 
-def _speed_goals(report: dict, int8: list[dict], torch_row: dict | None) -> list[dict]:
-    """Batch-1 speed-up over eager and batch throughput of the best INT8 row; rows whose timings failed the
-    outlier checks do not count. None when the run is not under the goals' conditions."""
-    if not sanity.goal_conditions_met(report["model"]["arch"], report["model"]["input_size"],
-                                      report["settings"]["threads"]):
-        return []
-    int8 = [r for r in int8 if sanity.trusted(r)]
-    torch_row = torch_row if sanity.trusted(torch_row) else None
+def _threshold(option_name: str, limit: float, measured: str, unit: str, worst, violations: list[str],
+               unmeasured: str) -> dict:
+    if worst is None:
+        violations = [unmeasured]
+    row, value = worst if worst is not None else (None, None)
+    return {"option": option_name, "limit": limit, "measured": measured, "value": value, "unit": unit, "row": row,
+            "passed": not violations, "violations": violations}
+
+
+def _speedup_threshold(report: dict, min_speedup: float) -> dict:
+    """``--min-speedup``: PyTorch eager FP32's batch-1 p50 over the fastest INT8 row's; rows whose timings failed
+    the outlier checks (``sanity.trusted``) do not count."""
+    rows = {r["key"]: r for r in report["rows"]}
+    eager = rows.get("pytorch-fp32")
+    int8 = [r for r in report["rows"] if r["precision"] == "int8" and sanity.trusted(r)]
     best = min(int8, key=lambda r: r["latency"]["model_b1"]["p50_ms"], default=None)
-    speedup = (torch_row["latency"]["model_b1"]["p50_ms"] / best["latency"]["model_b1"]["p50_ms"]
-               if best and torch_row else None)
-    batch = str(GOAL_THROUGHPUT_BATCH)
-    measured = [r for r in int8 if batch in r["latency"]["throughput"]]
-    fastest = max(measured, key=lambda r: r["latency"]["throughput"][batch]["throughput_ips"], default=None)
-    ips = fastest["latency"]["throughput"][batch]["throughput_ips"] if fastest else None
-    conditions = sanity.goal_conditions_text()
+    violations, value = [], None
+    if not eager or eager["status"] != "ok":
+        why = f"{eager['status']}: {eager['reason']}" if eager else "not in this report"
+        violations.append(f"PyTorch eager FP32 did not run ({why}), so there is no speed-up to check")
+    elif not sanity.trusted(eager):
+        violations.append("PyTorch eager FP32's timings failed the outlier checks, so the speed-up cannot be checked")
+    elif best is None:
+        violations.append("no INT8 row was timed cleanly, so the speed-up cannot be checked")
+    else:
+        value = eager["latency"]["model_b1"]["p50_ms"] / best["latency"]["model_b1"]["p50_ms"]
+        if value < min_speedup:
+            violations.append(f"the fastest INT8 row, {best['label']}, is {value:.2f}x faster than PyTorch eager FP32 "
+                              f"at batch 1 (at least {min_speedup:g}x required)")
+    out = {"option": "--min-speedup", "limit": min_speedup,
+           "measured": "fastest INT8 batch-1 p50 speed-up over PyTorch eager FP32", "value": value, "unit": "x",
+           "row": best["key"] if value is not None else None, "passed": not violations, "violations": violations}
     busy = sanity.machine_busy(report["environment"])
     if busy:
-        speedup_met = ips_met = None
-        conditions += f"; {busy}"
-    else:
-        speedup_met = None if speedup is None else speedup >= GOAL_SPEEDUP
-        ips_met = None if ips is None else ips >= GOAL_THROUGHPUT_IPS
-    return [
-        {"goal": f"best INT8 batch-1 p50 <= 1/{GOAL_SPEEDUP:g} of PyTorch eager FP32 ({conditions})",
-         "target": GOAL_SPEEDUP, "value": speedup, "unit": "x faster", "row": best and best["key"],
-         "met": speedup_met},
-        {"goal": f"INT8 batch-{batch} throughput >= {GOAL_THROUGHPUT_IPS:g} images/s ({conditions})",
-         "target": GOAL_THROUGHPUT_IPS, "value": ips, "unit": "images/s", "row": fastest and fastest["key"],
-         "met": ips_met},
-    ]
+        out["note"] = busy
+    return out
 
 
-def gate(report: dict, fail_on_drop: float | None) -> dict:
-    """``--fail-on-drop``: every measured INT8 row must lose at most ``fail_on_drop`` macro-F1 (fraction)."""
-    if fail_on_drop is None:
-        return {"fail_on_drop": None, "passed": True, "violations": []}
-    int8 = [r for r in report["rows"] if r["precision"] == "int8" and r["status"] == "ok" and r.get("vs_reference")]
-    violations = [
-        f"{r['label']} loses {-r['vs_reference']['delta_macro_f1_points']:.2f} macro-F1 points "
-        f"(limit {100 * fail_on_drop:.2f})"
-        for r in int8 if -r["vs_reference"]["delta_macro_f1_points"] > 100.0 * fail_on_drop + 1e-9
-    ]
-    if not int8:
-        violations.append("no INT8 row was measured against a reference, so the drop cannot be checked")
-    return {"fail_on_drop": fail_on_drop, "passed": not violations, "violations": violations}
+def gate(report: dict, fail_on_drop: float | None, min_agreement: float | None = None,
+         min_speedup: float | None = None, given: list[dict] | None = None) -> dict:
+    """Whether every threshold the user gave passed (``violations``: one line each, naming its option); passed
+    when none is given. ``given``: ``thresholds(...)`` of the same arguments, when already computed."""
+    if given is None:
+        given = thresholds(report, fail_on_drop, min_agreement, min_speedup)
+    violations = [f"{t['option']} {t['limit']:g}: {v}" for t in given for v in t["violations"]]
+    return {"fail_on_drop": fail_on_drop, "min_agreement": min_agreement, "min_speedup": min_speedup,
+            "passed": not violations, "violations": violations}

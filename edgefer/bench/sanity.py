@@ -4,10 +4,9 @@
   be right (end-to-end = preprocessing + the same model call + softmax), and a first timed call many times the
   median means warm-up did not cover the backend's lazy initialisation. ``checked`` re-measures a row whose
   numbers fail a check and, when the re-measurement still fails, keeps it with the failures listed in
-  ``latency["outliers"]``; such a row is left out of the goal figures.
-- **Goal conditions**: the performance goals are stated for one model, input size and thread count; a run that
-  differs gets no speed-goal lines at all (``goal_conditions_met``). On a machine busier than its cores
-  (``machine_busy``) the speed goals keep their values but are not judged (``met`` null, with the reason).
+  ``latency["outliers"]``; such a row is left out of the ``--min-speedup`` check.
+- **Busy machine**: on a machine busier than its cores (``machine_busy``) speed ratios against PyTorch eager are
+  not reliable; a ``--min-speedup`` check is still judged, with that note.
 
 Standard library only.
 """
@@ -19,12 +18,7 @@ from dataclasses import dataclass
 B1_OVER_E2E = 1.5  # model_b1 p50 above 1.5x end_to_end_b1 p50: impossible if both measured the same model call
 WARMUP_LEAK = 10.0  # first timed call above 10x the median (and above the p99 of the rest): warm-up leaked in
 REMEASURE_ATTEMPTS = 2  # re-measurements of a row whose numbers fail a check
-LOADED = 1.0  # 1-minute load average per usable core above which speed goals are not judged
-
-# The conditions the performance goals are stated for.
-GOAL_ARCH = "tf_efficientnetv2_s"
-GOAL_INPUT_SIZE = 112
-GOAL_THREADS = 2
+LOADED = 1.0  # 1-minute load average per usable core above which speed ratios are flagged as unreliable
 
 
 @dataclass(frozen=True)
@@ -83,25 +77,17 @@ def trusted(row: dict | None) -> bool:
 def outlier_lines(report: dict) -> list[str]:
     """One line per timing check a row still failed after re-measuring (for the console and bench.md)."""
     return [f"{r['label']}: {o['message']} (kept after {r['latency'].get('remeasured', 0)} re-measurements; "
-            f"left out of the goals)"
+            f"left out of speed-up comparisons)"
             for r in report.get("rows", []) for o in ((r.get("latency") or {}).get("outliers") or [])]
 
 
-def goal_conditions_met(arch: str, input_size: int, threads: int) -> bool:
-    """Whether a run's model, input size and thread count are the ones the performance goals are stated for."""
-    return arch == GOAL_ARCH and input_size == GOAL_INPUT_SIZE and threads == GOAL_THREADS
-
-
 def machine_busy(environment: dict) -> str | None:
-    """Why speed goals cannot be judged on this run's machine (1-minute load average above its usable cores:
+    """Why speed ratios from this run's machine are not reliable (1-minute load average above its usable cores:
     other processes took CPU time, and PyTorch eager's spinning OpenMP threads slow down ~100x under such load,
     so ratios against it mean nothing), or None."""
     load = environment.get("load_average") or []
     cores = (environment.get("cpu") or {}).get("usable_cores") or 0
     if load and cores and load[0] > LOADED * cores:
-        return f"load average {load[0]:.1f} on {cores} cores when the run started: speed goals not judged"
+        return (f"load average {load[0]:.1f} on {cores} cores when the run started: speed ratios against PyTorch "
+                "eager are not reliable")
     return None
-
-
-def goal_conditions_text() -> str:
-    return f"{GOAL_ARCH}, {GOAL_INPUT_SIZE} px, {GOAL_THREADS} threads"
