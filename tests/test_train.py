@@ -153,9 +153,13 @@ def test_resume_with_workers_continues_bit_identically(fer_csv, tmp_path):
 
     original = loop.save_state
 
-    def crash_after_first_epoch(directory, *args):
+    calls = []
+
+    def crash_after_first_epoch(directory, *args):  # the first epoch is saved (and the new run published), then a
+        calls.append(directory)                     # crash before the second epoch's state is written
+        if len(calls) > 1:
+            raise Interrupted
         original(directory, *args)
-        raise Interrupted
 
     loop.save_state = crash_after_first_epoch
     try:
