@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from .recognizer import Face, FramePrediction
+from .predictions import Face, FramePrediction
 
 SMOOTHING = ("ema", "window", "none")
 
