@@ -22,6 +22,7 @@ COMMANDS = {
     "bench": "edgefer.cli.bench:bench",
     "info": "edgefer.cli.info:info",
     "qat": "edgefer.cli.qat:qat",
+    "serve": "edgefer.cli.serve:serve",
 }
 
 
