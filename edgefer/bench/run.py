@@ -311,30 +311,41 @@ def _bench_row(row: RowDef, producer: Producer, source_kind: str, dataset, batch
     return result, check.shared_predictions(match, logits)[check.shared_rows(match, dataset.labels)]
 
 
+def model_faces(dataset, indices, spec) -> tuple[np.ndarray, str]:
+    """(faces, colour) of ``dataset`` at ``indices`` as the model of ``spec`` takes them: at its own input size
+    and colour, read from the original files where the data has them (``FERDataset.faces``)."""
+    if dataset.originals is None:  # FER2013's own form: the 48 px gray images, resized by ``prepare``
+        return dataset.images[indices], "gray"
+    gray = spec.color_order == "gray"
+    return dataset.faces(indices, spec.input_size, gray), "gray" if gray else "rgb"
+
+
 def evaluate(runner, dataset, batch: int = EVAL_BATCH) -> np.ndarray:
-    """Logits (N, K) of ``runner.run`` on the whole dataset, prepared with the model's own spec."""
+    """Logits (N, K) of ``runner.run`` on the whole dataset, prepared with the model's own spec from faces at the
+    model's own size and colour (``model_faces``)."""
     out = []
     for start in range(0, len(dataset), batch):
-        x = prepare(dataset.images[start : start + batch], runner.spec, color="gray")
-        out.append(np.asarray(runner.run(x), np.float32))
+        faces, color = model_faces(dataset, slice(start, start + batch), runner.spec)
+        out.append(np.asarray(runner.run(prepare(faces, runner.spec, color=color)), np.float32))
     return np.concatenate(out)
 
 
 def time_row(runner, dataset, batches, *, iters=None, duration=None, warmup=DEFAULT_WARMUP) -> dict:
     """Batch-1 model call and end-to-end latency, and throughput at each batch size; on Jetson the board's
     energy per batch-1 inference (tegrastats) while the model call is timed."""
-    face = dataset.images[0]
-    x1 = prepare(face, runner.spec, color="gray")
+    faces, color = model_faces(dataset, np.arange(max(batches, default=1)) % len(dataset), runner.spec)
+    face = faces[0]
+    x1 = prepare(face, runner.spec, color=color)
     with PowerMonitor() as power:
         model_b1 = measure(lambda: runner.run(x1), batch=1, warmup=warmup, iters=iters, duration=duration)
-    end_to_end = measure(lambda: runner.predict(face, color="gray"), batch=1, warmup=warmup, iters=iters,
+    end_to_end = measure(lambda: runner.predict(face, color=color), batch=1, warmup=warmup, iters=iters,
                          duration=duration)
     throughput = {}
     for b in batches:
         if b == 1:
             throughput["1"] = model_b1
             continue
-        xb = prepare(dataset.images[np.arange(b) % len(dataset)], runner.spec, color="gray")
+        xb = prepare(faces[:b], runner.spec, color=color)
         throughput[str(b)] = measure(lambda xb=xb: runner.run(xb), batch=b, warmup=max(1, warmup // 5),
                                      iters=iters, duration=duration)
     return {"model_b1": model_b1, "end_to_end_b1": end_to_end,

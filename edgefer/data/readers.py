@@ -355,7 +355,7 @@ def _parse_pixels(text: str) -> np.ndarray | str:
     return values.astype(np.uint8)
 
 
-def _split_by_code(images, labels, ids, codes, source: str) -> dict:
+def _split_by_code(images, labels, ids, codes, source: str, originals: np.ndarray | None = None) -> dict:
     """Datasets per split; a split stored as one run of rows (as in fer2013.csv) is a view, not a copy.
     Every split names the same classes: FER2013's 7, extended when a label beyond them occurs."""
     splits = {}
@@ -368,7 +368,8 @@ def _split_by_code(images, labels, ids, codes, source: str) -> dict:
             pick = slice(int(rows[0]), int(rows[-1]) + 1)
         else:
             pick = rows
-        splits[name] = FERDataset(images[pick], labels[pick], ids[pick], name=name, source=source, classes=classes)
+        splits[name] = FERDataset(images[pick], labels[pick], ids[pick], name=name, source=source, classes=classes,
+                                  originals=None if originals is None else originals[pick])
     return splits
 
 
@@ -408,7 +409,9 @@ def _split_name(name: str) -> str | None:
 
 def read_image_folders(root: str | Path, layout: str, report: Report | None = None, notes: dict | None = None) -> dict:
     """Read ``root/<split>/<class>/**`` ('split-folders') or ``root/<class>/**`` ('class-folders', all
-    ``train``). Any image size, gray or colour, becomes 48x48 gray (see ``to_gray48``). Source ids are
+    ``train``). Any image size, gray or colour, becomes 48x48 gray (see ``to_gray48``); a file holding more
+    (another size or colour) is also named in the data set's ``originals``, so models read it at their own size
+    (``FERDataset.faces``). Source ids are
     paths relative to ``root``. Hidden files and folders (".DS_Store") and files directly in ``root`` are
     ignored. A test folder of Kaggle's FER2013 (``PublicTest_*`` and ``PrivateTest_*`` files) gives ``test`` and
     ``private_test``; ``notes["test_split"]`` says how the test splits were found. Each split is in a fixed
@@ -439,19 +442,23 @@ def read_image_folders(root: str | Path, layout: str, report: Report | None = No
     files, labels, splits = _interleaved(root, files, labels, splits)
     pil = require("PIL.Image", "data", "reading image folders") if files else None
     images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    originals = [""] * len(files)  # the file, where it holds more than the 48 px gray image (models get it)
     keep = np.ones(len(files), bool)
     for i, path in enumerate(progress(files, total=len(files), desc=f"reading {root.name}/")):
-        image = _read_image(pil, path, report)
-        if image is None:
+        read = _read_image(pil, path, report)
+        if read is None:
             keep[i] = False
         else:
-            images[i] = image
+            images[i], more = read
+            if more:
+                originals[i] = os.path.abspath(path)
     ids = np.array([printable(p.relative_to(root).as_posix()) for p in files], dtype=str)
     codes = np.array(splits, dtype=np.int8)
+    kept = np.array(originals, dtype=str)
     if not keep.all():
-        images, ids, codes = images[keep], ids[keep], codes[keep]
+        images, ids, codes, kept = images[keep], ids[keep], codes[keep], kept[keep]
         labels = np.asarray(labels)[keep]
-    return _split_by_code(images, np.asarray(labels, dtype=np.int64), ids, codes, source=str(root))
+    return _split_by_code(images, np.asarray(labels, dtype=np.int64), ids, codes, source=str(root), originals=kept)
 
 
 def _test_prefix(path: Path) -> str | None:
@@ -563,12 +570,14 @@ def _walk_files(top: Path, report: Report) -> list:
     return sorted(files)
 
 
-def _read_image(pil, path: Path, report: Report) -> np.ndarray | None:
+def _read_image(pil, path: Path, report: Report) -> tuple[np.ndarray, bool] | None:
+    """(48x48 gray image, whether the file holds more than that: another size or colour), or None."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's notes on odd metadata ("Corrupt EXIF data", "Skipping tag")
             with pil.open(path) as image:
-                return to_gray48(image)
+                fer_form = image.mode == "L" and image.size == (IMAGE_SIZE, IMAGE_SIZE)
+                return to_gray48(image), not fer_form
     except (pil.UnidentifiedImageError, pil.DecompressionBombError) as exc:
         report.bad(path, "", f"not a readable image ({type(exc).__name__})")
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises these for truncated/corrupt files
@@ -581,17 +590,38 @@ def to_gray48(image) -> np.ndarray:
     with Pillow's ITU-R 601 luma (L = 0.299 R + 0.587 G + 0.114 B), then the centred square crop resized to
     48x48: area averaging (Pillow BOX, like OpenCV INTER_AREA) when shrinking, bilinear when enlarging,
     untouched when already 48x48."""
+    return _square(image, IMAGE_SIZE, gray=True)
+
+
+def _square(image, size: int, gray: bool) -> np.ndarray:
+    """``to_gray48``'s rule at any ``size``, gray (L) or RGB: uint8 (size, size) or (size, size, 3)."""
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I;16"):
         image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8))
-    gray = image.convert("L")
-    width, height = gray.size
-    if (width, height) != (IMAGE_SIZE, IMAGE_SIZE):
+    image = image.convert("L" if gray else "RGB")
+    width, height = image.size
+    if (width, height) != (size, size):
         side = min(width, height)
         box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
-        shrink = side > IMAGE_SIZE
-        gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR,
-                           box=box)
-    return np.asarray(gray, dtype=np.uint8)
+        shrink = side > size
+        image = image.resize((size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR, box=box)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def read_face(source: str | Path | np.ndarray, size: int, gray: bool = True) -> np.ndarray:
+    """One face as a model of ``size`` px takes it, from its original file (or a uint8 gray array): the centred
+    square crop, area-averaged (Pillow BOX) when shrinking, bilinear when enlarging, gray by ITU-R 601 luma or
+    RGB. A file that is gone or unreadable since the data was read is one ``DataError`` naming it."""
+    pil = require("PIL.Image", "data", "reading image folders")
+    if isinstance(source, np.ndarray):
+        return _square(pil.fromarray(np.ascontiguousarray(source, np.uint8)), size, gray)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pil.open(source) as image:
+                return _square(image, size, gray)
+    except (pil.UnidentifiedImageError, pil.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{printable(source)}: cannot read the image again at the model's size "
+                        f"({type(exc).__name__}: {exc}); was it changed or removed since the data was read?") from None

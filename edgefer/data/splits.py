@@ -225,7 +225,9 @@ def evaluation_set(data, split: str = "auto", skip_bad: bool = False) -> FERData
             return parts[0].subset(np.arange(len(parts[0])), "all")
         return FERDataset(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
                           np.concatenate([p.ids for p in parts]), name="all", source=loaded.source,
-                          synthetic=loaded.synthetic, classes=parts[0].classes)
+                          synthetic=loaded.synthetic, classes=parts[0].classes,
+                          originals=None if all(p.originals is None for p in parts) else np.concatenate(
+                              [p.originals if p.originals is not None else np.full(len(p), "") for p in parts]))
     if split not in SPLIT_ORDER:
         raise DataError(f"unknown split {split!r} (use 'auto', 'all' or one of {', '.join(SPLIT_ORDER)})")
     if loaded.get(split) is None:

@@ -58,6 +58,14 @@ def predict_sharded(model, images, spec, batch_size, tta, hardware: Hardware) ->
 
 def evaluate_dataset(model, dataset, spec: ModelSpec, batch_size: int = 256, tta: bool = False,
                      hardware: Hardware | None = None) -> dict:
-    """scikit-learn metrics (edgefer.metrics.classification_report) of a model on a FERDataset."""
-    logits = predict_logits(model, dataset.images, spec, batch_size, tta, hardware, desc=f"eval {dataset.name}")
+    """scikit-learn metrics (edgefer.metrics.classification_report) of a model on a FERDataset. Image folders
+    holding more than 48 px gray faces are evaluated on faces read from the files at the model's own input size
+    (``FERDataset.faces``, streamed in chunks), never on the 48 px copy."""
+    if dataset.originals is None:
+        logits = predict_logits(model, dataset.images, spec, batch_size, tta, hardware, desc=f"eval {dataset.name}")
+    else:
+        chunk = max(batch_size, 1024)
+        logits = torch.cat([predict_logits(model, dataset.faces(slice(start, start + chunk), spec.input_size), spec,
+                                           batch_size, tta, hardware, desc=f"eval {dataset.name}")
+                            for start in range(0, len(dataset), chunk)])
     return classification_report(dataset.labels, logits.argmax(1).numpy(), spec.labels)
