@@ -10,44 +10,45 @@ The first model is the reference of the ratios. ``.onnx``: onnxruntime.Inference
 ``.xml``: OpenVINO, static batch 1, LATENCY hint (FP32 IRs with INFERENCE_PRECISION_HINT=f32 unless
 ``--ov-default-precision``); ``--checkpoint``: PyTorch eager on the edgefer checkpoint. Prints a markdown table
 and writes it with the raw samples to ``--out`` (JSON).
+
+Produces: RESULTS.md, "Performance at 112 px ... (loaded machine)" is retired; its interleaved tables now live in
+git history only. Current use: docs/bench.md ("Where the time goes") and RESULTS.md, "Where the time goes at
+112 px: the profile" (the interleaved ONNX Runtime ratios).
+
+Produces: no RESULTS.md section; docs/bench.md, "NNCF choices and OpenVINO's INT8 kernels" (the interleaved
+batch-1 latencies, ``results/nncf-study/ab-latency-112.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
+import common
 import numpy as np
-
-from edgefer.fileio import write_json
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.parser(__doc__, threads=2, out=Path("runs/ab_latency.json"))
     ap.add_argument("models", nargs="+", type=Path)
     ap.add_argument("--checkpoint", type=Path, help="also PyTorch eager on this edgefer checkpoint")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--ov-default-precision", action="store_true")
-    ap.add_argument("--out", type=Path, default=Path("runs/ab_latency.json"))
-    args = ap.parse_args(argv)
+    args = common.parse(ap, argv, __file__)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from raw_backends import _openvino_runner, _ort_runner, _torch_runner
+    from raw_backends import openvino_runner, ort_runner, torch_runner
 
     runners = {}
     for path in args.models:
         if path.suffix == ".xml":
             precision = None if args.ov_default_precision or "int8" in path.name else "f32"
-            runners[f"OpenVINO {path.parent.name}/{path.name}"] = _openvino_runner(path, args.threads, precision)
+            runners[f"OpenVINO {path.parent.name}/{path.name}"] = openvino_runner(path, args.threads, precision)
         else:
-            runners[f"ONNX Runtime {path.parent.name}/{path.name}"] = _ort_runner(path, args.threads)
+            runners[f"ONNX Runtime {path.parent.name}/{path.name}"] = ort_runner(path, args.threads)
     if args.checkpoint:
-        runners["PyTorch eager FP32"] = _torch_runner(args.checkpoint, args.threads)
+        runners["PyTorch eager FP32"] = torch_runner(args.checkpoint, args.threads)
     x = {size: np.random.default_rng(0).standard_normal((1, 1, size, size)).astype(np.float32)
          for size in {s for _, s in runners.values()}}
     for run, size in runners.values():
@@ -71,8 +72,8 @@ def main(argv=None):
         lines.append(f"| {name} | {p50[name]:.2f} | {np.percentile(v, 10):.2f} | {p50[ref] / p50[name]:.2f}x |")
     text = "\n".join(lines)
     print(text)
-    write_json(args.out, {"command": " ".join([Path(sys.executable).name, *sys.argv]), "load_average": loads,
-                          "p50_ms": p50, "samples_ms": samples, "markdown": text})
+    common.write_result(args.out, {"load_average": loads, "p50_ms": p50, "samples_ms": samples, "markdown": text},
+                        args)
 
 
 if __name__ == "__main__":

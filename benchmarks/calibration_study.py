@@ -15,28 +15,28 @@ the accuracy gate (``edgefer export --int8 --max-drop``) achieve on the same mod
     .venv/bin/python benchmarks/calibration_study.py --out runs/calibration_study
 
 Writes study.json, study.md and calibration_study.png into --out (re-running reuses the data, run and FP32 ONNX).
+
+Produces: RESULTS.md, section "INT8 calibration study and accuracy gate".
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
+import common
 import numpy as np
 
 MINORITY = ("disgust", "fear")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/calibration_study"))
+    parser = common.parser(__doc__, out=Path("runs/calibration_study"))
     parser.add_argument("--data", type=Path, help="FER2013 CSV (default: SYNTHETIC data written into --out)")
     parser.add_argument("--n", type=int, default=12000, help="synthetic images when --data is not given")
     parser.add_argument("--arch", default="test_efficientnet")
@@ -51,7 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--min-agreement", type=float, default=0.995,
                         help="second gate run adding this top-1 agreement bound (the project goal 99.5 %%)")
     parser.add_argument("--gate-budget", type=int, default=12)
-    return parser.parse_args(argv)
+    return common.parse(parser, argv, __file__)
 
 
 def ensure_data(args) -> Path:
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("EDGEFER_PROGRESS", "0")
     from edgefer.data import prepare_splits
     from edgefer.export import ExportConfig, check, export
-    from edgefer.fileio import write_json, write_text
+    from edgefer.fileio import write_text
     from edgefer.metrics import classification_report
     from edgefer.spec import ModelSpec
 
@@ -261,11 +261,10 @@ def main(argv=None) -> int:
                                                              "epochs": args.epochs, "run": str(run)},
         "method": args.method, "labels": list(spec.labels), "test_images": int(len(test_labels)),
         "fp32_test": fp32_test, "rows": rows, "summary": summary, "gate": gate, "max_drop": args.max_drop,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **common.provenance(args),
         "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - start, 1),
     }
-    write_json(args.out / "study.json", study)
+    common.write_result(args.out / "study.json", study, args)
     write_text(args.out / "study.md", markdown(study))
     sizes = [int(s) for s in args.sizes.split(",")]
     tag = "SYNTHETIC data" if synthetic else Path(data).name

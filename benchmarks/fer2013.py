@@ -15,24 +15,25 @@ TensorRT Q/DQ, moving-average.
 FER2013 may not be redistributed: --work (exports, calibration bundles) holds arrays made from it and must stay
 outside git; --out gets figures only (int8.json, calibration.json, summary.json, fer2013.md). Re-running reuses
 what --work already holds.
+
+Produces: RESULTS.md, section "FER2013 (real faces)": its INT8 and calibration tables (`OUT/fer2013.md`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
 
+import common
 import numpy as np
 
 METHODS = ("moving-average", "minmax", "entropy", "percentile")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--model", type=Path, required=True, help="trained edgefer run directory")
     parser.add_argument("--data", type=Path, required=True, help="FER2013 (Kaggle image folders or fer2013.csv)")
     parser.add_argument("--split", default="private_test", help="split to evaluate on (default: PrivateTest)")
@@ -46,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--skip", default="", help="comma-separated: int8, gated, calibration")
     parser.add_argument("--train-command", default="", help="the edgefer train command that made --model")
     parser.add_argument("--train-wall-seconds", type=float, help="its wall time")
-    return parser.parse_args(argv)
+    return common.parse(parser, argv, __file__)
 
 
 def per_class_f1(report: dict) -> dict:
@@ -56,8 +57,6 @@ def per_class_f1(report: dict) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     warnings.simplefilter("ignore")
-    import profile_ops  # beside this script (its folder is sys.path[0]): names the machine as the other benchmarks
-
     from edgefer.data import prepare_splits
     from edgefer.export import ExportConfig, check, export
     from edgefer.export.calibration import CalibrationSet, from_data
@@ -70,8 +69,8 @@ def main(argv=None) -> None:
     skip = {s for s in args.skip.split(",") if s}
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
-    command = "PYTHONPATH=. python benchmarks/fer2013.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    machine = profile_ops.machine()
+    command = args.command
+    machine = common.machine()
     splits = prepare_splits(args.data, val_fraction=0.1, seed=0)
     test = splits.get(args.split)
     if test is None or not len(test):

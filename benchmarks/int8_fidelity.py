@@ -16,23 +16,25 @@ graph's CPU time says nothing about TensorRT's; it is there to show what a row c
         --data fer_synth.csv --out runs/fidelity-random112
 
 Writes fidelity.json and fidelity.md into --out (both name the command and the machine).
+
+Produces: RESULTS.md, section "INT8 fidelity against the goal" (both tables).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import time
 import warnings
 from pathlib import Path
+
+import common
 
 GOAL_DROP_POINTS, GOAL_AGREEMENT = 0.3, 0.995
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__, out=Path("runs/int8_fidelity"))
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path, help="trained edgefer checkpoint (run directory)")
     source.add_argument("--random", metavar="ARCH", help="a random-init timm model (stress test)")
@@ -46,8 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--attempts", type=int, default=12, help="the gated search's attempt budget")
     parser.add_argument("--no-gated", action="store_true", help="skip the gated search row")
     parser.add_argument("--limit", type=int, help="evaluate on the first N test images only")
-    parser.add_argument("--out", type=Path, default=Path("runs/int8_fidelity"))
-    return parser.parse_args(argv)
+    return common.parse(parser, argv, __file__)
 
 
 def _source(args, work: Path) -> Path:
@@ -92,8 +93,6 @@ def gated_row(args, source, splits, calib, gated: Path, measure, rows: list) -> 
 def main(argv=None) -> None:
     args = parse_args(argv)
     warnings.simplefilter("ignore")
-    import profile_ops  # beside this script (its folder is sys.path[0]): names the machine as the other benchmarks
-
     from edgefer.data import prepare_splits
     from edgefer.export import ExportConfig, check, export
     from edgefer.export.calibration import CalibrationSet
@@ -157,14 +156,14 @@ def main(argv=None) -> None:
         qat = json.loads((args.qat / "qat.json").read_text())
         measure("QAT (edgefer qat)", args.qat / "model_qdq.onnx", qat_epochs=qat.get("command", ""))
 
-    command = "PYTHONPATH=. python benchmarks/int8_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = {"command": command, "machine": profile_ops.machine(),
+    command = args.command
+    report = {**common.provenance(args),
               "data": f"{args.data} (test split, {len(labels)} images)", "synthetic": base.synthetic,
               "model": str(args.model or f"random-init {args.random} @ {args.img_size} px"),
               "fp32": {**{k: ref_scores[k] for k in ("macro_f1", "accuracy")}, "batch1_ms_ort_cpu": fp32_ms},
               "goal": {"max_drop_points": GOAL_DROP_POINTS, "min_agreement": GOAL_AGREEMENT, "conv_macs_int8": 1.0},
               "rows": rows}
-    (args.out / "fidelity.json").write_text(json.dumps(report, indent=2, default=str))
+    common.write_result(args.out / "fidelity.json", report, args)
     lines = [f"`{command}`", "", f"Machine: {report['machine']}. Data: {report['data']}"
              f"{' — SYNTHETIC' if base.synthetic else ''}. FP32 macro-F1 {ref_scores['macro_f1']:.3f}.", "",
              "| row | top-1 agreement | macro-F1 drop (points) | conv MACs in INT8 | latency INT8/FP32 (ORT CPU) | goal |",

@@ -15,34 +15,33 @@ executed convolution nodes run in INT8 (the compiled model's ``runtimePrecision`
 GroupConvolution node, and whether SiLU was fused into it: ``originalLayersNames``), and the profiled time per
 op group (``profile_ops.profile_openvino``: dense conv, depthwise, SE, SiLU, elementwise, reorders). Writes
 ``OUT/nncf_study.json`` and ``OUT/nncf_study.md``.
+
+Produces: no RESULTS.md section; docs/bench.md, "NNCF choices and OpenVINO's INT8 kernels"
+(``results/nncf-study/``).
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-import json
-import sys
 import time
 import warnings
 from pathlib import Path
+
+import common
 
 VARIANTS = ("mixed", "performance", "mixed-full-bc", "mixed-ignore-se", "mixed-ignore-first-last")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__, out=Path("runs/nncf_study"), threads=2, size=112)
     parser.add_argument("--model", type=Path, help="trained edgefer checkpoint (default: random init, BN recal.)")
     parser.add_argument("--arch", default="tf_efficientnetv2_s")
-    parser.add_argument("--size", type=int, default=112, help="input size of the random-init model")
     parser.add_argument("--data", type=Path, help="labelled data (default: 3,000 synthetic faces)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--runs", type=int, default=100, help="profiled runs at batch 1 (batch 32: a tenth)")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=600, help="test images scored per variant")
-    parser.add_argument("--out", type=Path, default=Path("runs/nncf_study"))
-    return parser.parse_args(argv)
+    return common.parse(parser, argv, __file__)
 
 
 def _variant_options(name: str, model) -> dict:
@@ -95,7 +94,7 @@ def main(argv=None) -> None:
     from edgefer.logs import QUIET, set_verbosity
 
     set_verbosity(QUIET)
-    import profile_ops as profile  # beside this script (its folder is sys.path[0])
+    import profile_ops as profile
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "work"
     if args.model is None:
@@ -134,12 +133,11 @@ def main(argv=None) -> None:
         r = rows[-1]
         print(f"{name}: agreement {100 * r['top1_agreement']:.1f} %, drop {r['macro_f1_drop_points']:+.2f} pts, "
               + ", ".join(f"b{b} {r[f'b{b}']['wall_ms']:.2f} ms" for b in batches), flush=True)
-    command = "PYTHONPATH=. python benchmarks/nncf_study.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = {"command": command, "machine": profile.machine(), "load_average": profile.load_average(),
+    report = {**common.provenance(args),
               "model": str(args.model or f"random-init {args.arch} @ {args.size} px, BatchNorm recalibrated"),
               "data": f"{data} (test split, {len(labels)} images; SYNTHETIC unless a real data set was given)",
               "fp32_macro_f1": ref_scores["macro_f1"], "rows": rows}
-    (args.out / "nncf_study.json").write_text(json.dumps(report, indent=2, default=str))
+    common.write_result(args.out / "nncf_study.json", report, args)
     (args.out / "nncf_study.md").write_text(markdown(report, batches))
     print(markdown(report, batches))
 

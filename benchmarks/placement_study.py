@@ -9,31 +9,31 @@ and random-init ``tf_efficientnetv2_s`` at 48 px (a stress test: its logits are 
 
 Writes placement.json and placement.md into --out. ONNX Runtime's CPU timing of a Q/DQ graph says nothing
 about TensorRT speed, so no latency is reported.
+
+Produces: no RESULTS.md section; docs/tensorrt.md, "Q/DQ placement" (agreement with FP32: old vs new
+placement).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
-import sys
 import time
 import warnings
 from pathlib import Path
 
+import common
 import numpy as np
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/placement_study"))
+    parser = common.parser(__doc__, out=Path("runs/placement_study"))
     parser.add_argument("--models", default="test_efficientnet,tf_efficientnetv2_s")
     parser.add_argument("--methods", default="moving-average,minmax,entropy,percentile")
     parser.add_argument("--placements", default="all,nvidia")
     parser.add_argument("--calib-size", type=int, default=256)
     parser.add_argument("--test-size", type=int, default=600)
     parser.add_argument("--steps", type=int, default=300, help="training steps (batch 32) for test_efficientnet")
-    return parser.parse_args(argv)
+    return common.parse(parser, argv, __file__)
 
 
 def train(arch: str, spec, images, labels, steps: int):
@@ -106,12 +106,9 @@ def main(argv=None) -> None:
                              "quantize_seconds": round(seconds, 1)})
                 print(json.dumps(rows[-1]), flush=True)
                 path.unlink()
-    report = {"command": "PYTHONPATH=. python benchmarks/placement_study.py " + " ".join(
-                  sys.argv[1:] if argv is None else argv),
-              "machine": f"{platform.machine()} {platform.processor() or platform.platform()}",
-              "data": "SYNTHETIC (edgefer.data.synthesize, seed 0)", "calib_size": args.calib_size,
+    report = {"data": "SYNTHETIC (edgefer.data.synthesize, seed 0)", "calib_size": args.calib_size,
               "test_size": args.test_size, "rows": rows}
-    (args.out / "placement.json").write_text(json.dumps(report, indent=2))
+    common.write_result(args.out / "placement.json", report, args)
     lines = ["| model | placement | method | top-1 agreement | macro-F1 drop (points) | DQ feeding |",
              "|---|---|---|---|---|---|"]
     for r in rows:

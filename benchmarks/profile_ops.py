@@ -26,27 +26,23 @@ Profiling adds its own per-op overhead: compare ratios within one run, not absol
 
 Writes ``OUT/profile.json`` and ``OUT/profile.md``; also MACs per group (from the ONNX graph's shapes),
 used by the roofline note in docs/bench.md.
+
+Produces: RESULTS.md, section "Where the time goes at 112 px: the op-group profile"; docs/bench.md, "Where the
+time goes: per-op profile and roofline (112 px)".
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-import importlib.util
 import json
-import os
-import platform
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
-from edgefer.fileio import write_json, write_text
-
-HERE = Path(__file__).resolve().parent
+from edgefer.fileio import write_text
 
 GROUPS = ("conv", "depthwise", "se", "silu", "eltwise", "reorder", "other")
 GROUP_LABELS = {"conv": "dense conv", "depthwise": "depthwise conv", "se": "SE (pool, FC, sigmoid, mul)",
@@ -61,17 +57,6 @@ _CONV = {"Conv", "FusedConv", "QLinearConv", "NhwcFusedConv", "Convolution", "Gr
 # QuickGelu is ORT's fusion of x * sigmoid(alpha * x): SiLU with alpha 1
 _ACT = {"Sigmoid", "QLinearSigmoid", "Swish", "HSigmoid", "Mul", "QLinearMul", "Multiply", "HardSigmoid", "QuickGelu"}
 _POOL = {"ReduceMean", "GlobalAveragePool", "QLinearGlobalAveragePool", "AvgPool", "AveragePool"}
-
-
-def run_matrix_module():
-    spec = importlib.util.spec_from_file_location("run_matrix", HERE / "run_matrix.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_average() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
 
 
 # ------------------------------------------------------------------------------------------ grouping rules
@@ -140,7 +125,7 @@ def profile_openvino(model_path: Path, batch: int, threads: int, runs: int, warm
     totals: dict[str, float] = collections.defaultdict(float)
     by_exec: dict[str, float] = collections.defaultdict(float)
     walls = []
-    load = load_average()
+    load = common.load_average()
     for _ in range(runs):
         t0 = time.perf_counter()
         request.infer({0: x})
@@ -214,7 +199,7 @@ def profile_onnxruntime(model_path: Path, batch: int, threads: int, runs: int, w
     for _ in range(warmup):
         session.run(None, feed)
     walls = []
-    load = load_average()
+    load = common.load_average()
     for _ in range(runs):
         t0 = time.perf_counter()
         session.run(None, feed)
@@ -300,14 +285,14 @@ def _summary(totals, walls, runs, load, batch, top) -> dict:
 
 def prepare_models(args, work: Path) -> tuple[dict[str, Path], object]:
     """The FP32 ONNX, the OpenVINO IRs and the ORT INT8 graphs the chosen backends need."""
+    import run_matrix as matrix
+
     from edgefer.data import prepare_splits
     from edgefer.export import ExportConfig, export
     from edgefer.export.calibration import from_data
     from edgefer.export.openvino import to_ir
     from edgefer.export.ort_int8 import OrtInt8Config, quantize_for_ort_cpu
     from edgefer.spec import ModelSpec
-
-    matrix = run_matrix_module()
     data = matrix.synthetic_data(work, 3000, 0)
     checkpoint = matrix.recalibrated_init(data, work, args.size, 256, args.threads, arch=args.arch)
     paths: dict[str, Path] = {}
@@ -377,35 +362,18 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")),
-                     platform.processor())
-    except OSError:
-        model = platform.processor()
-    flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n")[0] if Path("/proc/cpuinfo").exists() else ""
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-           if f" {f}" in flags]
-    return f"{model} ({os.cpu_count()} logical CPUs; {', '.join(isa) or 'no AVX2'})"
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.parser(__doc__, out=Path("runs/profile"), threads=2, size=112, work=None)
     ap.add_argument("--arch", default="tf_efficientnetv2_s")
-    ap.add_argument("--size", type=int, default=112)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--backend", nargs="+", default=["openvino-int8", "openvino-fp32", "ort-fp32", "ort-int8-qdq"],
                     choices=BACKENDS)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20, help="profiled runs at batch 1 (batch > 1: a quarter, >= 3)")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--out", default="runs/profile")
-    ap.add_argument("--work", default=None, help="where models are built and cached (default: OUT/models)")
-    args = ap.parse_args(argv)
+    args = common.parse(ap, argv, __file__)
 
-    out = Path(args.out)
-    work = Path(args.work) if args.work else out / "models"
+    out = args.out
+    work = args.work or out / "models"
     work.mkdir(parents=True, exist_ok=True)
     paths, _ = prepare_models(args, work)
     rows, macs = [], {}
@@ -422,12 +390,10 @@ def main(argv=None):
                 if backend == "ort-fp32" and batch == 1:
                     macs = row_macs
             rows.append({"backend": backend, **row})
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
-              "threads": args.threads, "arch": args.arch, "size": args.size,
-              "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    result = {**common.provenance(args), "threads": args.threads, "arch": args.arch, "size": args.size,
               "groups": {g: GROUP_LABELS[g] for g in GROUPS}, "macs": macs, "rows": rows,
               "models": {k: str(v) for k, v in paths.items()}}
-    write_json(out / "profile.json", result)
+    common.write_result(out / "profile.json", result, args)
     write_text(out / "profile.md", markdown(result))
     print(markdown(result))
     print(f"profile: {out / 'profile.md'}")

@@ -9,6 +9,10 @@ bench run's calibration bundle (its first 128 images: these graphs are timed, no
 with its defaults (QDQ, per-channel: the raw baseline's recipe) and ``edgefer.export.ort_int8`` (QDQ and
 QOperator). Each measurement is timed with the bench's stopwatch (``edgefer.bench.timing.measure``: warm-up,
 then runs until an iteration or time budget) on random input, and records the load average when it started.
+
+Produces: no section of its own: a module of ``run_matrix.py --raw`` and ``ab_latency.py`` (the "raw library by
+hand" columns of RESULTS.md, "Performance at 112 px, 2 threads, quiet machine" and "The speed goals at 48 and
+224 px").
 """
 
 from __future__ import annotations
@@ -39,13 +43,13 @@ def measure_raw(size_dir: Path, checkpoint: Path, data: Path, threads: int, batc
     fp32_onnx = models / "onnx-fp32" / "model.onnx"
     rows = []
     makers = {
-        "raw-pytorch-fp32": lambda: _torch_runner(checkpoint, threads),
-        "raw-ort-fp32": lambda: _ort_runner(fp32_onnx, threads),
-        "raw-ort-int8-static": lambda: _ort_runner(_ort_int8(models, fp32_onnx, data, "static"), threads),
-        "raw-ort-int8-qdq": lambda: _ort_runner(_ort_int8(models, fp32_onnx, data, "qdq"), threads),
-        "raw-ort-int8-qoperator": lambda: _ort_runner(_ort_int8(models, fp32_onnx, data, "qoperator"), threads),
-        "raw-openvino-fp32": lambda: _openvino_runner(models / "openvino-fp32" / "model.xml", threads, "f32"),
-        "raw-openvino-int8": lambda: _openvino_runner(models / "openvino-int8" / "model.int8.xml", threads, None),
+        "raw-pytorch-fp32": lambda: torch_runner(checkpoint, threads),
+        "raw-ort-fp32": lambda: ort_runner(fp32_onnx, threads),
+        "raw-ort-int8-static": lambda: ort_runner(_ort_int8(models, fp32_onnx, data, "static"), threads),
+        "raw-ort-int8-qdq": lambda: ort_runner(_ort_int8(models, fp32_onnx, data, "qdq"), threads),
+        "raw-ort-int8-qoperator": lambda: ort_runner(_ort_int8(models, fp32_onnx, data, "qoperator"), threads),
+        "raw-openvino-fp32": lambda: openvino_runner(models / "openvino-fp32" / "model.xml", threads, "f32"),
+        "raw-openvino-int8": lambda: openvino_runner(models / "openvino-int8" / "model.int8.xml", threads, None),
     }
     for key, make in makers.items():
         label, edgefer_row = RAW_ROWS[key]
@@ -74,7 +78,7 @@ def _time(run, size: int, batches, budget) -> tuple[dict, dict]:
     return out["1"], out
 
 
-def _torch_runner(checkpoint: Path, threads: int):
+def torch_runner(checkpoint: Path, threads: int):
     import torch
 
     from edgefer.export.source import open_source
@@ -90,7 +94,7 @@ def _torch_runner(checkpoint: Path, threads: int):
     return run, source.spec.input_size
 
 
-def _ort_runner(path: Path, threads: int):
+def ort_runner(path: Path, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -104,7 +108,7 @@ def _ort_runner(path: Path, threads: int):
     return (lambda x: session.run(None, {name: x})[0]), size
 
 
-def _openvino_runner(xml: Path, threads: int, precision: str | None):
+def openvino_runner(xml: Path, threads: int, precision: str | None):
     import openvino as ov
 
     core = ov.Core()

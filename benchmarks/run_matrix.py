@@ -23,20 +23,23 @@ measured into OUT so far (re-running one size with ``--sizes 48`` replaces only 
 exported models (``raw_backends.py``: PyTorch eager, ONNX Runtime FP32 and INT8, OpenVINO FP32 and INT8), written
 to ``OUT/<size>px/raw.json``; the tables then show edgefer's time over the raw library's (its overhead or gain)
 and the speed ratios against eager and ORT FP32, each from one run.
+
+Produces: RESULTS.md, sections "`edgefer bench`: the standard matrix", "Performance at 112 px, 2 threads,
+quiet machine" and "The speed goals at 48 and 224 px" (the raw-library columns with ``--raw``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import common
+
 from edgefer.fileio import write_json, write_text
 
-ROOT = Path(__file__).resolve().parent.parent
 EDGEFER = [str(Path(sys.executable).with_name("edgefer"))]  # the console script of this interpreter's venv
 
 
@@ -260,12 +263,10 @@ def markdown(reports: dict[int, dict], train_note: str) -> str:
     return "\n".join(lines)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="runs/matrix")
+def main(argv=None):
+    ap = common.parser(__doc__, out=Path("runs/matrix"), threads=2, seed=0)
     ap.add_argument("--sizes", default="48,112,224")
     ap.add_argument("--batches", default="1,32")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per measurement (budget)")
     ap.add_argument("--iters", type=int, default=300, help="runs per measurement (budget)")
     ap.add_argument("--warmup", type=int, default=5)
@@ -274,7 +275,6 @@ def main():
                          "0.008 on the recalibrated random init, top-1 agreement 100 %%)")
     ap.add_argument("--targets", default="", help="passed to edgefer bench --targets (default: all rows)")
     ap.add_argument("--n", type=int, default=3000, help="synthetic images to generate")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", choices=("bn-recal", "trained"), default="bn-recal")
     ap.add_argument("--recal-images", type=int, default=256)
     ap.add_argument("--train-steps", type=int, default=120, help="with --init trained; 0: the plain random init")
@@ -283,9 +283,9 @@ def main():
                     help="also time the libraries driven by hand on the same models, right after each size's bench")
     ap.add_argument("--raw-only", action="store_true",
                     help="time only the raw libraries, on the models of sizes already benched into OUT")
-    args = ap.parse_args()
+    args = common.parse(ap, argv, __file__)
 
-    out = Path(args.out)
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     data = synthetic_data(out, args.n, args.seed)
     if args.init == "trained":
@@ -312,8 +312,8 @@ def main():
         size = int(done.parent.name[:-2])
         reports.setdefault(size, load_size(done.parent))
     reports = dict(sorted(reports.items()))
-    write_json(out / "matrix.json", {"train": train_note, "args": vars(args),
-                                      "reports": {str(k): v for k, v in reports.items()}})
+    common.write_result(out / "matrix.json", {"train": train_note, "args": vars(args),
+                                              "reports": {str(k): v for k, v in reports.items()}}, args)
     write_text(out / "matrix.md", markdown(reports, train_note))
     print(f"matrix: {out / 'matrix.md'}")
 

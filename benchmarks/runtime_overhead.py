@@ -7,30 +7,33 @@
     .venv/bin/python benchmarks/runtime_overhead.py --arch tf_efficientnetv2_s --size 112 --threads 2
     .venv/bin/python benchmarks/runtime_overhead.py --arch tf_efficientnetv2_s --size 48 --threads 2
 
-Models (random init) are exported once into --work-dir (default /tmp/edgefer-bench, out of git); this
-export step needs torch + timm, the measurements do not. Results: JSON at --out (default in --work-dir).
+Models (random init) are exported once into --work (default /tmp/edgefer-bench, out of git); this
+export step needs torch + timm, the measurements do not. Results: JSON at --out (default in --work).
+
+Produces: RESULTS.md, section "ONNX Runtime INT8 at 112 px: edgefer's runtime vs the same session called by
+hand"; docs/runtime.md, "Performance" (cold start, batch-1 overhead).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
-# wall seconds, CPU seconds of the process (all threads; on a busy machine closer to what an idle one needs)
+# wall seconds, CPU seconds of the process (all threads; on a busy machine closer to what an idle one needs);
+# the model path and thread count are filled in by cold_start
 COLD_START = """
 import sys, time
 t0, c0 = time.perf_counter(), time.process_time()
 import edgefer.runtime
-rec = edgefer.runtime.EmotionRecognizer.open(sys.argv[1], threads=int(sys.argv[2]))
+rec = edgefer.runtime.EmotionRecognizer.open({path!r}, threads={threads:d})
 print(time.perf_counter() - t0, time.process_time() - c0, "torch" in sys.modules)
 """
 
@@ -59,8 +62,8 @@ def export_models(arch: str, size: int, work_dir: Path) -> tuple[Path, Path]:
 def cold_start(path: Path, threads: int, runs: int) -> dict:
     times, cpu = [], []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", COLD_START, str(path), str(threads)], capture_output=True,
-                             text=True, check=True).stdout.split()
+        code = COLD_START.format(path=str(path), threads=threads)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
         assert out[2] == "False", "torch was imported"
         times.append(float(out[0]))
         cpu.append(float(out[1]))
@@ -135,48 +138,31 @@ def wrapper_cost(rec, crop, iters: int) -> float:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__, size=112, threads=2, out=None, work=Path("/tmp/edgefer-bench"))
     parser.add_argument("--arch", default="tf_efficientnetv2_s")
-    parser.add_argument("--size", type=int, default=112)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--cold-runs", type=int, default=5)
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/edgefer-bench"))
-    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--model", type=Path, action="append", default=[],
                         help="measure this exported model (.onnx / .xml) instead of the random-init exports; "
                              "repeatable (e.g. the ONNX Runtime CPU INT8 graph of `edgefer export --target onnx --int8`)")
-    args = parser.parse_args(argv)
-    from edgefer.fileio import write_json
+    args = common.parse(parser, argv, __file__)
 
     if args.model:
         models = [(path.name, path) for path in args.model]
     else:
-        onnx_path, xml_path = export_models(args.arch, args.size, args.work_dir)
+        onnx_path, xml_path = export_models(args.arch, args.size, args.work)
         models = [("onnxruntime", onnx_path), ("openvino", xml_path)]
-    result = {"arch": args.arch, "size": args.size, "threads": args.threads, "python": platform.python_version(),
-              "machine": platform.processor() or platform.machine(), "cpus": _cpus(), "loadavg_before": os.getloadavg(),
-              "command": " ".join([Path(sys.executable).name, *(sys.argv if argv is None else ["runtime_overhead.py", *argv])]),
-              "models": {name: str(path) for name, path in models}, "backends": {}}
+    result = {**common.provenance(args), "arch": args.arch, "size": args.size, "threads": args.threads,
+              "loadavg_before": os.getloadavg(), "models": {name: str(path) for name, path in models}, "backends": {}}
     for name, path in models:
         result["backends"][name] = {"cold_start": cold_start(path, args.threads, args.cold_runs),
                                     "batch1": overhead(path, args.threads, args.iters, args.warmup)}
     result["loadavg_after"] = os.getloadavg()
-    out = args.out or args.work_dir / f"runtime_overhead_{args.arch}_{args.size}.json"
-    write_json(out, result)
+    out = args.out or args.work / f"runtime_overhead_{args.arch}_{args.size}.json"
+    common.write_result(out, result, args)
     print(json.dumps(result, indent=2))
     return result
-
-
-def _cpus() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

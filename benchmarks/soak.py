@@ -3,15 +3,16 @@
     .venv/bin/python benchmarks/soak.py --n 100000                       # test_efficientnet, 48 px, ONNX Runtime
     .venv/bin/python benchmarks/soak.py --model fer.xml --n 100000 --batch 1 --threads 2
 
-Without --model, a random-init ``--arch`` at ``--size`` px is exported once into --work-dir (needs torch;
+Without --model, a random-init ``--arch`` at ``--size`` px is exported once into --work (needs torch;
 the soak itself runs in a child process that never imports it). Inputs cycle through 64 random uint8 crops
 of varying sizes, gray and BGR, so the preprocessing caches and buffers are exercised. Prints and writes
 JSON: RSS after warm-up and at the end, growth, throughput.
+
+Produces: no RESULTS.md section; docs/runtime.md, "Performance" (the soak test).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
 
@@ -61,32 +63,25 @@ def soak(model: Path, n: int, batch: int, threads: int | None, warmup: int, samp
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__, size=48, threads=None, out=None, work=Path("/tmp/edgefer-bench"))
     parser.add_argument("--model", type=Path, help=".onnx / .xml / .engine (default: export --arch at --size)")
     parser.add_argument("--arch", default="test_efficientnet")
-    parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--format", choices=["onnx", "xml"], default="onnx", help="which export to soak")
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=20, help="RSS samples over the run")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/edgefer-bench"))
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = common.parse(parser, argv, __file__)
     if args.model is None:  # export in this process (torch), soak in a fresh one (no torch)
         from runtime_overhead import export_models
 
-        onnx_path, xml_path = export_models(args.arch, args.size, args.work_dir)
+        onnx_path, xml_path = export_models(args.arch, args.size, args.work)
         model = onnx_path if args.format == "onnx" else xml_path
-        rest = sys.argv[1:] if argv is None else argv
-        sys.exit(subprocess.call([sys.executable, __file__, "--model", str(model), *rest]))
+        sys.exit(subprocess.call([sys.executable, __file__, "--model", str(model), *common.argv_or_sys(argv)]))
     result = soak(args.model, args.n, args.batch, args.threads, args.warmup, args.samples)
     result["loadavg"] = os.getloadavg()
-    from edgefer.fileio import write_json
-
-    out = args.out or args.work_dir / f"soak_{args.model.stem}_{args.model.suffix[1:]}_n{args.n}.json"
-    write_json(out, result)
+    out = args.out or args.work / f"soak_{args.model.stem}_{args.model.suffix[1:]}_n{args.n}.json"
+    common.write_result(out, result, args)
     print(json.dumps({k: v for k, v in result.items() if k != "rss_trace"}, indent=2))
     print("rss trace (prediction, MiB):", result["rss_trace"])
 

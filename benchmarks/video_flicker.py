@@ -9,15 +9,18 @@ Flicker counts, over each track's frames in order, how often its label differs f
 previous frame, per 100 such pairs. The per-frame row uses the same tracks (``raw_label``), so the rows differ
 only by smoothing. ``--from-jsonl`` reads an ``edgefer predict`` output instead (its ``label`` against its
 ``raw_label``). Prints a markdown table; ``--out`` writes it as JSON too.
+
+Produces: no RESULTS.md section; docs/deploy.md, "Video: tracked faces, steady emotions".
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
+
+import common
 
 from edgefer.runtime.video import VideoSession, flicker
 
@@ -90,14 +93,14 @@ def from_jsonl(path: str):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.parser(__doc__)
     ap.add_argument("video", nargs="?")
     ap.add_argument("--model")
     ap.add_argument("--from-jsonl")
     ap.add_argument("--max-frames", type=int)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
+    args = common.parse(ap, argv, __file__)
     if args.from_jsonl:
         info, rows = from_jsonl(args.from_jsonl)
     elif args.video and args.model:
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
         print(f"| {r['smoothing']} | {r['switch_frames'] or '-'} | {r['flicker_per_100']} | {r['pairs']} | "
               f"{r['tracks']} |")
     if args.out:
-        args.out.write_text(json.dumps({**info, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+        common.write_result(args.out, {**info, "rows": rows}, args)
     return 0
 
 
