@@ -77,9 +77,9 @@ class FERDataset:
         """Faces at ``indices`` as a model of ``size`` px takes them: uint8 (n, size, size) gray, or
         (n, size, size, 3) RGB with ``gray=False``. Images read from other files than FER2013's 48 px gray are
         read again from their originals (the centred square crop, area-averaged when shrinking, bilinear when
-        enlarging: ``edgefer.data.readers.read_face``), streamed per call so memory stays bounded; the others
+        enlarging: ``edgefer.data.images.read_face``), streamed per call so memory stays bounded; the others
         (and every face of FER2013 data at 48 px gray) are the 48 px images as they are, resized the same way."""
-        from .readers import read_face
+        from .images import read_face
 
         indices = np.arange(len(self))[indices] if isinstance(indices, slice) else np.asarray(indices, np.int64)
         if gray and size == IMAGE_SIZE and (self.originals is None or not (self.originals[indices] != "").any()):

@@ -25,6 +25,7 @@ from ..labels import CLASS_ALIASES, KNOWN_LABELS, canonical_label, label_index  
 from ..progress import progress
 from ..spec import FER2013_LABELS
 from .dataset import IMAGE_SIZE, NUM_CLASSES, FERDataset
+from .images import printable, read_face, square_crop  # noqa: F401 - read_face re-exported
 
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
 
@@ -44,16 +45,6 @@ CSV_COLUMNS = {"emotion": ("emotion", "label"), "pixels": ("pixels",), "usage": 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip", ".gz", ".7z", ".rar")
 SYNTHETIC_SIDECAR_SUFFIX = ".synthetic.json"
 SYNTHETIC_DIR_MARKER = "synthetic.json"
-
-
-def printable(text) -> str:
-    """``text`` (a str or path) safe to print and write as JSON: bytes of a file name that are not valid UTF-8
-    (kept by Python as lone surrogates) become ``\\xNN`` escapes, e.g. ``caf\\xe9.png``."""
-    text = os.fspath(text) if isinstance(text, os.PathLike) else str(text)
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # surrogates that are not escaped bytes (e.g. from JSON)
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _short(text: str, limit: int = 20) -> str:
@@ -590,38 +581,4 @@ def to_gray48(image) -> np.ndarray:
     with Pillow's ITU-R 601 luma (L = 0.299 R + 0.587 G + 0.114 B), then the centred square crop resized to
     48x48: area averaging (Pillow BOX, like OpenCV INTER_AREA) when shrinking, bilinear when enlarging,
     untouched when already 48x48."""
-    return _square(image, IMAGE_SIZE, gray=True)
-
-
-def _square(image, size: int, gray: bool) -> np.ndarray:
-    """``to_gray48``'s rule at any ``size``, gray (L) or RGB: uint8 (size, size) or (size, size, 3)."""
-    from PIL import Image, ImageOps
-
-    image = ImageOps.exif_transpose(image)
-    if image.mode.startswith("I;16"):
-        image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8))
-    image = image.convert("L" if gray else "RGB")
-    width, height = image.size
-    if (width, height) != (size, size):
-        side = min(width, height)
-        box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
-        shrink = side > size
-        image = image.resize((size, size), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR, box=box)
-    return np.asarray(image, dtype=np.uint8)
-
-
-def read_face(source: str | Path | np.ndarray, size: int, gray: bool = True) -> np.ndarray:
-    """One face as a model of ``size`` px takes it, from its original file (or a uint8 gray array): the centred
-    square crop, area-averaged (Pillow BOX) when shrinking, bilinear when enlarging, gray by ITU-R 601 luma or
-    RGB. A file that is gone or unreadable since the data was read is one ``DataError`` naming it."""
-    pil = require("PIL.Image", "data", "reading image folders")
-    if isinstance(source, np.ndarray):
-        return _square(pil.fromarray(np.ascontiguousarray(source, np.uint8)), size, gray)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with pil.open(source) as image:
-                return _square(image, size, gray)
-    except (pil.UnidentifiedImageError, pil.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{printable(source)}: cannot read the image again at the model's size "
-                        f"({type(exc).__name__}: {exc}); was it changed or removed since the data was read?") from None
+    return square_crop(image, IMAGE_SIZE, gray=True)
