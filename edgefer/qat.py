@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench.env import library_versions, machine_summary
 from .bounds import INT32_MAX, SEED_MAX, Bound, check
+from .env import library_versions, machine_summary
 from .errors import InputError, require
 
 ONNX_NAME = "model_qdq.onnx"

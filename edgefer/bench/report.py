@@ -7,8 +7,8 @@ import csv
 import io
 from pathlib import Path
 
+from ..env import describe
 from ..fileio import atomic_path, write_json, write_text
-from .env import describe
 from .sanity import outlier_lines
 
 SYNTHETIC_NOTE = "SYNTHETIC data (procedurally drawn faces, not FER2013): accuracy numbers say nothing about FER2013"

@@ -15,7 +15,8 @@ import click
 from ..bounds import BOUND_KEYS, from_click
 from ..errors import ExportError
 from ..export.config import CalibOptions, EngineSettings, OnnxOptions, QuantOptions, SearchOptions
-from ..export.steps import targets
+from ..export.result import FILE_NAME, ExportResult
+from ..export.steps import check_inputs, targets, validate
 from ..fileio import check_output
 from .options import Number, exist_ok_option, verbosity_options
 
@@ -148,10 +149,11 @@ def export(model, sidecar, target, fp16, int8, out, data, calib, calib_data, bui
         if target in ("tensorrt", "deepstream", "triton") else None  # --batch: nvinfer batch-size, Triton max_batch_size
     config = ExportConfig(target, precision, onnx=OnnxOptions(**groups["onnx"]), calib=CalibOptions(**groups["calib"]),
                           quant=QuantOptions(**groups["quant"]), search=SearchOptions(**groups["search"]),
-                          engine=engine, build_engine=build).validate()
+                          engine=engine, build_engine=build)
+    config = validate(config)
     if calib_data is not None and calib is not None:
         raise ExportError("give either --calib BUNDLE or --calib-data PATH, not both")
-    config.check_inputs(data, calib if calib_data is None else calib_data)
+    check_inputs(config, data, calib if calib_data is None else calib_data)
     check_output(out, "dir", exist_ok)
     from ..export.pipeline import export as run_export
 
@@ -162,7 +164,55 @@ def export(model, sidecar, target, fp16, int8, out, data, calib, calib_data, bui
             c = config.calib
             calib = from_labelled(calib_data, c.size, c.strategy, c.seed, c.floor)
         result = run_export(model, config, out, data=data, calib=calib, sidecar=sidecar)
-    click.echo(result.summary(out))
+    click.echo(export_summary(result, out))
+
+
+def export_summary(result: ExportResult, out: str | Path) -> str:
+    """The lines ``edgefer export`` prints: what was written, the checks, the search, the engine step."""
+    from ..export.search.selection import describe_attempt, describe_kept
+
+    out = Path(out)
+    checks = result.checks
+    lines = [f"wrote {out / result.model} ({result.target} {result.precision}"
+             f"{', SYNTHETIC data' if result.synthetic else ''}) and {out / FILE_NAME}"]
+    if "pytorch_vs_onnx" in checks:
+        p = checks["pytorch_vs_onnx"]
+        lines.append(f"  PyTorch vs ONNX: max |dlogit| {p['max_abs_logit_diff']:.2g}, top-1 agreement "
+                     f"{p['top1_agreement']:.4f} on {p['n']} images")
+    ref, exported = checks["reference"], checks.get("exported")
+    if exported:
+        line = (f"  {exported['file']} vs FP32: top-1 agreement {exported['top1_agreement']:.4f} on "
+                f"{exported['n']} {checks['set']} images")
+        if "macro_f1" in exported:
+            line += (f"; macro-F1 {ref['macro_f1']:.3f} -> {exported['macro_f1']:.3f}, accuracy "
+                     f"{ref['accuracy']:.3f} -> {exported['accuracy']:.3f}")
+        lines.append(line)
+    if result.executed_precision:
+        e = result.executed_precision
+        lines.append(f"  {e['runtime']} executes {result.model} in {e['default']} on {e['device']} with its defaults "
+                     f"here" + (f"; the checks ran it in {e['checks']}" if e["checks"] != e["default"] else ""))
+    if result.int8_search:
+        search = result.int8_search
+        chosen = search["attempts"][search["chosen"]]
+        lines.append(f"  INT8 search (--max-drop {search['max_drop']:g} macro-F1): chose attempt "
+                     f"#{chosen['index']} of {len(search['attempts'])} ({describe_attempt(chosen)}): drop "
+                     f"{chosen['macro_f1_drop']:.4f}, top-1 agreement {chosen['top1_agreement']:.4f}; every "
+                     f"attempt is in {out / FILE_NAME} int8_search")
+        if "kept_in_float" in chosen:
+            lines.append(f"    {describe_kept(chosen)}")
+    step = result.tensorrt
+    if step is not None and step.built:
+        lines.append(f"  TensorRT {step.sidecar['tensorrt']} engine: {out / step.engine}")
+    elif step is not None:
+        lines += [f"  no TensorRT engine built ({step.reason}); on the target device run:",
+                  f"    {step.build_engine_command}",
+                  f"  or with trtexec (TensorRT 10.x / JetPack 6): {step.trtexec_command['tensorrt_10']}",
+                  f"  or with trtexec (TensorRT 11.x): {step.trtexec_command['tensorrt_11']}"]
+    if step is not None and step.implicit_int8 is not None:
+        lines += ["  TensorRT 10.x implicit INT8 (DLA on JetPack 6) from the FP32 graph and the calibration cache:",
+                  f"    {step.implicit_int8['build_engine_command']}",
+                  f"  or with trtexec: {step.implicit_int8['trtexec_command']}"]
+    return "\n".join(lines)
 
 
 @click.command("build-engine")

@@ -1,5 +1,6 @@
-"""What an export is asked to do: ``ExportConfig`` (target, precision and one options group per stage) and
-``validate()``, which refuses a bad combination with one ``ExportError`` before any work starts.
+"""What an export is asked to do: ``ExportConfig`` (target, precision and one options group per stage), plain data
+whose ``validate()`` checks its own fields. Whether the target supports the precision and the quantizer is checked
+where the targets are registered (``edgefer.export.steps.validate``); nothing here imports a module above it.
 
 Every enumeration the code validates against is a tuple here (or in the module that owns it and is
 re-exported here); the CLI builds its ``click.Choice`` options from the same tuples, and its options from
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..bounds import INT32_MAX, SEED_MAX, check_fields
 from ..errors import ExportError
-from .tensorrt import PRECISIONS, EngineOptions  # one PRECISIONS: engine precisions = export precisions
+from .tensorrt import EngineOptions
 
 # Light on purpose (no numpy): the CLI builds its options from this module when ``edgefer --help`` runs.
 STRATEGIES = ("stratified", "balanced", "random")  # calibration draw (edgefer.export.calibration)
@@ -210,52 +211,12 @@ class ExportConfig:
         return cls(target, precision, **{g: _GROUP_FIELDS[g](**values) for g, values in groups.items()}, **direct)
 
     def validate(self) -> ExportConfig:
-        from .steps import STEPS, supported, targets
-
-        if self.target not in targets():
-            raise ExportError(f"unknown target {self.target!r}; {supported()}")
-        if self.precision not in PRECISIONS:
-            raise ExportError(f"unknown precision {self.precision!r} (use fp32, --fp16 or --int8); {supported()}")
-        if (self.target, self.precision) not in STEPS:
-            raise ExportError(f"--target {self.target} does not support {self.precision}; {supported()}")
+        """Check this config's own fields (each options group, ``check_size``); returns it unchanged. What the
+        target, precision and quantizer must be is the step registry's to say: ``steps.validate(config)``."""
         self.onnx.validate(), self.calib.validate(), self.quant.validate(), self.search.validate()
         if self.check_size < 1:
             raise ExportError(f"check_size must be >= 1, got {self.check_size}")
-        config = self
-        if self.precision != "int8":
-            if self.quant.quantizer is not None or self.quant.keep_fp:
-                flag = "--quantizer" if self.quant.quantizer is not None else "--keep-fp"
-                raise ExportError(f"{flag} only applies to --int8; {supported()}")
-            if self.search.enabled:
-                raise ExportError(f"--max-drop only applies to --int8 (got {self.precision}); {supported()}")
-        else:
-            step = STEPS[(self.target, self.precision)]
-            quantizer = self.quant.quantizer or step.default_quantizer
-            if quantizer is None:
-                raise ExportError(
-                    f"--target {self.target} --int8 needs a quantizer: add --quantizer "
-                    f"{' or '.join(step.quantizers)}; {supported()}")
-            if quantizer not in step.quantizers:
-                raise ExportError(f"--quantizer {quantizer!r} does not apply to --target {self.target} "
-                                  f"(use {', '.join(step.quantizers)}); {supported()}")
-            config = self.replace(quant=dataclasses.replace(self.quant, quantizer=quantizer))
-        if self.target == "tensorrt":
-            engine = dataclasses.replace(self.engine or EngineOptions(), precision=self.precision).validate()
-            config = config.replace(engine=engine)
-        return config
-
-    def check_inputs(self, data, calib) -> None:
-        """Refuse a config whose inputs are missing (calibration images for INT8, labels for the search)."""
-        from .steps import supported
-
-        if self.precision != "int8" and calib is not None:
-            raise ExportError(f"--calib only applies to --int8; {supported()}")
-        if self.precision == "int8" and data is None and calib is None:
-            raise ExportError(f"--int8 needs calibration images: --data PATH (FER2013 CSV or image folders) or "
-                              f"--calib BUNDLE (from edgefer calibrate); {supported()}")
-        if self.search.enabled and data is None:
-            raise ExportError("--max-drop needs labelled validation images: add --data PATH (the validation split "
-                              "carved from its training data is what the macro-F1 drop is measured on)")
+        return self
 
 
 _GROUP_FIELDS = {"onnx": OnnxOptions, "calib": CalibOptions, "quant": QuantOptions, "search": SearchOptions}

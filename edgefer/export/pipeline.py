@@ -1,6 +1,6 @@
 """``export(source, config, out_dir) -> ExportResult``: stage -> step -> check -> publish.
 
-1. ``config.validate()`` and ``check_inputs`` refuse a bad request before any work;
+1. ``steps.validate(config)`` and ``steps.check_inputs`` refuse a bad request before any work;
 2. the source (checkpoint or ONNX) becomes the FP32 ONNX in a staging directory beside ``out_dir`` (with the
    PyTorch parity check for checkpoints), and the FP32 reference logits are computed on the check images;
 3. ``STEPS[(target, precision)]`` makes the target's model file in the stage;
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench.env import library_versions, machine_summary
 from ..data.sampling import stratified_sample
+from ..env import library_versions, machine_summary
 from ..fileio import sha256_file, staged_dir, write_json
 from ..progress import activity
 from ..spec import FER2013_LABELS
@@ -27,7 +27,7 @@ from .calibration import CalibrationSet, draw, from_data
 from .config import ExportConfig
 from .result import FILE_NAME, ExportResult, FileEntry, SourceInfo
 from .source import Source, open_source
-from .steps import STEPS, StepContext
+from .steps import STEPS, StepContext, check_inputs, validate
 
 TOOLS = ("edgefer", "numpy", "torch", "timm", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "tensorrt")
 FP32_ONNX = "model.onnx"  # every export stages the FP32 ONNX under this name and checks against it
@@ -45,8 +45,8 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
     the spec of an ONNX source without edgefer metadata. ``out_dir`` is replaced as a whole when the export
     succeeds (callers check first that replacing it is wanted: ``edgefer.fileio.check_output``).
     """
-    config = config.validate()
-    config.check_inputs(data, calib)
+    config = validate(config)
+    check_inputs(config, data, calib)
     timings: dict = {}
     start = clock = time.perf_counter()
     source = source if isinstance(source, Source) else open_source(source, sidecar)

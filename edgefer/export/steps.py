@@ -8,13 +8,24 @@ that backend. docs/ARCHITECTURE.md walks through it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..errors import ExportError
+from ..spec import ModelSpec
+from .config import ExportConfig
 from .result import TensorRtStep
+from .tensorrt import PRECISIONS, EngineOptions  # one PRECISIONS: engine precisions = export precisions
+
+if TYPE_CHECKING:  # numpy and the calibration set stay out of ``edgefer export --help``
+    import numpy as np
+
+    from .calibration import CalibrationSet
 
 
 @dataclass
@@ -25,12 +36,12 @@ class StepContext:
 
     stage: Path
     fp32_onnx: Path
-    spec: object
-    config: object  # ExportConfig
-    calib: object | None
-    images: object  # uint8 (N, H, W)
-    labels: object | None  # int (N,)
-    reference: object  # FP32 logits on images
+    spec: ModelSpec
+    config: ExportConfig  # validated: steps.validate
+    calib: CalibrationSet | None
+    images: np.ndarray  # uint8 (N, H, W) or (N, H, W, 3)
+    labels: np.ndarray | None  # int (N,)
+    reference: np.ndarray  # FP32 logits on images
     out_dir: Path
     timings: dict
     classes: tuple = ()  # the check images' class names (matched onto the model's labels by name)
@@ -90,6 +101,52 @@ def supported() -> str:
             flags.append(flag)
         parts.append(f"--target {target}" + (f" [{' | '.join(flags)}]" if flags else ""))
     return "supported: " + ", ".join(parts) + "; --int8 needs --data PATH or --calib BUNDLE"
+
+
+def validate(config: ExportConfig) -> ExportConfig:
+    """``config`` checked against the registry and its own fields (``ExportConfig.validate``), with the INT8
+    quantizer resolved (``quant.quantizer`` set to the step's default when unset) and the TensorRT engine options
+    filled in; or one ExportError naming what is supported."""
+    if config.target not in targets():
+        raise ExportError(f"unknown target {config.target!r}; {supported()}")
+    if config.precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {config.precision!r} (use fp32, --fp16 or --int8); {supported()}")
+    if (config.target, config.precision) not in STEPS:
+        raise ExportError(f"--target {config.target} does not support {config.precision}; {supported()}")
+    config = config.validate()
+    if config.precision != "int8":
+        if config.quant.quantizer is not None or config.quant.keep_fp:
+            flag = "--quantizer" if config.quant.quantizer is not None else "--keep-fp"
+            raise ExportError(f"{flag} only applies to --int8; {supported()}")
+        if config.search.enabled:
+            raise ExportError(f"--max-drop only applies to --int8 (got {config.precision}); {supported()}")
+    else:
+        step = STEPS[(config.target, config.precision)]
+        quantizer = config.quant.quantizer or step.default_quantizer
+        if quantizer is None:
+            raise ExportError(
+                f"--target {config.target} --int8 needs a quantizer: add --quantizer "
+                f"{' or '.join(step.quantizers)}; {supported()}")
+        if quantizer not in step.quantizers:
+            raise ExportError(f"--quantizer {quantizer!r} does not apply to --target {config.target} "
+                              f"(use {', '.join(step.quantizers)}); {supported()}")
+        config = config.replace(quant=dataclasses.replace(config.quant, quantizer=quantizer))
+    if config.target == "tensorrt":
+        engine = dataclasses.replace(config.engine or EngineOptions(), precision=config.precision).validate()
+        config = config.replace(engine=engine)
+    return config
+
+
+def check_inputs(config: ExportConfig, data, calib) -> None:
+    """Refuse a config whose inputs are missing (calibration images for INT8, labels for the search)."""
+    if config.precision != "int8" and calib is not None:
+        raise ExportError(f"--calib only applies to --int8; {supported()}")
+    if config.precision == "int8" and data is None and calib is None:
+        raise ExportError(f"--int8 needs calibration images: --data PATH (FER2013 CSV or image folders) or "
+                          f"--calib BUNDLE (from edgefer calibrate); {supported()}")
+    if config.search.enabled and data is None:
+        raise ExportError("--max-drop needs labelled validation images: add --data PATH (the validation split "
+                          "carved from its training data is what the macro-F1 drop is measured on)")
 
 
 # ---- the built-in steps ------------------------------------------------------------------------------------
