@@ -51,7 +51,7 @@ def flat_rows(report: dict) -> list[dict]:
         size = r.get("model_size_bytes")
         flat = {
             "key": r["key"], "label": r["label"], "backend": r["backend"], "precision": r["precision"],
-            "device": r["device"], "status": r["status"], "reason": r["reason"] or "",
+            "inference_precision": r.get("inference_precision"), "device": r["device"], "status": r["status"], "reason": r["reason"] or "",
             "reference": bool(r.get("reference")),
             "accuracy": _get(r, "accuracy", "accuracy"), "macro_f1": _get(r, "accuracy", "macro_f1"),
             "delta_accuracy_points": _get(r, "vs_reference", "delta_accuracy_points"),

@@ -147,15 +147,15 @@ def _run(model, data, s: BenchSettings, out_dir: Path, console) -> dict:
         if not wanted:
             results.append(_row_stub(row, "skipped", "not selected by --targets"))
             continue
-        if console is not None:
-            console.print(f"[bold]{row.label}[/bold] ...")
+        if console is not None:  # the row's key: its label names what executed, known once it ran
+            console.print(f"[bold]{row.key}[/bold] ...")
         result, preds = _bench_row(row, producer, source.kind, dataset, batches, budget)
         results.append(result)
         if preds is not None:
             predictions[row.key] = preds
         if console is not None:
             console.print(f"  {result['status']}" + (f": {result['reason']}" if result["reason"] else "")
-                          + (f" (ran as {result['label']})" if result["label"] != row.label else ""))
+                          + (f" (ran as {result['label']})" if result["status"] == "ok" else ""))
 
     reference = next((k for k in REFERENCE_CANDIDATES if k in predictions), None)
     _compare(results, predictions, reference)
