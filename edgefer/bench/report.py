@@ -166,22 +166,34 @@ def to_markdown(report: dict) -> str:
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
     lines += ["", "Δ F1 pts: macro-F1 minus the reference's, in points; agree: top-1 agreement with the reference; "
-              "b1: batch-1 model call (`.run` on prepared input); e2e: `.predict` on a 48x48 uint8 face incl. "
-              "preprocessing; img/s: images per second at that batch size.", ""]
+              "b1: batch-1 model call (`.run` on prepared input); e2e: `.predict` on one uint8 face (at the model's "
+              "input size when the data keeps larger originals, else 48x48) incl. preprocessing; img/s: images per "
+              "second at that batch size.", ""]
     lines += _per_class_markdown(report)
-    if report.get("thresholds"):
-        passed = report.get("gate", {}).get("passed", True)
-        lines += ["", "## Thresholds (given on the command line): " + ("passed" if passed else "FAILED"), "",
-                  "| threshold | measured | result |", "|---|---|---|"]
-        for t in report["thresholds"]:
-            lines.append(f"| {t['option']} {t['limit']:g} | {threshold_value(t)} | "
-                         f"{'passed' if t['passed'] else '**FAILED**'} |")
-        lines += [f"- {t['option']} {t['limit']:g}: {v}" for t in report["thresholds"] for v in t["violations"]]
-        lines += [f"- note ({t['option']}): {t['note']}" for t in report["thresholds"] if t.get("note")]
+    lines += threshold_markdown(report)
     plots = report.get("files", {}).get("plots", {})
     if plots:
         lines += ["", "## Plots", ""] + [f"![{name}]({Path(p).name})" for name, p in plots.items()]
     return "\n".join(lines) + "\n"
+
+
+def threshold_markdown(report: dict) -> list[str]:
+    """bench.md's thresholds section: each threshold given with its measured value and verdict, the violations,
+    notes, and the ``edgefer export --max-drop`` command for each INT8 row that missed one (``search``)."""
+    lines = []
+    if not report.get("thresholds"):
+        return lines
+    passed = report.get("gate", {}).get("passed", True)
+    lines += ["", "## Thresholds (given on the command line): " + ("passed" if passed else "FAILED"), "",
+              "| threshold | measured | result |", "|---|---|---|"]
+    for t in report["thresholds"]:
+        lines.append(f"| {t['option']} {t['limit']:g} | {threshold_value(t)} | "
+                     f"{'passed' if t['passed'] else '**FAILED**'} |")
+    lines += [f"- {t['option']} {t['limit']:g}: {v}" for t in report["thresholds"] for v in t["violations"]]
+    lines += [f"- note ({t['option']}): {t['note']}" for t in report["thresholds"] if t.get("note")]
+    commands = dict.fromkeys(c for t in report["thresholds"] for c in t.get("search", []))
+    lines += [f"- search for an INT8 model within these bounds: `{c}`" for c in commands]
+    return lines
 
 
 def _budget_text(settings: dict) -> str:

@@ -391,6 +391,8 @@ def thresholds(report: dict, fail_on_drop: float | None = None, min_agreement: f
         out.append(_threshold("--fail-on-drop", fail_on_drop, "largest INT8 macro-F1 drop", "fraction",
                               max(drops.items(), key=lambda kv: kv[1], default=None), violations,
                               unmeasured.format("the drop")))
+        out[-1]["search"] = [search_command(report, r, fail_on_drop, min_agreement) for r in int8
+                             if drops[r["key"]] > fail_on_drop + 1e-11]
     if min_agreement is not None:
         agree = {r["key"]: r["vs_reference"]["agreement"] for r in int8}
         violations = [f"{r['label']} agrees with the reference on {agree[r['key']]:.2%} of the images "
@@ -398,9 +400,29 @@ def thresholds(report: dict, fail_on_drop: float | None = None, min_agreement: f
         out.append(_threshold("--min-agreement", min_agreement, "lowest INT8 top-1 agreement", "fraction",
                               min(agree.items(), key=lambda kv: kv[1], default=None), violations,
                               unmeasured.format("the agreement")))
+        out[-1]["search"] = [search_command(report, r, fail_on_drop, min_agreement) for r in int8
+                             if agree[r["key"]] < min_agreement]
     if min_speedup is not None:
         out.append(_speedup_threshold(report, min_speedup))
     return out
+
+
+SEARCH_DEFAULT_DROP = 0.01  # --max-drop suggested when only --min-agreement was given: 1 macro-F1 point
+
+
+def search_command(report: dict, row: dict, fail_on_drop: float | None, min_agreement: float | None) -> str:
+    """The ``edgefer export --max-drop`` command that searches for an INT8 model of ``row``'s kind within the
+    thresholds given (the accuracy-bounded search of calibration recipes, docs/int8_search.md)."""
+    import shlex
+
+    target = next(r.target for r in ROWS if r.key == row["key"])
+    drop = SEARCH_DEFAULT_DROP if fail_on_drop is None else fail_on_drop
+    words = ["edgefer", "export", "--model", report.get("model", {}).get("path", "MODEL"), "--target", target,
+             "--int8", "--max-drop", f"{drop:g}"]
+    if min_agreement is not None:
+        words += ["--min-agreement", f"{min_agreement:g}"]
+    words += ["--data", report.get("data", {}).get("path", "DATA"), "--out", f"export/{row['key']}-searched"]
+    return shlex.join(words)
 
 
 def _threshold(option_name: str, limit: float, measured: str, unit: str, worst, violations: list[str],

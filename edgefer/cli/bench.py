@@ -102,4 +102,6 @@ def bench(model, data, out_dir, exist_ok, **values):
     if not gate["passed"]:
         for violation in gate["violations"]:
             click.echo(f"edgefer: {violation}", err=True)
+        for command in dict.fromkeys(c for t in report.get("thresholds", []) for c in t.get("search", [])):
+            click.echo(f"edgefer: search for an INT8 model within these bounds: {command}", err=True)
         raise SystemExit(GATE_EXIT)
