@@ -301,3 +301,90 @@ def test_triton_int8_is_refused_in_one_line(tmp_path):
                                     "--out", str(tmp_path / "x")])
     assert run.exit_code == 2
     assert "--target triton does not support int8" in run.output
+
+
+# ---- from a bring-your-own ONNX with a sidecar, and Triton from a checkpoint --------------------------------
+
+
+def _foreign_onnx(folder):
+    """tiny_onnx without edgefer metadata (a classifier from elsewhere) and its spec as a JSON sidecar, with labels
+    and normalisation of its own."""
+    import onnx
+
+    path, _ = tiny_onnx(folder, name="foreign")
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(path))
+    spec = ModelSpec(labels=("anger", "disgust", "fear", "joy", "sadness", "surprise", "calm"), input_size=SIZE,
+                     channels=1, mean=(0.43,), std=(0.27,), color_order="gray")
+    sidecar = folder / "foreign.spec.json"
+    sidecar.write_text(spec.to_json(), encoding="utf-8")
+    return path, sidecar, spec
+
+
+def test_deepstream_from_a_bring_your_own_onnx_with_a_sidecar_via_cli(tmp_path):
+    from edgefer.cli import main
+
+    path, sidecar, spec = _foreign_onnx(tmp_path)
+    out = tmp_path / "ds"
+    run = CliRunner().invoke(main, ["export", "--model", str(path), "--sidecar", str(sidecar), "--target",
+                                    "deepstream", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    config = _key_file(out / deepstream.CONFIG_FILE)["property"]
+    assert float(config["offsets"]) == pytest.approx(255 * 0.43) and config["model-color-format"] == "2"
+    assert float(config["net-scale-factor"]) == pytest.approx(1 / (255 * 0.27))
+    assert (out / "labels.txt").read_text().strip() == ";".join(spec.labels)
+    from edgefer.runtime import EmotionRecognizer
+
+    with EmotionRecognizer.open(out / deepstream.MODEL_FILE) as recognizer:  # the bundle's graph carries the spec
+        assert recognizer.spec.labels == spec.labels and recognizer.spec.output == "probabilities"
+        probs = recognizer.run(np.random.default_rng(0).normal(0, 1, (3, 1, SIZE, SIZE)).astype(np.float32))
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+@needs_openvino
+@needs_tritonclient
+def test_triton_from_a_bring_your_own_onnx_with_a_sidecar_via_cli(tmp_path):
+    from edgefer.cli import main
+
+    path, sidecar, spec = _foreign_onnx(tmp_path)
+    out = tmp_path / "triton"
+    run = CliRunner().invoke(main, ["export", "--model", str(path), "--sidecar", str(sidecar), "--target", "triton",
+                                    "--batch", "1,4,16", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    configs = sorted(out.rglob("config.pbtxt"))
+    assert [p.parent.name for p in configs] == ["edgefer_onnxruntime", "edgefer_openvino", "edgefer_tensorrt"]
+    for config_path in configs:
+        config = _parse(config_path)
+        assert config.max_batch_size == 16 and config.input[0].name == "input"
+        assert ModelSpec.from_json(config.parameters[METADATA_KEY].string_value).labels == spec.labels
+        assert (config_path.parent / "labels.txt").read_text().splitlines() == list(spec.labels)
+
+
+@needs_torch
+@needs_openvino
+@needs_tritonclient
+def test_triton_from_a_checkpoint_via_cli(tmp_path):
+    import torch
+
+    from edgefer.cli import main
+    from edgefer.models import create_model, save_checkpoint, spec_for
+
+    torch.manual_seed(0)
+    model = create_model("test_efficientnet", drop_rate=0.0, drop_path_rate=0.0).eval()
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(ckpt, model, spec_for(model, 32, arch="test_efficientnet"), {"drop_rate": 0.0,
+                                                                                 "drop_path_rate": 0.0})
+    out = tmp_path / "triton"
+    run = CliRunner().invoke(main, ["export", "--model", str(ckpt), "--target", "triton", "--batch", "1,8,64",
+                                    "--exporter", "legacy", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    configs = sorted(out.rglob("config.pbtxt"))
+    assert len(configs) == 3
+    for config_path in configs:
+        config = _parse(config_path)
+        assert config.max_batch_size == 64 and tuple(config.input[0].dims) == (1, 32, 32)
+        assert ModelSpec.from_json(config.parameters[METADATA_KEY].string_value).arch == "test_efficientnet"
+    repo = out / triton.REPOSITORY
+    assert (repo / "edgefer_onnxruntime" / "1" / "model.onnx").is_file()
+    assert (repo / "edgefer_openvino" / "1" / "model.xml").is_file()
