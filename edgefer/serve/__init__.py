@@ -25,7 +25,7 @@ def serve_models(path, config: ServeConfig | None = None) -> ModelServer:
     config = config or ServeConfig()
     models: list[ServedModel] = []
     try:
-        for source in resolve_models(path, config.name):
+        for source in resolve_models(path, config.name, config.sidecar):
             models.append(ServedModel(source, config))
         return ModelServer(models, config.host, config.port)
     except BaseException:

@@ -53,7 +53,7 @@ def _from_model_dir(folder: Path) -> ModelSource | None:
     return None
 
 
-def resolve_models(path: str | Path, name: str | None = None) -> list[ModelSource]:
+def resolve_models(path: str | Path, name: str | None = None, sidecar: str | None = None) -> list[ModelSource]:
     """The models behind ``path`` (a model file, a repository model folder or a repository)."""
     path = Path(path)
     if path.is_file():
@@ -65,6 +65,8 @@ def resolve_models(path: str | Path, name: str | None = None) -> list[ModelSourc
         raise ModelError(f"{path}: no such model file or folder")
     if name is not None:
         raise ModelError(f"--name applies to a model file; {path} is a folder (its models keep their folder names)")
+    if sidecar is not None:
+        raise ModelError(f"--sidecar applies to a model file; {path} is a folder (its models carry their spec)")
     if (path / "config.pbtxt").is_file():
         source = _from_model_dir(path)
         if source is None:
@@ -86,7 +88,7 @@ class ServedModel:
         self.name, self.version, self.path = source.name, source.version, source.path
         self.recognizer = EmotionRecognizer.open(source.path, config.backend, device=config.device,
                                                  threads=config.threads, precision=config.precision,
-                                                 sidecar=config.sidecar if source.path.is_file() else None)
+                                                 sidecar=config.sidecar)
         backend = self.recognizer.backend
         self.backend_name = backend.name
         self.input_name, self.output_name = backend.input_info.name, backend.output_info.name

@@ -177,6 +177,7 @@ class ModelServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: every response has a Content-Length
+    disable_nagle_algorithm = True  # TCP_NODELAY: headers and body never wait for the client's delayed ACK
     server_version = "edgefer"
     timeout = 300  # an idle keep-alive connection is closed after this many seconds
 
