@@ -11,6 +11,8 @@ as an error unless it returns HTTP 200 with (faces, classes) outputs. In-process
 `EmotionRecognizer.run` on the same batch (what an application does without a server; no batching across
 threads). Both modes on the same cores: with few cores the client threads compete with the server for them.
 Writes serve_load.json and serve_load.md into --out.
+
+Produces: RESULTS.md, section "Serving" (both tables, merged: the server with 1 and with 2 instances).
 """
 
 from __future__ import annotations
