@@ -1,8 +1,7 @@
 """Property tests: whatever the CSV, image tree or model spec, only EdgeferError subclasses escape, and what is
 accepted is well formed. Bounded (explicit max_examples, no deadline: the shared CI machine is slow at times);
-benchmarks/fuzz.py runs the same generators for tens of thousands of cases."""
+tests/fuzz.py runs the same generators for tens of thousands of cases."""
 
-import importlib.util
 import json
 import random
 import shutil
@@ -16,11 +15,8 @@ from hypothesis import strategies as st
 from edgefer.data import load
 from edgefer.errors import EdgeferError, ModelError
 from edgefer.spec import ModelSpec
+from tests import fuzz
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("edgefer_fuzz", ROOT / "benchmarks" / "fuzz.py")
-fuzz = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fuzz)
 
 def bounded(max_examples: int):
     """Explicit bounds: fixed examples, no deadline, no shrinking (a failure prints its unshrunk example)."""
@@ -122,7 +118,7 @@ def test_spec_generated_texts_and_sidecars(rng):
 
 
 def test_fuzz_script_summary(tmp_path):
-    """benchmarks/fuzz.py writes its JSON summary (cases, escapes by kind, wall time, machine)."""
+    """tests/fuzz.py writes its JSON summary (cases, escapes by kind, wall time, machine)."""
     out = tmp_path / "fuzz.json"
     assert fuzz.main(["--cases", "15", "--target", "spec", "--seed", "3", "--out", str(out)]) == 0
     summary = json.loads(out.read_text())

@@ -1,16 +1,11 @@
-"""The command-line, output, artefact and runtime-argument targets of benchmarks/fuzz.py, a few cases each:
-0 escapes (benchmarks/fuzz.py --cases 10000 runs the same generators at scale; README "Reliability")."""
+"""The command-line, output, artefact and runtime-argument targets of tests/fuzz.py, a few cases each:
+0 escapes (tests/fuzz.py --cases 10000 runs the same generators at scale; README "Reliability")."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("edgefer_fuzz_targets", ROOT / "benchmarks" / "fuzz.py")
-fuzz = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fuzz)
+from tests import fuzz
 
 CASES = {"options": 25, "names": 25, "outputs": 25, "artefacts": 15, "runtime-args": 25}
 
@@ -67,7 +62,7 @@ def test_broken_calibration_bundles_are_one_export_error(fer_csv, tmp_path, dama
     from edgefer.errors import ExportError
     from edgefer.export.calibration import CalibrationSet, from_data
 
-    bundle = from_data(fer_csv, 14, "stratified", 0).save(tmp_path / "calib")
+    bundle = from_data(fer_csv, 14, "stratified", 0, 0).save(tmp_path / "calib")
     npz = bundle / "calib.npz"
     good = CalibrationSet.load(bundle)
     if damage == "empty":

@@ -57,6 +57,7 @@ def test_a_color_that_is_not_a_name_is_one_input_error(rec, color):
         rec.predict(np.zeros((48, 48), np.uint8), color=color)
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")  # np.matrix on purpose
 def test_np_matrix_is_one_gray_image(rec):
     face = np.random.default_rng(0).integers(0, 256, (48, 48)).astype(np.uint8)
     expected = rec.predict(face).probs
