@@ -25,6 +25,7 @@ LAYOUTS = ("nchw", "nhwc")
 # "auto": not declared (a spec without "output"): the runtime detects it from the first outputs
 OUTPUT_KINDS = ("logits", "probabilities", "sigmoid", "auto")
 MAX_BATCH = 4096
+NORM_MIN_STD, NORM_MAX = 1e-6, 1e6  # bounds of std (and of |mean|) the float32 normalisation keeps finite
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,12 @@ class ModelSpec:
                 bad(name, f"must hold {self.channels} finite numbers, got {list(values)!r}")
         if any(v <= 0 for v in self.std):
             bad("std", f"must be positive, got {list(self.std)!r}")
+        # pixels become (x / 255 - mean) / std in float32: outside these bounds that overflows or loses every digit
+        if not all(NORM_MIN_STD <= v <= NORM_MAX for v in self.std):
+            bad("std", f"must be in [{NORM_MIN_STD:g}, {NORM_MAX:g}] (pixels are scaled by 1 / (255 std)), "
+                       f"got {list(self.std)!r}")
+        if not all(abs(v) <= NORM_MAX for v in self.mean):
+            bad("mean", f"must be in [{-NORM_MAX:g}, {NORM_MAX:g}], got {list(self.mean)!r}")
         if self.layout is not None and self.layout not in LAYOUTS:
             bad("layout", f"must be one of {', '.join(LAYOUTS)} (or left out to infer it), got {self.layout!r}")
         if self.output not in OUTPUT_KINDS:
