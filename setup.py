@@ -9,9 +9,10 @@ CAMERA = ["opencv-python-headless>=4.8,<5"]  # 5.x ships no Haar cascades
 TENSORRT = ["tensorrt>=10.3", "cuda-python>=12"]
 # Triton's ModelConfig schema (model_config_pb2) to validate `--target triton` repositories; clients of the server
 TRITON = ["tritonclient>=2.40"]
-# `edgefer serve` itself needs only the runtime of the model's backend (ONNX Runtime here; OpenVINO with
-# [openvino]); the Triton HTTP client (tritonclient.http: gevent, geventhttpclient) talks to it and to Triton
-SERVE = ["onnxruntime>=1.18", "tritonclient[http]>=2.40"]
+# `edgefer serve`: HTTP needs only the runtime of the model's backend (ONNX Runtime here; OpenVINO with
+# [openvino]); --grpc-port needs grpcio and the service stubs in tritonclient[grpc]; Triton's clients
+# (tritonclient.http, tritonclient.grpc) talk to it and to Triton
+SERVE = ["onnxruntime>=1.18", "tritonclient[http,grpc]>=2.40"]
 # quantization-aware fine-tuning: ModelOpt base package only (its [onnx] extra replaces onnxruntime);
 # requests is imported by modelopt.torch.utils but not declared by it
 QAT = TRAIN + ONNX + ["nvidia-modelopt>=0.47,<0.48", "requests"]
@@ -40,8 +41,8 @@ setup(
         "serve": SERVE,
         # `all` is what installs everywhere; TensorRT comes with JetPack or `pip install 'edgefer[tensorrt]'`.
         "all": sorted(set(TRAIN + ONNX + OPENVINO + REPORT + CAMERA)),
-        # tritonclient: Triton configs checked, and `edgefer serve` tested through Triton's HTTP client
-        "dev": ["pytest>=8", "pytest-timeout", "ruff", "hypothesis", "tritonclient[http]>=2.40"],
+        # tritonclient: Triton configs checked, and `edgefer serve` tested through Triton's HTTP and gRPC clients
+        "dev": ["pytest>=8", "pytest-timeout", "ruff", "hypothesis", "tritonclient[http,grpc]>=2.40"],
     },
     entry_points={"console_scripts": ["edgefer=edgefer.cli:main"]},
 )

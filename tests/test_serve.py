@@ -2,7 +2,7 @@
 the KServe v2 / Triton HTTP server on a free port. Faces are classified through tritonclient.http (dev extra;
 plain urllib where it is missing) and compared with the in-process runtime; health, readiness, metadata, config
 and metrics; bad requests get a 4xx JSON error and the server keeps serving; concurrent requests are batched;
-the command starts, prints its address and stops cleanly on SIGTERM."""
+the command starts, prints its address and stops cleanly on SIGTERM; gRPC through tritonclient.grpc."""
 
 import importlib.util
 import json
@@ -278,8 +278,10 @@ def test_serves_the_triton_model_repository_from_the_export(tmp_path):
 
 def test_the_command_serves_until_sigterm_and_exits_cleanly(model_path):
     code = "import sys; from edgefer.cli import main; sys.argv[0] = 'edgefer'; main()"
+    grpc = importlib.util.find_spec("grpc") is not None and importlib.util.find_spec("tritonclient") is not None
     process = subprocess.Popen([sys.executable, "-c", code, "serve", str(model_path), "--port", "0", "--threads",
-                                "1"], stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                "1", *(["--grpc-port", "0"] if grpc else [])], stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         lines = []
         for line in process.stderr:
@@ -288,6 +290,7 @@ def test_the_command_serves_until_sigterm_and_exits_cleanly(model_path):
                 break
         match = re.search(r"serving at (http://\S+)", "".join(lines))
         assert match, "".join(lines)
+        assert ("gRPC at 127.0.0.1:" in lines[-1]) == grpc, lines[-1]
         with urllib.request.urlopen(match.group(1) + "/v2/health/ready", timeout=30) as response:
             assert response.status == 200
         process.send_signal(signal.SIGTERM)
@@ -319,3 +322,39 @@ def test_user_errors_are_one_line(model_path, tmp_path):
     assert run.exit_code == 2 and "not a model file, a model folder" in run.output, run.output
     run = CliRunner().invoke(main, ["serve", str(model_path), "--max-batch", "0"])
     assert run.exit_code == 2 and "--max-batch: must be" in run.output, run.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("grpc") is None or importlib.util.find_spec("tritonclient") is None,
+                    reason="grpcio / tritonclient[grpc] not installed (pip install 'edgefer[serve]')")
+def test_grpc_through_tritons_grpc_client(model_path):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from edgefer.runtime import EmotionRecognizer
+
+    x = np.random.default_rng(3).normal(0, 1, (4, 1, SIZE, SIZE)).astype(np.float32)
+    with EmotionRecognizer.open(model_path) as local:
+        expected = local.run(x)
+    server = start(model_path, max_batch=8, grpc_port=0)
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("edgefer")
+        assert client.get_model_metadata("edgefer").inputs[0].shape == [-1, 1, SIZE, SIZE]
+        config = client.get_model_config("edgefer").config
+        assert config.max_batch_size == 8 and METADATA_KEY in config.parameters
+        tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        result = client.infer("edgefer", [tensor])
+        np.testing.assert_allclose(result.as_numpy("logits"), expected, rtol=1e-5, atol=1e-5)
+        top = client.infer("edgefer", [tensor], outputs=[grpcclient.InferRequestedOutput("logits", class_count=1)])
+        assert [int(row[0].decode().split(":")[1]) for row in top.as_numpy("logits")] == list(expected.argmax(1))
+        wrong = grpcclient.InferInput("input", [1, 3, SIZE, SIZE], "FP32")
+        wrong.set_data_from_numpy(np.zeros((1, 3, SIZE, SIZE), np.float32))
+        with pytest.raises(InferenceServerException, match=r"takes \[N, 1, 16, 16\]"):
+            client.infer("edgefer", [wrong])
+        with pytest.raises(InferenceServerException, match="unknown model"):
+            client.infer("nobody", [tensor])
+        assert client.infer("edgefer", [tensor]).as_numpy("logits").shape == (4, 7)  # still serving
+    finally:
+        client.close()
+        server.stop()

@@ -44,7 +44,8 @@ def serve(model, **values):
     Triton model repository (edgefer export --target triton: config.pbtxt + 1/model.*) or the repository itself
     (every model in it). Clients send prepared faces (FP32, the model's input shape; the preprocessing is in
     GET /v2/models/<name>/config, parameters "edgefer.spec"), e.g. with tritonclient.http. Endpoints:
-    /v2/health/live, /v2/health/ready, /v2/models/<name>[/config|/ready|/infer], /metrics (Prometheus).
+    /v2/health/live, /v2/health/ready, /v2/models/<name>[/config|/ready|/infer], /metrics (Prometheus); with
+    --grpc-port, the same over Triton's gRPC service.
     Ctrl-C or SIGTERM stops: no new connections, the requests already received are answered, exit 0.
     """
     from .. import logs
@@ -61,7 +62,8 @@ def serve(model, **values):
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             # the ready line: tools (and the tests) read the address from it; printed even with -q
-            click.echo(f"edgefer: serving at {server.url} (KServe v2 / Triton HTTP); Ctrl-C stops", err=True)
+            grpc = f", gRPC at {server.grpc_address}" if server.grpc_address else ""
+            click.echo(f"edgefer: serving at {server.url} (KServe v2 / Triton HTTP{grpc}); Ctrl-C stops", err=True)
             server.serve_forever()
         except KeyboardInterrupt:
             pass

@@ -27,7 +27,7 @@ def serve_models(path, config: ServeConfig | None = None) -> ModelServer:
     try:
         for source in resolve_models(path, config.name, config.sidecar):
             models.append(ServedModel(source, config))
-        return ModelServer(models, config.host, config.port)
+        return ModelServer(models, config.host, config.port, config.grpc_port)
     except BaseException:
         for model in models:
             model.close()

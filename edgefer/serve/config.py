@@ -29,6 +29,9 @@ class ServeConfig:
     port: int = field(default=8000, metadata=_option(
         "--port", "HTTP port (Triton's is 8000; 0: any free port, printed when ready).", type=int, min=0,
         max=65535))
+    grpc_port: int | None = field(default=None, metadata=_option(
+        "--grpc-port", "Also serve gRPC (Triton's GRPCInferenceService; Triton's port is 8001) on this port; 0: any "
+        "free port. Needs grpcio and tritonclient[grpc] (edgefer[serve]).", type=int, min=0, max=65535))
     name: str | None = field(default=None, metadata=_option(
         "--name", "Model name for a model file (default: edgefer); a repository model keeps its folder's name.",
         type=str))

@@ -40,8 +40,10 @@ class ModelServer:
     in the calling thread or ``start()`` in a background one; ``stop()`` stops listening, answers the requests
     already queued, then closes the models."""
 
-    def __init__(self, models: list[ServedModel], host: str = "127.0.0.1", port: int = 8000):
+    def __init__(self, models: list[ServedModel], host: str = "127.0.0.1", port: int = 8000,
+                 grpc_port: int | None = None):
         self.models = {m.name: m for m in models}
+        self.grpc = None  # (grpc.Server, port) with a gRPC port
         self.started = time.time()
         self.ready = False
         self.active = 0  # requests being answered
@@ -56,6 +58,14 @@ class ModelServer:
 
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.httpd.app = self
+        if grpc_port is not None:
+            from .grpc_service import start_grpc
+
+            try:
+                self.grpc = start_grpc(self, host, grpc_port)
+            except BaseException:
+                self.httpd.server_close()
+                raise
         self.ready = True
 
     @property
@@ -65,6 +75,13 @@ class ModelServer:
     @property
     def port(self) -> int:
         return self.httpd.server_address[1]
+
+    @property
+    def grpc_address(self) -> str | None:
+        """host:port of the gRPC endpoint, or None."""
+        if self.grpc is None:
+            return None
+        return f"{self.host if ':' not in self.host else f'[{self.host}]'}:{self.grpc[1]}"
 
     @property
     def url(self) -> str:
@@ -88,6 +105,8 @@ class ModelServer:
         if self._serving.is_set():
             self.httpd.shutdown()  # returns at once when serve_forever already ended (Ctrl-C in it)
         self.httpd.server_close()
+        if self.grpc is not None:  # refuses new calls, lets those in flight finish (the batchers still run)
+            self.grpc[0].stop(grace=timeout).wait(timeout)
         for model in self.models.values():
             model.batcher.stop(timeout)
         deadline = time.monotonic() + timeout
@@ -115,7 +134,15 @@ class ModelServer:
         return model
 
     def infer(self, model: ServedModel, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
+        """An HTTP inference request's body -> the response body (and its JSON header's length when binary)."""
         request, binary = split_body(body, header_length)
+        outputs, binary_out, k = self.run_request(model, request, binary)
+        return encode_response(model.name, model.version, request.get("id"), model.output_name, outputs,
+                               binary_out, k, model.spec.labels)
+
+    def run_request(self, model: ServedModel, request: dict, binary: memoryview):
+        """(outputs, binary outputs asked for, classification k) for a KServe v2 request as a dict (HTTP's JSON
+        header; gRPC's message in the same shape) and its binary data."""
         x = decode_input(request, binary, model.input_name, model.sample_shape, model.max_batch)
         binary_out, k = requested_outputs(request, model.output_name, model.spec.num_classes)
         try:
@@ -123,11 +150,9 @@ class ModelServer:
         except (QueueFull, Stopped) as exc:
             raise RequestError(503, str(exc)) from None
         try:
-            outputs = future.result()
+            return future.result(), binary_out, k
         except Exception as exc:  # noqa: BLE001 - the inference failed: 500 with its message, the server lives on
             raise RequestError(500, f"inference failed: {exc}") from None
-        return encode_response(model.name, model.version, request.get("id"), model.output_name, outputs,
-                               binary_out, k, model.spec.labels)
 
     def server_metadata(self) -> dict:
         from .. import __version__
