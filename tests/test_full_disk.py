@@ -11,6 +11,7 @@ import resource
 import signal
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -50,9 +51,20 @@ def face(tmp_path_factory, fer_csv):
     return folder
 
 
+def _video(path):
+    cv2 = pytest.importorskip("cv2")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(4):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    return path
+
+
 def _commands(run, fer_csv, faces, out):
-    """(name, argv, the output path) of every writing command."""
+    """(name, argv, the output path) of every command that writes files (``serve`` writes none: it answers over
+    HTTP; stdout on a full device: tests/test_odd_inputs.py)."""
     onnx = out.parent / "in" / "model.onnx"
+    export = ["export", "--model", run, "--out", out / "x", "-q", "--target"]
     return {
         "data synth": (["data", "synth", "--out", out / "x.csv", "--n", "20"], out / "x.csv"),
         "data inspect --manifest": (["data", "inspect", fer_csv, "--manifest", out / "m.json"], out / "m.json"),
@@ -60,6 +72,12 @@ def _commands(run, fer_csv, faces, out):
         "eval --json": (["eval", "--model", run, "--json", out / "e.json", "--batch-size", "64"], out / "e.json"),
         "calibrate": (["calibrate", "--data", fer_csv, "--out", out / "calib", "--calib-size", "16"], out / "calib"),
         "export": (["export", "--model", run, "--target", "openvino", "--out", out / "ov", "-q"], out / "ov"),
+        "export onnx": ([*export, "onnx"], out / "x"),
+        "export tensorrt": ([*export, "tensorrt"], out / "x"),
+        "export deepstream": ([*export, "deepstream"], out / "x"),
+        "export triton": ([*export, "triton"], out / "x"),
+        "eval (into the run)": (["eval", "--model", out / "run", "--split", "test", "--exist-ok", "--batch-size", "64"],
+                                out / "run" / "eval_test.json"),
         "build-engine": (["build-engine", onnx, "--fp16", "--out", out / "m.engine"], out / "m.engine"),
         "bench": (["bench", "--model", run, "--data", fer_csv, "--out", out / "bench", "--targets", "onnx",
                    "--iters", "2", "--warmup", "1", "--batch", "1", "--threads", "1", "--limit", "32"],
@@ -68,7 +86,30 @@ def _commands(run, fer_csv, faces, out):
                  "--calib-size", "16", "--threads", "1", "--no-openvino"], out / "qat"),
         "predict --jsonl": (["predict", faces, "--model", onnx, "--no-detect", "--jsonl", out / "p.jsonl"],
                             out / "p.jsonl"),
+        "predict --annotate": (["predict", out.parent / "in" / "clip.avi", "--model", onnx, "--no-detect",
+                                "--annotate", out / "a.avi"], out / "a.avi"),
     }
+
+
+WRITING = ["data synth", "data inspect --manifest", "train", "eval --json", "eval (into the run)", "calibrate",
+           "export", "export onnx", "export tensorrt", "export deepstream", "export triton", "build-engine", "bench",
+           "qat", "predict --jsonl", "predict --annotate"]
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def test_every_command_that_writes_is_covered():
+    """A new command (or export target) with an output must join the list above."""
+    import click
+
+    from edgefer.cli import COMMANDS, main
+
+    assert set(COMMANDS) <= {name.split()[0] for name in WRITING} | {"info", "serve"}  # info, serve: no files
+    export = main.get_command(click.Context(main), "export")
+    targets = next(p for p in export.params if p.name == "target").type.choices
+    assert set(targets) == {"openvino"} | {name.split()[1] for name in WRITING if name.startswith("export ")}
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +131,7 @@ class _FileSizeLimit:
 
 
 @pytest.mark.parametrize("how", ["rename", "fsize"])
-@pytest.mark.parametrize("command", ["data synth", "data inspect --manifest", "train", "eval --json", "calibrate",
-                                     "export", "build-engine", "bench", "qat", "predict --jsonl"])
+@pytest.mark.parametrize("command", WRITING)
 def test_a_full_disk_is_one_line_exit_2_and_nothing_is_published(command, how, run, onnx_model, fer_csv, face,
                                                                  tmp_path, monkeypatch):
     import shutil
@@ -108,6 +148,11 @@ def test_a_full_disk_is_one_line_exit_2_and_nothing_is_published(command, how, r
     shutil.copytree(onnx_model.parent, inputs)
     out = tmp_path / "out"
     out.mkdir()
+    if command == "predict --annotate":
+        _video(inputs / "clip.avi")
+    if command == "eval (into the run)":  # the run's own evaluation is replaced (--exist-ok) or kept whole
+        shutil.copytree(run, out / "run")
+    before = _snapshot(out)
     argv, target = _commands(run, fer_csv, face, out)[command]
     argv = [*argv, "-q"]  # stderr: the error alone
     if how == "rename":
@@ -133,4 +178,8 @@ def test_a_full_disk_is_one_line_exit_2_and_nothing_is_published(command, how, r
     why = "No space left on device" if how == "rename" else "File too large"
     assert f"cannot write ({why}); nothing was written there" in lines[0] and str(out) in lines[0], lines
     assert ".stage-" not in lines[0], lines  # names the output asked for, not a hidden staging folder
-    assert not target.exists() and not list(out.iterdir()), list(out.iterdir())  # no output, no temporary file
+    if command == "eval (into the run)":
+        assert target.exists()  # the earlier evaluation, unchanged (checked with the rest below)
+    else:
+        assert not target.exists()
+    assert _snapshot(out) == before, sorted(set(_snapshot(out)) ^ set(before))  # no output, no temporary file

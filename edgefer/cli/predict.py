@@ -397,12 +397,48 @@ def _video_writer(cv2, path: Path, fps: float, shape):
             if not writer.isOpened():
                 raise InputError(f"--annotate {printable(path)}: OpenCV cannot write this video format "
                                  "(use .mp4 or .avi)")
-            yield writer
+            counted = _CountedWriter(writer)
+            yield counted
             writer.release()
+            _check_video_written(cv2, staging, counted.frames, tmp)
             staging.replace(tmp)
         finally:
             writer.release()
             staging.unlink(missing_ok=True)
+
+
+class _CountedWriter:
+    """A VideoWriter that counts the frames given to it."""
+
+    def __init__(self, writer):
+        self.writer, self.frames = writer, 0
+
+    def write(self, frame) -> None:
+        self.writer.write(frame)
+        self.frames += 1
+
+
+def _check_video_written(cv2, staging: Path, frames: int, tmp: Path) -> None:
+    """OpenCV does not report a failed write (a full disk, a file size limit): it leaves a short video. When the
+    file does not hold every frame, a write of our own at its end finds the reason and raises it (as an OSError
+    on ``tmp``, which ``atomic_path`` turns into one line naming the output); a file that writes is kept."""
+    capture = cv2.VideoCapture(str(staging))
+    try:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else -1
+    finally:
+        capture.release()
+    if count == frames:
+        return
+    size = staging.stat().st_size
+    try:
+        with open(staging, "ab") as f:
+            f.write(bytes(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(tmp)) from None
+    finally:
+        os.truncate(staging, size)
 
 
 @contextlib.contextmanager
