@@ -40,6 +40,7 @@ case and traceback, plus cases, wall time and machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -776,6 +777,8 @@ def escape_kind(exc: BaseException) -> str:
     """Exception type and the innermost frame in edgefer (else the innermost frame): one key per bug."""
     if isinstance(exc, WarningEscape):
         return f"{exc} at {exc.where}"
+    if isinstance(exc, OutputEscape):
+        return f"printed: {exc.where}"
     frames = traceback.extract_tb(exc.__traceback__)
     ours = [f for f in frames if "/edgefer/" in f.filename.replace(os.sep, "/")]
     frame = (ours or frames or [None])[-1]
@@ -797,6 +800,47 @@ def _raise_runtime_warning(caught: list) -> None:
             raise exc
 
 
+class OutputEscape(Exception):
+    """A case printed on the process's stdout or stderr (a native library's log, a third-party print)."""
+
+
+# targets whose cases must print nothing at all (the CLI's own lines are captured by click's runner, so what
+# reaches the file descriptors is a library writing past edgefer: OpenVINO frontends, ONNX Runtime, absl)
+SILENT_TARGETS = ("artefacts", "runtime-args", "predict-onnx", "predict-openvino", "spec")
+
+
+@contextlib.contextmanager
+def _fd_output(captured: list):
+    """Capture file descriptors 1 and 2 (Python's and native writes) for one case into ``captured``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", errors="replace"))
+
+
+def _raise_output(captured: list) -> None:
+    import re
+
+    text = "".join(captured).strip()
+    if text:
+        exc = OutputEscape(text[:300])
+        exc.where = re.sub(r"\d+", "N", text.splitlines()[0])[:80]  # one kind per message, timestamps aside
+        raise exc
+
+
 def run_target(target: str, make_case, cases: int, seed: int, start: int = 0, progress_every: int = 0) -> dict:
     escapes: dict = {}
     accepted = rejected = 0
@@ -805,12 +849,17 @@ def run_target(target: str, make_case, cases: int, seed: int, start: int = 0, pr
         rng = random.Random(f"{seed}:{target}:{i}")
         work = Path(tempfile.mkdtemp(prefix="edgefer-fuzz-"))
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", RuntimeWarning)
-                try:
-                    make_case(rng, work)
-                finally:
-                    _raise_runtime_warning(caught)
+            printed: list = []
+            try:
+                with warnings.catch_warnings(record=True) as caught, \
+                        (_fd_output(printed) if target in SILENT_TARGETS else contextlib.nullcontext()):
+                    warnings.simplefilter("always", RuntimeWarning)
+                    try:
+                        make_case(rng, work)
+                    finally:
+                        _raise_runtime_warning(caught)
+            finally:  # also before a proper error: the error must be all the user sees
+                _raise_output(printed)
             accepted += 1
         except EdgeferError as exc:
             try:

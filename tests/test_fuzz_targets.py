@@ -91,3 +91,25 @@ def test_cases_the_fuzzer_found_stay_fixed(target, case):
     pytest.importorskip("onnxruntime")
     result = fuzz.run_target(target, fuzz._case_maker(target, None), 1, seed=0, start=case)
     assert result["escapes"] == 0, result["escape_kinds"]
+
+
+def test_a_case_that_prints_or_warns_is_an_escape():
+    """A library writing to the process's stdout/stderr (absl, ONNX Runtime's "EP Error") or a numpy
+    RuntimeWarning counts as an escape, even when the case then ends in a proper error."""
+    import os
+
+    import numpy as np
+
+    def prints(rng, work):
+        os.write(2, b"E0000 00:00:17963 text_format.cc:417] Error parsing\n")
+        raise fuzz.CliRejected("edgefer: error: x")
+
+    def warns(rng, work):
+        np.float32(1e30) * np.float32(1e30)
+
+    result = fuzz.run_target("artefacts", prints, 2, seed=0)
+    assert result["escapes"] == 2
+    assert list(result["escape_kinds"]) == ["printed: EN N:N:N text_format.cc:N] Error parsing"]
+    result = fuzz.run_target("spec", warns, 1, seed=0)
+    assert result["escapes"] == 1 and next(iter(result["escape_kinds"])).startswith(
+        "RuntimeWarning: overflow encountered")

@@ -194,3 +194,30 @@ def test_export_given_a_broken_calibration_bundle_is_one_line_exit_2(damage, mes
     assert len(lines) == 1 and lines[0].startswith("edgefer: error: ") and message in lines[0], lines
     assert "calib.npz" in lines[0] or str(bundle) in lines[0], lines
     assert not out.exists() and _no_stage_left(tmp_path) == []
+
+
+# ------------------------------------------------------------------- IRs OpenVINO's IR reader does not take
+
+SILENT_IR = {
+    "empty net": "<?xml version='1.0'?><net/>",
+    "version 9": '<?xml version="1.0"?><net name="m" version="9"><layers/><edges/></net>',
+    "version 12": '<?xml version="1.0"?><net name="m" version="12"><layers/><edges/></net>',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SILENT_IR))
+def test_an_ir_openvino_would_hand_to_its_other_frontends_is_refused_silently(kind, tmp_path, face):
+    """Found by the artefacts fuzz target: OpenVINO passes an IR it does not read to its TensorFlow, Paddle ...
+    frontends, whose parse errors (absl "E0000 ... text_format.cc") went straight to stderr before edgefer's line."""
+    pytest.importorskip("openvino")
+    xml = tmp_path / "model.xml"
+    xml.write_text(SILENT_IR[kind])
+    xml.with_suffix(".bin").write_bytes(bytes(64))
+    why = "not an OpenVINO IR this OpenVINO reads (<net version="
+    predict = subprocess.run([*EDGEFER, "predict", str(face), "--model", str(xml), "--no-detect"],
+                             capture_output=True, text=True, timeout=120)
+    assert predict.returncode == 2 and predict.stdout == ""
+    assert predict.stderr.splitlines() == [predict.stderr.strip()] and why in predict.stderr, predict.stderr
+    info = subprocess.run([*EDGEFER, "info", str(xml)], capture_output=True, text=True, timeout=120)
+    assert info.stderr == "" or info.stderr.startswith("edgefer: error: ") and len(info.stderr.splitlines()) == 1, \
+        info.stderr

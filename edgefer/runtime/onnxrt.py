@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +47,9 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        try:
-            session = ort.InferenceSession(str(path), options, providers=providers)
+        try:  # a model that fails to load makes ONNX Runtime print "EP Error ... Falling back" on stdout and retry
+            with contextlib.redirect_stdout(io.StringIO()):
+                session = ort.InferenceSession(str(path), options, providers=providers)
         except _load_errors() as exc:
             reason = str(exc).strip().splitlines()[0].split(" failed:")[-1] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{path}: not a loadable ONNX model ({reason})") from None

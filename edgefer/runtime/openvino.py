@@ -196,6 +196,9 @@ def _pad(part: np.ndarray, batch: int) -> np.ndarray:
     return padded
 
 
+IR_VERSIONS = ("10", "11")  # the IR versions this OpenVINO reads
+
+
 def _check_ir(path: Path) -> None:
     """Refuse files that are not OpenVINO IR before OpenVINO probes every frontend on them."""
     suffix = path.suffix.lower()
@@ -209,11 +212,20 @@ def _check_ir(path: Path) -> None:
         raise ModelError(f"{path}: not an OpenVINO IR file (no <net> element)")
     import xml.etree.ElementTree as ET
 
+    root = None
     try:  # malformed XML: said here, before OpenVINO tries its other frontends (and they log parse errors)
-        for _ in ET.iterparse(path):
-            pass
+        for _, element in ET.iterparse(path):
+            root = element  # the last element to end is the root
     except ET.ParseError as exc:
         raise ModelError(f"{path}: not a loadable OpenVINO model (XML not well-formed: {exc})") from None
+    # OpenVINO's IR reader takes <net version="10|11"> only; anything else goes to the TensorFlow, Paddle ...
+    # frontends, which print parse errors straight to stderr
+    if root is None or root.tag != "net":
+        raise ModelError(f"{path}: not an OpenVINO IR file (root element <{getattr(root, 'tag', '')}>, "
+                         "expected <net>)")
+    if root.get("version") not in IR_VERSIONS:
+        raise ModelError(f"{path}: not an OpenVINO IR this OpenVINO reads (<net version={root.get('version')!r}>, "
+                         f"expected one of {', '.join(IR_VERSIONS)})")
     weights = path.with_suffix(".bin")
     if not weights.is_file():
         raise ModelError(f"{path}: the weights file {weights.name} is missing next to it")
@@ -270,6 +282,8 @@ def executes(path: str | Path, model_precision: str = "fp32", device: str = "CPU
     once at batch 1 with ``default_hint`` for ``model_precision`` and read back (``executed_precision``)."""
     import openvino as ov
 
+    if Path(path).suffix.lower() == ".xml":
+        _check_ir(Path(path))
     core = ov.Core()
     hint = default_hint(core, device, model_precision)
     try:
