@@ -119,3 +119,31 @@ def test_committed_synthetic_manifest_is_reproduced(tmp_path):
     assert result.exit_code == 0, result.output
     assert "512 SYNTHETIC images" in result.output
     assert (tmp_path / "calib" / "manifest.json").read_bytes() == committed.read_bytes()
+
+
+def test_resolve_takes_the_first_source_given_and_refuses_two(fer_csv, tmp_path):
+    """``calibration.resolve``: --calib, else --calib-data, else --data's training split, else a part carved from
+    labelled data without one (disjoint from what is left); the same draws as the functions it calls."""
+    from edgefer.data import evaluation_set, load, prepare_splits
+    from edgefer.export.calibration import from_labelled, resolve
+    from edgefer.export.config import CalibOptions
+
+    options = CalibOptions(size=64, floor=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        splits = prepare_splits(fer_csv)
+        drawn = resolve(options, splits=splits)
+        assert drawn.how == "split" and drawn.calib.ids.tolist() == from_data(splits, 64, floor=2).ids.tolist()
+        bundle = drawn.calib.save(tmp_path / "bundle")
+        loaded = resolve(options, bundle=bundle, splits=splits)
+        assert loaded.how == "bundle" and loaded.calib.ids.tolist() == drawn.calib.ids.tolist()
+        assert resolve(options, bundle=drawn.calib).calib is drawn.calib
+        labelled = resolve(options, labelled=fer_csv, splits=splits)
+        assert labelled.how == "labelled" and labelled.calib.ids.tolist() == from_labelled(fer_csv, 64, floor=2).ids.tolist()
+        whole = evaluation_set(load(fer_csv), "all")
+        carved = resolve(options, whole=whole)
+    assert carved.how == "carved" and len(carved.rest) + len(carved.calib) == len(whole)
+    assert not set(carved.calib.ids.tolist()) & set(carved.rest.ids.tolist())
+    assert resolve(options).how == "none" and resolve(options).calib is None
+    with pytest.raises(ExportError, match=r"^give either --calib BUNDLE or --calib-data PATH, not both$"):
+        resolve(options, bundle=bundle, labelled=fer_csv)

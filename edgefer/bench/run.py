@@ -209,13 +209,12 @@ def _load_split(data, s: BenchSettings, int8: bool):
     image set was used for). Data with a training split: exports check on its validation split and calibrate from
     its training split. A folder evaluated whole (class folders only, test/ only, ``--split all``): INT8 exports
     calibrate from ``--calib``, ``--calib-data`` or a disjoint stratified part of it, which is then not scored."""
-    from ..data import calibration_split, evaluation_set, load, prepare_splits
+    from ..data import evaluation_set, load, prepare_splits
     from ..errors import DataError
-    from ..export.calibration import draw, from_labelled
-    from ..export.config import DEFAULT_FLOOR, DEFAULT_SIZE
+    from ..export.calibration import refuse_both, resolve
+    from ..export.config import DEFAULT_SIZE, CalibOptions
 
-    if s.calib is not None and s.calib_data is not None:
-        raise InputError("give either --calib BUNDLE or --calib-data PATH, not both")
+    refuse_both(s.calib, s.calib_data)
     loaded = load(data)
     try:
         dataset = evaluation_set(loaded, s.split)
@@ -231,21 +230,21 @@ def _load_split(data, s: BenchSettings, int8: bool):
             splits = prepare_splits(data)
         except DataError:
             splits = None
-    if calib is not None:
+    options = CalibOptions(size=size)  # stratified, seed 0, the default floor: export's defaults
+    if calib is not None:  # the bundle is loaded by each INT8 export (calibration.resolve)
         usage["calibration"] = f"--calib {calib}"
     elif s.calib_data is not None and int8:
-        calib = from_labelled(s.calib_data, size, "stratified", 0, DEFAULT_FLOOR)
+        calib = resolve(options, labelled=s.calib_data).calib
         usage["calibration"] = f"--calib-data {s.calib_data} ({len(calib)} images, stratified, seed 0)"
     elif splits is not None:
         usage["calibration"] = "the training split of --data (export's draw); export checks: its validation split"
     elif int8:
-        keep, part = calibration_split(dataset, min(size, len(dataset) // 2), seed=0)
-        calib = draw(dataset.subset(part), size, "stratified", 0, 0, labels=tuple(dataset.classes),
-                     synthetic=dataset.synthetic)  # the part is stratified already: all of it
-        usage["calibration"] = (f"{len(part)} images carved from the evaluated data (stratified, seed 0), "
-                                f"disjoint from the {len(keep)} evaluated images")
+        carved = resolve(options, whole=dataset)
+        calib = carved.calib
+        usage["calibration"] = (f"{len(calib)} images carved from the evaluated data (stratified, seed 0), "
+                                f"disjoint from the {len(carved.rest)} evaluated images")
         usage["calibration_ids"] = calib.ids.tolist()
-        dataset = dataset.subset(keep)
+        dataset = carved.rest
     if s.limit is not None:
         if s.limit < 1:
             raise InputError(f"--limit: expected a positive number of images, got {s.limit}")

@@ -151,18 +151,16 @@ def export(model, sidecar, target, fp16, int8, out, data, calib, calib_data, bui
                           quant=QuantOptions(**groups["quant"]), search=SearchOptions(**groups["search"]),
                           engine=engine, build_engine=build)
     config = validate(config)
-    if calib_data is not None and calib is not None:
-        raise ExportError("give either --calib BUNDLE or --calib-data PATH, not both")
+    from ..export.calibration import refuse_both, resolve
+
+    refuse_both(calib, calib_data)
     check_inputs(config, data, calib if calib_data is None else calib_data)
     check_output(out, "dir", exist_ok)
     from ..export.pipeline import export as run_export
 
     with _echo_warnings():
-        if calib_data is not None:
-            from ..export.calibration import from_labelled
-
-            c = config.calib
-            calib = from_labelled(calib_data, c.size, c.strategy, c.seed, c.floor)
+        if calib_data is not None:  # drawn here; the pipeline resolves --calib and --data's draw itself
+            calib = resolve(config.calib, labelled=calib_data).calib
         result = run_export(model, config, out, data=data, calib=calib, sidecar=sidecar)
     click.echo(export_summary(result, out))
 

@@ -258,3 +258,48 @@ def _npz_bytes(**arrays) -> bytes:
             with archive.open(info, "w") as entry:
                 np.lib.format.write_array(entry, np.ascontiguousarray(array), allow_pickle=False)
     return buffer.getvalue()
+
+
+BOTH_SOURCES = "give either --calib BUNDLE or --calib-data PATH, not both"
+
+
+def refuse_both(bundle, labelled) -> None:
+    """One calibration source at most: ``--calib BUNDLE`` or ``--calib-data PATH``."""
+    if bundle is not None and labelled is not None:
+        raise ExportError(BOTH_SOURCES)
+
+
+@dataclass
+class Resolved:
+    """What ``resolve`` chose: the calibration set (None without a source), how it was made (``"bundle"``,
+    ``"labelled"``, ``"split"``, ``"carved"`` or ``"none"``), and the labelled data set without the carved part
+    (``whole`` as given unless ``how == "carved"``)."""
+
+    calib: CalibrationSet | None
+    how: str
+    rest: object = None
+
+
+def resolve(options, *, bundle=None, labelled=None, splits=None, whole=None) -> Resolved:
+    """The INT8 calibration set, one rule for ``edgefer export``, ``edgefer bench`` and ``export()``. The first
+    source given is used: ``bundle`` (``--calib``: a ``CalibrationSet``, or a bundle directory or manifest to
+    load), ``labelled`` (``--calib-data``: labelled data drawn whole, ``from_labelled``), ``splits`` (data with a
+    training split: drawn from that split, ``from_data``), ``whole`` (a labelled data set without one: a disjoint
+    stratified part of it is carved off and drawn; ``Resolved.rest`` is the data set without it). ``options``
+    (``config.CalibOptions``) gives size, strategy, seed and floor."""
+    refuse_both(bundle, labelled)
+    c = options
+    if bundle is not None:
+        return Resolved(bundle if isinstance(bundle, CalibrationSet) else CalibrationSet.load(bundle), "bundle", whole)
+    if labelled is not None:
+        return Resolved(from_labelled(labelled, c.size, c.strategy, c.seed, c.floor), "labelled", whole)
+    if splits is not None:
+        return Resolved(from_data(splits, c.size, c.strategy, c.seed, c.floor), "split", whole)
+    if whole is not None:
+        from ..data import calibration_split
+
+        keep, part = calibration_split(whole, min(c.size, len(whole) // 2), seed=c.seed)
+        calib = draw(whole.subset(part), c.size, c.strategy, c.seed, 0,  # the part is stratified: all of it
+                     labels=tuple(whole.classes), synthetic=whole.synthetic)
+        return Resolved(calib, "carved", whole.subset(keep))
+    return Resolved(None, "none", None)

@@ -23,7 +23,7 @@ from ..env import library_versions, machine_summary
 from ..fileio import sha256_file, staged_dir, write_json
 from ..progress import activity
 from ..spec import FER2013_LABELS
-from .calibration import CalibrationSet, draw, from_data
+from .calibration import resolve
 from .config import ExportConfig
 from .result import FILE_NAME, ExportResult, FileEntry, SourceInfo
 from .source import Source, open_source
@@ -51,21 +51,13 @@ def export(source, config: ExportConfig, out_dir: str | Path, *, data=None, cali
     start = clock = time.perf_counter()
     source = source if isinstance(source, Source) else open_source(source, sidecar)
     splits, whole = _open_data(data, config)
-    if config.precision == "int8":
-        c = config.calib
-        if calib is None and splits is not None:
-            calib = from_data(splits, c.size, c.strategy, c.seed, c.floor)
-        elif calib is None:  # a labelled folder without a training split: a disjoint stratified part calibrates
-            from ..data import calibration_split
-
-            keep, part = calibration_split(whole, min(c.size, len(whole) // 2), seed=c.seed)
-            calib = draw(whole.subset(part), c.size, c.strategy, c.seed, 0,  # the part is stratified: all of it
-                         labels=tuple(whole.classes), synthetic=whole.synthetic)
+    if config.precision == "int8":  # --calib, else --data's training split, else a part carved from --data
+        resolved = resolve(config.calib, bundle=calib, splits=splits, whole=whole)
+        calib = resolved.calib
+        if resolved.how == "carved":  # disjoint from the check images, which are the rest of the data
             calib.manifest["carved_from"] = {"source": Path(str(whole.source)).name, "n": len(whole),
-                                             "seed": c.seed, "note": "disjoint from the check images"}
-            whole = whole.subset(keep)
-        elif not isinstance(calib, CalibrationSet):
-            calib = CalibrationSet.load(calib)
+                                             "seed": config.calib.seed, "note": "disjoint from the check images"}
+            whole = resolved.rest
     else:
         calib = None
     timings["prepare_seconds"] = round(time.perf_counter() - clock, 3)
