@@ -161,7 +161,7 @@ def test_activation_amax_reads_per_tensor_scales(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgefer.qat import activation_amax, qdq_consumers
+    from edgefer.qat import activation_amax, qdq_node_counts
 
     weight = numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w")
     nodes = [
@@ -181,7 +181,7 @@ def test_activation_amax_reads_per_tensor_scales(tmp_path):
     path = Path(tmp_path) / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
     assert activation_amax(path) == {"x": pytest.approx(63.5)}
-    assert qdq_consumers(path) == {"Conv": 1, "DequantizeLinear": 2, "QuantizeLinear": 2}
+    assert qdq_node_counts(path) == {"Conv": 1, "DequantizeLinear": 2, "QuantizeLinear": 2}
 
 
 
@@ -194,7 +194,8 @@ def test_qat_placement_on_tf_efficientnetv2_s_matches_the_post_training_one(tmp_
     import torch
 
     from edgefer.models import create_model, spec_for
-    from edgefer.qat import _export, count_quantizers, insert_fake_quantization
+    from edgefer.qat import count_quantizers, insert_fake_quantization
+    from edgefer.qat.graph import export_graphs
 
     images = np.random.default_rng(0).integers(0, 256, (8, 48, 48), dtype=np.uint8)
     torch.manual_seed(0)
@@ -203,7 +204,7 @@ def test_qat_placement_on_tf_efficientnetv2_s_matches_the_post_training_one(tmp_
     model = insert_fake_quantization(model, images, spec, residual=True)
     # 166 Conv/Linear + 5 "same"-padded strided Conv2dSame layers x (input, weight) + 35 Adds x 2
     assert count_quantizers(model) == 2 * (166 + 5) + 2 * 35
-    _export(model, spec, tmp_path, False, {})
+    export_graphs(model, spec, tmp_path, False, {})
     graph = onnx.load(str(tmp_path / "model_qdq.onnx")).graph
     dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     adds = [n for n in graph.node if n.op_type == "Add" and all(i in dq for i in n.input)]
