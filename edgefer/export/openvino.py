@@ -7,7 +7,6 @@ INT8 search can call it in a loop with ``check.evaluate``.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
 import tempfile
 import time
@@ -17,8 +16,7 @@ from ..errors import ExportError, require
 from ..spec import ModelSpec, embed_in_openvino
 from .calibration import CalibrationSet
 from .config import PRESETS
-
-NODE_ALIASES = ("first-conv", "classifier")  # the stem Convolution, the last MatMul
+from .keep_fp import match_nodes
 
 
 def _ov():
@@ -82,20 +80,8 @@ def to_ir(onnx_path: str | Path, xml_path: str | Path, spec: ModelSpec, fp16: bo
 def resolve_ops(ov_model, patterns) -> list[str]:
     """Friendly names of the ops matching ``patterns`` (fnmatch, or the aliases first-conv / classifier)."""
     ops = [op for op in ov_model.get_ordered_ops() if op.get_type_name() not in ("Constant", "Parameter", "Result")]
-    names: list[str] = []
-    for pattern in patterns:
-        if pattern == "first-conv":
-            found = [op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution"][:1]
-        elif pattern == "classifier":
-            found = [op.get_friendly_name() for op in ops if op.get_type_name() == "MatMul"][-1:]
-        else:
-            found = [op.get_friendly_name() for op in ops if fnmatch.fnmatchcase(op.get_friendly_name(), pattern)]
-        if not found:
-            sample = ", ".join(op.get_friendly_name() for op in ops[:3] + ops[-2:])
-            raise ExportError(f"--keep-fp {pattern!r} matches no OpenVINO op; use {' or '.join(NODE_ALIASES)} or an "
-                              f"fnmatch pattern on op names (e.g. {sample})")
-        names.extend(n for n in found if n not in names)
-    return names
+    return match_nodes([(op.get_friendly_name(), op.get_type_name()) for op in ops], patterns,
+                       conv=("Convolution",), classifier=("MatMul",), noun="OpenVINO op", names="op names", head=3)
 
 
 def quantize_openvino(

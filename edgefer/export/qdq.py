@@ -12,7 +12,6 @@ it in a loop with ``check.evaluate`` until the macro-F1 drop is within bounds.
 
 from __future__ import annotations
 
-import fnmatch
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..errors import ExportError, require
 from ..spec import ModelSpec
 from .act_ranges import ENTROPY_BINS, METHODS, collect_ranges, tensors_to_calibrate
 from .calibration import CalibrationSet
+from .keep_fp import match_nodes
 from .onnx import save_onnx
 
 CALIB_METHODS = METHODS
@@ -29,7 +29,6 @@ PLACEMENTS = ("nvidia", "all")  # where Q/DQ goes: NVIDIA's rules for TensorRT, 
 DEFAULT_PLACEMENT = "nvidia"
 WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 NVIDIA_OP_TYPES = (*WEIGHTED_OP_TYPES, "Add")
-NODE_ALIASES = ("first-conv", "classifier")  # --keep-fp shortcuts: the stem convolution, the final Gemm/MatMul
 
 
 def to_fp16(onnx_path: str | Path, out_path: str | Path, spec: ModelSpec) -> dict:
@@ -69,21 +68,8 @@ def _sort_topologically(graph) -> None:
 def resolve_nodes(proto, patterns) -> list[str]:
     """Node names matching ``patterns``: fnmatch patterns on node names, or the aliases ``first-conv`` and
     ``classifier``. A pattern that matches nothing is an error listing a few real node names."""
-    nodes = list(proto.graph.node)
-    names: list[str] = []
-    for pattern in patterns:
-        if pattern == "first-conv":
-            found = [n.name for n in nodes if n.op_type == "Conv"][:1]
-        elif pattern == "classifier":
-            found = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
-        else:
-            found = [n.name for n in nodes if fnmatch.fnmatchcase(n.name, pattern)]
-        if not found:
-            sample = ", ".join(n.name for n in nodes[:4] + nodes[-2:])
-            raise ExportError(f"--keep-fp {pattern!r} matches no node; use {' or '.join(NODE_ALIASES)} or an fnmatch "
-                              f"pattern on node names (e.g. {sample})")
-        names.extend(n for n in found if n not in names)
-    return names
+    return match_nodes([(n.name, n.op_type) for n in proto.graph.node], patterns, conv=("Conv",),
+                       classifier=("Gemm", "MatMul"), noun="node", names="node names", head=4)
 
 
 def quantize_qdq(
