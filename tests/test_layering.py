@@ -29,7 +29,7 @@ LAYERS = (
     ("edgefer", "spec", "labels", "fileio", "bounds", "progress", "metrics", "env"),  # env: the machine description
     ("preprocess", "data", "models"),
     ("runtime",),
-    ("train",),
+    ("train", "artefacts"),  # artefacts: what a model file is (edgefer info)
     ("export",),  # conversions, quantizers, calibration, checks, the export's config and result
     ("qat",),  # quantization-aware fine-tuning: below the search, which runs it as one stage
     ("export.search", "export.steps", "export.pipeline"),  # the INT8 search, the step registry, the pipeline
@@ -141,8 +141,12 @@ def layer_of(module: str, layers=LAYERS, package: str = "edgefer") -> int | None
     best, best_len = None, -1
     for i, names in enumerate(layers):
         for name in names:
-            full = package if name == package else f"{package}.{name}"
-            if (module == full or module.startswith(full + ".")) and len(full) > best_len:
+            if name == package:  # the package's own __init__, not everything in it
+                matches, full = module == package, package
+            else:
+                full = f"{package}.{name}"
+                matches = module == full or module.startswith(full + ".")
+            if matches and len(full) > best_len:
                 best, best_len = i, len(full)
     return best
 
@@ -181,6 +185,11 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
 def test_cycles_are_found_in_a_graph_fixture():
     assert cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b": 1}, "b": {}, "c": {"b": 1}}) == []
+
+
+def test_a_module_nobody_declared_has_no_layer():
+    assert layer_of("edgefer") == 1 and layer_of("edgefer.export.search.loop") == 7
+    assert layer_of("edgefer.newmodule") is None and layer_of("edgefer.exporter") is None
 
 
 def test_an_upward_import_is_found_in_a_graph_fixture():
