@@ -21,13 +21,13 @@ import numpy as np
 from ..bounds import FLOAT_MAX, INT32_MAX, check_fields
 from ..data.readers import SPLIT_ORDER
 from ..data.sampling import stratified_sample
+from ..env import capture
 from ..errors import EdgeferError, InputError, MissingDependency, OutputError
 from ..export.config import option
 from ..preprocess import prepare
 from ..progress import progress
 from . import sanity
 from .energy import PowerMonitor
-from .env import capture
 from .memory import PeakMemory
 from .rows import GROUPS, ROWS, Producer, RowDef, _Missing, artifact_size, missing_reason, row_label, select_rows
 from .timing import DEFAULT_WARMUP, measure
