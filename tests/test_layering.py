@@ -6,7 +6,9 @@ statement counts, wherever it stands: at module level, inside a function (a lazy
 is an edge to the submodule ``edgefer.a.b`` when it exists, else to ``edgefer.a``. Not counted: imports by a
 string (``importlib.import_module``: the CLI's subcommand table, ``edgefer.export``'s re-export table,
 ``edgefer.runtime.base.BACKENDS``) and the implicit import of a package's ``__init__`` when one of its
-submodules is imported (each ``__init__``'s own imports are counted like any module's).
+submodules is imported (each ``__init__``'s own imports are counted like any module's). Registries that name a
+module in a whole string (``"edgefer.runtime.onnxrt:OnnxRuntimeBackend"``) are checked for direction separately;
+``edgefer.export``'s lazy re-export table names submodules by their short names and is not checked.
 
 The layers are declared once, in ``LAYERS``, lowest first. A name is a module or package under edgefer/
 (``"export.search"`` = edgefer/export/search and everything in it; ``"edgefer"`` = edgefer/__init__.py); a
@@ -17,6 +19,7 @@ keeps that acyclic) and any layer below.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import textwrap
@@ -177,6 +180,29 @@ def test_no_import_cycle():
 
 def test_no_import_from_a_lower_layer_to_a_higher_one():
     assert upward(import_graph(ROOT)) == []
+
+
+def named_by_string(root: Path) -> dict[str, dict[str, int]]:
+    """module -> {module named by a whole string constant such as "edgefer.runtime.onnxrt:OnnxRuntimeBackend":
+    line}: the registries imported with ``importlib.import_module`` (CLI commands, runtime backends, quantizers)."""
+    known = modules(root)
+    pattern = re.compile(rf"^({re.escape(root.name)}(?:\.\w+)+)(?::\w+)?$")
+    graph: dict[str, dict[str, int]] = {m: {} for m in known}
+    for module, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and (match := pattern.match(node.value)):
+                name = match.group(1)
+                while name not in known and "." in name:
+                    name = name.rpartition(".")[0]
+                if name in known and name != module:
+                    graph[module].setdefault(name, node.lineno)
+    return graph
+
+
+def test_registries_name_modules_of_their_own_layer_or_below():
+    named = named_by_string(ROOT)
+    assert named["edgefer.runtime.base"]  # the check sees the backend registry
+    assert upward(named) == []
 
 
 # ---- the checker catches what it should (graph fixtures and a temporary package) ----------------------------
