@@ -97,3 +97,29 @@ def test_training_data_that_is_gone_is_one_line_naming_where_it_was(relative_run
     assert result.exit_code == 2
     assert result.output == (f"edgefer: error: the data this model was trained on, {tmp_path}/gone/faces.csv (given "
                              "as data/faces.csv where training ran), is not there any more; pass --data\n")
+
+
+@needs_torch
+def test_qat_from_another_folder_uses_the_runs_data_writes_model_int8_xml_and_keeps_user_files(relative_run,
+                                                                                               monkeypatch):
+    pytest.importorskip("modelopt.torch.quantization")
+    pytest.importorskip("openvino")
+    from edgefer.data import synthesize, write_fer_csv
+
+    root = relative_run
+    (root / "q" / "data").mkdir(parents=True)
+    write_fer_csv(root / "q" / "data" / "faces.csv", synthesize(100, seed=5))  # same relative name, other data
+    monkeypatch.chdir(root / "q")
+    args = ["qat", "--from", root / "a" / "run", "--out", "qat", "--epochs", "1", "--limit-train", "32",
+            "--calib-size", "16", "--threads", "1", "-q"]
+    result = _cli(*args)
+    assert result.exit_code == 0, result.output
+    out = root / "q" / "qat"
+    trained_on = json.loads((root / "a" / "run" / "model.json").read_text())["data"]["fingerprint"]
+    record = json.loads((out / "qat.json").read_text())
+    assert record["calibration"]["data_fingerprint"] == trained_on  # the data training read, not ./data/faces.csv
+    assert (out / "model.int8.xml").is_file() and not list(out.glob("model_int8*"))  # the name export uses
+    (out / "notes.txt").write_text("mine")
+    result = _cli(*args, "--exist-ok")
+    assert result.exit_code == 0, result.output
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.int8.xml").is_file()

@@ -221,3 +221,31 @@ def test_an_ir_openvino_would_hand_to_its_other_frontends_is_refused_silently(ki
     info = subprocess.run([*EDGEFER, "info", str(xml)], capture_output=True, text=True, timeout=120)
     assert info.stderr == "" or info.stderr.startswith("edgefer: error: ") and len(info.stderr.splitlines()) == 1, \
         info.stderr
+
+
+# ------------------------------------------------------------------------------------------- bench's lines
+
+BENCH = ["--targets", "onnxruntime-fp32,onnxruntime-int8,pytorch-fp32", "--iters", "2", "--warmup", "1",
+         "--batch", "1", "--threads", "1", "--limit", "32"]
+
+
+def test_bench_lines_are_never_wrapped_and_warnings_are_one_line(model, fer_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")  # a narrow terminal
+    result = _cli("bench", "--model", model, "--data", fer_csv, "--out", tmp_path / "bench", *BENCH)
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert "  missing: the model is an ONNX file; the PyTorch eager row needs an edgefer checkpoint" in lines, lines
+    warned = [line for line in lines if "warning" in line.lower()]
+    assert warned and all(line.startswith("edgefer: warning: calibration: ") for line in warned), warned
+    assert not [line for line in lines if ".py:" in line or line.startswith("  calib = ")], lines
+
+
+def test_bench_exist_ok_keeps_files_the_user_put_there(model, fer_csv, tmp_path):
+    out = tmp_path / "bench"
+    args = ["bench", "--model", model, "--data", fer_csv, "--out", out, *BENCH[:1], "onnxruntime-fp32", *BENCH[2:]]
+    assert _cli(*args).exit_code == 0
+    (out / "notes.txt").write_text("the Jetson numbers")
+    result = _cli(*args, "--exist-ok")
+    assert result.exit_code == 0, result.output
+    assert (out / "notes.txt").read_text() == "the Jetson numbers" and (out / "bench.json").is_file()
+    assert _no_stage_left(tmp_path) == []

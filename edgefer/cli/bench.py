@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import click
 
 from ..bench.run import BenchSettings
@@ -11,6 +14,27 @@ from .options import Number, exist_ok_option, verbosity_options
 
 MAX_BATCH = 65536
 GATE_EXIT = 3  # the benchmark ran but a threshold the user gave (--fail-on-drop, --min-agreement, --min-speedup) failed
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Warnings while the rows run, as they happen: edgefer's own (a calibration set under its floor, an engine
+    note) one line ``edgefer: warning: ...`` each, never with a source file and line; a library's only with
+    --verbose."""
+    from .. import logs
+    from ..export.calibration import CalibrationWarning
+    from ..export.tensorrt import EngineWarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        if issubclass(category, (CalibrationWarning, EngineWarning)):
+            click.echo(f"edgefer: warning: {text}", err=True)
+        elif logs.verbosity() >= logs.VERBOSE:
+            click.echo(f"edgefer: warning: {category.__name__}: {text} ({filename}:{lineno})", err=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _batches(ctx, param, value: str) -> tuple[int, ...]:
@@ -91,10 +115,11 @@ def bench(model, data, out_dir, exist_ok, **values):
     from ..fileio import check_output
 
     check_output(out_dir, "dir", exist_ok)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a row's line stays one line whatever the terminal's width
     export_options = {k.split("__", 1)[1]: values.pop(k) for k in list(values) if k.startswith("export__")}
     export_options = {k: v for k, v in export_options.items() if v is not None}
-    report = run_bench(model, data, out_dir=out_dir, console=console, export_options=export_options, **values)
+    with _warnings_as_lines():
+        report = run_bench(model, data, out_dir=out_dir, console=console, export_options=export_options, **values)
     print_table(report, Console())
     files = report["files"]
     click.echo(f"report: {files['markdown']}  (json: {files['json']}, csv: {files['csv']})")
