@@ -885,15 +885,31 @@ def run_target(target: str, make_case, cases: int, seed: int, start: int = 0, pr
             "wall_s": round(time.perf_counter() - clock, 1)}
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
 def machine() -> dict:
-    model = platform.processor() or platform.machine()
+    """The CPU (model name, the SIMD flags that matter here), cores, Python and numpy, and the commit measured."""
+    import subprocess
+
+    model, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+            for line in f:
+                if line.startswith("model name") and model == (platform.processor() or platform.machine()):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return {"cpu": model, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"cpu": model, "cpu_flags": [f for f in CPU_FLAGS if f in flags], "cpu_count": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+            "commit": commit}
 
 
 TARGETS = ("csv", "folder", "spec", "predict-onnx", "predict-openvino", "options", "names", "outputs", "artefacts",
