@@ -232,7 +232,7 @@ def _openvino(path: Path, top: int, sidecar: Path | None) -> ArtefactInfo:
         info.notes.append(f"weights file {weights.name} is missing")
     layers = root.findall("./layers/layer")
     by_id = {layer.get("id"): layer for layer in layers}
-    ops = Counter(layer.get("type") for layer in layers)
+    ops = Counter(layer.get("type") or "?" for layer in layers)  # a layer without a type: "?", not None
     info.node_count, info.op_counts = len(layers), _top(ops, top)
     info.opset = dict(sorted(Counter(layer.get("version", "?") for layer in layers).items()))
 

@@ -86,6 +86,7 @@ def test_broken_calibration_bundles_are_one_export_error(fer_csv, tmp_path, dama
     ("artefacts", 8096),  # info: a tensor name that is not UTF-8 formatted as text
     ("artefacts", 6526),  # runtime: a dimension name that is not UTF-8
     ("artefacts", 7829),  # OpenVINO IR without outputs: IndexError from model.output(0)
+    ("artefacts", 9958),  # info: an IR layer without a type (None) sorted with the named op types
 ])
 def test_cases_the_fuzzer_found_stay_fixed(target, case):
     pytest.importorskip("onnxruntime")
