@@ -41,6 +41,7 @@ class _Core(_FakeCpuCore):
         return super().compile_model(model, device_name, config)
 
 
+@pytest.mark.filterwarnings("ignore::edgefer.export.calibration.CalibrationWarning")  # the tiny data set
 @pytest.mark.parametrize("kind", list(CPU_KINDS))
 def test_bench_and_info_name_the_precision_that_executed(kind, fer_csv, tmp_path_factory, tmp_path, monkeypatch):
     import openvino as ov
