@@ -17,7 +17,7 @@ graph's CPU time says nothing about TensorRT's; it is there to show what a row c
 
 Writes fidelity.json and fidelity.md into --out (both name the command and the machine).
 
-Produces: RESULTS.md, section "INT8 fidelity against the goal" (both tables).
+Produces: RESULTS.md, section "INT8 fidelity" (both tables).
 """
 
 from __future__ import annotations
