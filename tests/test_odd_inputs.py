@@ -117,7 +117,7 @@ def test_stdout_on_a_full_device_is_one_line_exit_2(command, fer_csv, model, fac
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if not line.startswith("edgefer: warning: ")]
     assert len(lines) == 1 and lines[0].startswith("edgefer: error: "), proc.stderr
-    assert "No space left on device" in lines[0]
+    assert lines[0] == "edgefer: error: standard output: No space left on device", proc.stderr
 
 
 # ---------------------------------------------------------------------------------- Ctrl-C in export, bench

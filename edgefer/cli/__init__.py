@@ -4,6 +4,7 @@ so ``edgefer --help`` and the data commands never import torch."""
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -91,10 +92,31 @@ class LazyGroup(click.Group):
 
             if exc.errno not in WRITE_ERRNOS:
                 raise
-            where = f"{exc.filename}: " if exc.filename else ""
+            where = f"{exc.filename}: " if exc.filename else ("standard output: " if _on_stdout(exc) else "")
             raise OneLineError(f"{where}{exc.strerror or exc}") from None
         except KeyboardInterrupt:  # Ctrl-C: one line and 130, not click's "Aborted!" and 1
             raise Interrupted("interrupted (Ctrl-C)") from None
+
+
+def _on_stdout(exc: OSError) -> bool:
+    """Whether a write error without a file name came from writing the command's own output: the innermost
+    Python frame (the one that called ``write``/``flush``) holds standard output, itself or as an object's
+    ``file`` (click.echo, a rich console)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    streams = [s for s in (sys.stdout, sys.__stdout__) if s is not None]
+    streams += [s.buffer for s in list(streams) if hasattr(s, "buffer")]
+
+    def holds(value) -> bool:
+        try:
+            return any(value is s or getattr(value, "file", None) is s for s in streams)
+        except Exception:  # a local whose attribute access fails is not standard output
+            return False
+
+    return any(holds(v) for v in tb.tb_frame.f_locals.values())
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
