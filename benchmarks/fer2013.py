@@ -139,23 +139,19 @@ def main(argv=None) -> None:
                 return out / "model.int8.qdq.onnx"
             row("TensorRT Q/DQ (NVIDIA placement)", method, make, lambda p: qdq_maps)
 
-        def openvino():
-            out = args.work / "openvino-int8"
+        def int8_export(target: str, folder: str):
+            """The INT8 export of ``target`` in ``--work`` (made once, reused by a resumed run): its model."""
+            out = args.work / folder
             if not (out / "export.json").exists():
-                export(args.model, ExportConfig.build("openvino", "int8", exporter="legacy"), out, data=splits,
+                export(args.model, ExportConfig.build(target, "int8", exporter="legacy"), out, data=splits,
                        calib=calib)
             return out / json.loads((out / "export.json").read_text())["model"]
-        row("OpenVINO INT8 (NNCF)", "mixed preset", openvino, lambda p: create("nncf", fp32, calib, spec,
-                                                                                 QuantOptions()))
 
-        def ort_cpu():
-            out = args.work / "onnxruntime-int8"
-            if not (out / "export.json").exists():
-                export(args.model, ExportConfig.build("onnx", "int8", exporter="legacy"), out, data=splits,
-                       calib=calib)
-            return out / json.loads((out / "export.json").read_text())["model"]
-        row("ONNX Runtime CPU INT8", "ort-cpu (U8S8)", ort_cpu, lambda p: create("ort-cpu", fp32, calib, spec,
-                                                                                   QuantOptions()))
+        for backend, method, target, folder, quantizer in (
+                ("OpenVINO INT8 (NNCF)", "mixed preset", "openvino", "openvino-int8", "nncf"),
+                ("ONNX Runtime CPU INT8", "ort-cpu (U8S8)", "onnx", "onnxruntime-int8", "ort-cpu")):
+            row(backend, method, lambda t=target, f=folder: int8_export(t, f),
+                lambda p, q=quantizer: create(q, fp32, calib, spec, QuantOptions()))
     if "gated" not in skip:
         def gated():
             out = args.work / "tensorrt-search"

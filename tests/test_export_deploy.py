@@ -182,18 +182,24 @@ def test_deepstream_refuses_the_int8_search(tmp_path, fer_csv):
     assert not (tmp_path / "out").exists()
 
 
-@needs_torch
-def test_deepstream_from_a_checkpoint_via_cli(tmp_path):
+def _tiny_checkpoint(folder):
+    """A seeded 32 px test_efficientnet checkpoint (no dropout) in ``folder``."""
     import torch
 
-    from edgefer.cli import main
     from edgefer.models import create_model, save_checkpoint, spec_for
 
     torch.manual_seed(0)
     model = create_model("test_efficientnet", drop_rate=0.0, drop_path_rate=0.0).eval()
-    ckpt = tmp_path / "ckpt"
-    save_checkpoint(ckpt, model, spec_for(model, 32, arch="test_efficientnet"), {"drop_rate": 0.0,
-                                                                                 "drop_path_rate": 0.0})
+    save_checkpoint(folder, model, spec_for(model, 32, arch="test_efficientnet"),
+                    {"drop_rate": 0.0, "drop_path_rate": 0.0})
+    return folder
+
+
+@needs_torch
+def test_deepstream_from_a_checkpoint_via_cli(tmp_path):
+    from edgefer.cli import main
+
+    ckpt = _tiny_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "ds"
     run = CliRunner().invoke(main, ["export", "--model", str(ckpt), "--target", "deepstream", "--fp16",
                                     "--batch", "1,4,8", "--exporter", "legacy", "--out", str(out)])
@@ -365,16 +371,9 @@ def test_triton_from_a_bring_your_own_onnx_with_a_sidecar_via_cli(tmp_path):
 @needs_openvino
 @needs_tritonclient
 def test_triton_from_a_checkpoint_via_cli(tmp_path):
-    import torch
-
     from edgefer.cli import main
-    from edgefer.models import create_model, save_checkpoint, spec_for
 
-    torch.manual_seed(0)
-    model = create_model("test_efficientnet", drop_rate=0.0, drop_path_rate=0.0).eval()
-    ckpt = tmp_path / "ckpt"
-    save_checkpoint(ckpt, model, spec_for(model, 32, arch="test_efficientnet"), {"drop_rate": 0.0,
-                                                                                 "drop_path_rate": 0.0})
+    ckpt = _tiny_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "triton"
     run = CliRunner().invoke(main, ["export", "--model", str(ckpt), "--target", "triton", "--batch", "1,8,64",
                                     "--exporter", "legacy", "--out", str(out)])
