@@ -257,6 +257,11 @@ def test_byo_onnx_with_sidecar(onnx_export, tmp_path):
     (["--target", "tensorrt", "--batch", "8,4,32"], "1 <= min <= opt <= max, got 8,4,32"),
     (["--target", "openvino", "--keep-fp", "first-conv"], "--keep-fp only applies to --int8"),
     (["--target", "tensorrt", "--fp16", "--calib", "bundle"], "--calib only applies to --int8"),
+    (["--target", "tensorrt", "--placement", "weighted"], "--placement only applies to --int8"),
+    (["--target", "openvino", "--int8", "--data", "x.csv", "--placement", "weighted"],
+     "--placement only applies to the Q/DQ graph (--target tensorrt, or --quantizer ort); --quantizer nncf"),
+    (["--target", "onnx", "--int8", "--data", "x.csv", "--placement", "all"], "--quantizer ort-cpu places its own"),
+    (["--target", "tensorrt", "--int8", "--data", "x.csv", "--placement", "residual"], "'residual' is not one of"),
 ])
 def test_cli_flag_errors_are_one_line(args, message, tmp_path):
     result = CliRunner().invoke(main, ["export", "--model", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "o"),

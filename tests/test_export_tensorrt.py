@@ -186,7 +186,7 @@ def v2s_qdq(tmp_path_factory):
     info = quantize_qdq(out / "model.onnx", calib, spec, out / "model.int8.qdq.onnx", method="minmax", batch_size=8,
                         trt_cache=out / "model.int8.calib")
     return types.SimpleNamespace(fp32=onnx.load(str(out / "model.onnx")), qdq=onnx.load(str(out / "model.int8.qdq.onnx")),
-                                 info=info, cache=out / "model.int8.calib")
+                                 info=info, cache=out / "model.int8.calib", dir=out, calib=calib, spec=spec)
 
 
 @pytest.mark.slow
@@ -215,6 +215,37 @@ def test_nvidia_placement_on_tf_efficientnetv2_s(v2s_qdq):
     for q in (n for n in graph.node if n.op_type == "QuantizeLinear"):
         assert values[q.input[1]].size == 1 and not values[q.input[2]].any()
     assert all(values[c.input[2]].dtype == np.float32 for c in convs if len(c.input) > 2)
+
+
+@needs_torch
+@needs_onnxruntime
+def test_weighted_placement_is_recorded_with_the_model(tiny_onnx, fer_csv, tmp_path):
+    """--placement weighted through export(): Q/DQ on every Conv and Gemm input (activation + per-channel
+    weight) and nothing else; the choice travels in the result and the executed precision is INT8."""
+    import onnx
+
+    from edgefer.export import ExportConfig, export
+    from edgefer.export.qdq import qdq_consumers
+
+    config = ExportConfig.build("tensorrt", "int8", calib_size=32, calib_floor=1, placement="weighted")
+    result = export(tiny_onnx / "model.onnx", config, tmp_path / "out", data=fer_csv).to_json()
+    convs = sum(1 for n in onnx.load(str(tiny_onnx / "model.onnx")).graph.node if n.op_type == "Conv")
+    assert result["quantization"]["placement"] == "weighted"
+    assert qdq_consumers(onnx.load(str(tmp_path / "out" / "model.int8.qdq.onnx"))) == {"Conv": 2 * convs, "Gemm": 2}
+    assert result["checks"]["exported"]["executed_precision"] == "int8"
+
+
+@pytest.mark.slow
+def test_weighted_placement_on_tf_efficientnetv2_s_leaves_additions_in_float(v2s_qdq, tmp_path):
+    """The 35 residual additions NVIDIA's placement quantizes (test above) get no Q/DQ; every Conv still does."""
+    import onnx
+
+    from edgefer.export.qdq import qdq_consumers, quantize_qdq
+
+    info = quantize_qdq(v2s_qdq.dir / "model.onnx", v2s_qdq.calib, v2s_qdq.spec, tmp_path / "w.onnx",
+                        method="minmax", batch_size=8, placement="weighted")
+    assert qdq_consumers(onnx.load(str(tmp_path / "w.onnx"))) == info["qdq_consumers"] == {"Conv": 340, "Gemm": 2}
+    assert info["placement"] == "weighted"
 
 
 @pytest.mark.slow

@@ -566,7 +566,7 @@ def test_int8_search_tries_qat_from_a_checkpoint_before_convolutions_leave_int8(
     scores its Q/DQ graph like every other attempt, with every convolution in INT8, before Stage C."""
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["export", "--model", checkpoint, "--target", "tensorrt", "--int8", "--data", fer_csv,
-                  "--calib", damaged_calib, "--max-drop", "0", "--min-agreement", "1.0", "--search-attempts", "6",
+                  "--calib", damaged_calib, "--max-drop", "0", "--min-agreement", "1.0", "--search-attempts", "7",
                   "--exporter", "legacy", "--out", out])
     report_path = tmp_path / "out.int8_search.json"
     if result.exit_code == 0:

@@ -24,6 +24,10 @@ OPSET = 18  # torch 2.13's dynamo exporter cannot down-convert EfficientNet's Pa
 PRESETS = ("mixed", "performance")  # NNCF (edgefer.export.openvino)
 CALIB_METHODS = ("moving-average", "minmax", "entropy", "percentile")  # = edgefer.export.qdq.CALIB_METHODS
 DEFAULT_CALIB_METHOD = "moving-average"
+# Q/DQ placement (= edgefer.export.qdq.PLACEMENTS): NVIDIA's rules for TensorRT (weighted layers + the skip input of
+# residual additions), weighted layers only (additions in float), or every op ONNX Runtime quantizes
+PLACEMENTS = ("nvidia", "weighted", "all")
+DEFAULT_PLACEMENT = "nvidia"
 QUANTIZERS = ("ort-cpu", "ort", "nncf")
 CHECK_SIZE = 1000  # validation images used by the export's own checks
 DROP_UNITS = "an absolute macro-F1 difference; 0.005 = 0.5 percentage points"
@@ -96,6 +100,10 @@ class QuantOptions:
     keep_fp: tuple[str, ...] = field(default=(), metadata=option(
         "--keep-fp", "Leave nodes in floating point: first-conv, classifier or an fnmatch pattern on node names "
         "(repeatable).", multiple=True))
+    placement: str = field(default=DEFAULT_PLACEMENT, metadata=option(
+        "--placement", "Where Q/DQ goes (TensorRT / --quantizer ort): nvidia (convolution inputs and the skip input "
+        "of residual additions), weighted (convolution inputs only; additions stay in float: closer to FP32, "
+        "one less INT8 fusion) or all (every op ONNX Runtime quantizes).", choices=PLACEMENTS))
     batch_size: int = field(default=32, metadata=option(
         "--calib-batch-size", "Images per calibration batch (Q/DQ).", type=int, min=1, max=65536))
     preset: str = field(default="mixed", metadata=option(
@@ -110,6 +118,7 @@ class QuantOptions:
             raise ExportError(f"--quantizer {self.quantizer!r} is not supported; use one of {', '.join(QUANTIZERS)}")
         _check_choice("--calib-method", self.method, CALIB_METHODS)
         _check_choice("--preset", self.preset, PRESETS)
+        _check_choice("--placement", self.placement, PLACEMENTS)
         check_fields(self, ExportError)
         return self
 

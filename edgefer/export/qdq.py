@@ -2,9 +2,10 @@
 FP16 with FP32 inputs/outputs, and INT8 Q/DQ calibrated on a calibration bundle with ONNX Runtime's quantizer.
 
 INT8 Q/DQ goes where NVIDIA places it for TensorRT by default (``placement="nvidia"``: inputs of weighted
-layers and the skip input of residual additions; docs/tensorrt.md) or on every op ONNX Runtime quantizes
-(``placement="all"``). Activation ranges are collected batch by batch (``act_ranges``) and handed to
-``quantize_static`` as its calibration cache; the same ranges can be written as a TensorRT calibration cache.
+layers and the skip input of residual additions; docs/tensorrt.md), on the inputs of weighted layers only
+(``placement="weighted"``: additions in float) or on every op ONNX Runtime quantizes (``placement="all"``).
+Activation ranges are collected batch by batch (``act_ranges``) and handed to ``quantize_static`` as its
+calibration cache; the same ranges can be written as a TensorRT calibration cache.
 
 ``quantize_qdq`` is one call per setting (calibration method, excluded nodes), so an accuracy gate can call
 it in a loop with ``check.evaluate`` until the macro-F1 drop is within bounds.
@@ -20,13 +21,12 @@ from ..errors import ExportError, require
 from ..spec import ModelSpec
 from .act_ranges import ENTROPY_BINS, METHODS, collect_ranges, tensors_to_calibrate
 from .calibration import CalibrationSet
+from .config import DEFAULT_PLACEMENT, PLACEMENTS  # where Q/DQ goes (declared with the options)
 from .keep_fp import match_nodes
 from .onnx import save_onnx
 
 CALIB_METHODS = METHODS
 DEFAULT_CALIB_METHOD = "moving-average"  # best macro-F1 on this project's baseline (see docs/export.md)
-PLACEMENTS = ("nvidia", "all")  # where Q/DQ goes: NVIDIA's rules for TensorRT, or every op ORT quantizes
-DEFAULT_PLACEMENT = "nvidia"
 WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 NVIDIA_OP_TYPES = (*WEIGHTED_OP_TYPES, "Add")
 
@@ -91,7 +91,8 @@ def quantize_qdq(
     ``keep_fp``: node patterns left in floating point. ``quantize_bias=False`` keeps biases in FP32, which
     TensorRT requires (it fuses them itself); ONNX Runtime's own CPU kernels prefer INT32 biases.
     ``placement``: ``nvidia`` (Q/DQ on the inputs of Conv/ConvTranspose/Gemm/MatMul and on the skip input of
-    residual Adds; see docs/tensorrt.md) or ``all`` (every op ONNX Runtime can quantize, inputs and outputs).
+    residual Adds; see docs/tensorrt.md), ``weighted`` (the inputs of those layers only: every convolution still
+    runs in INT8, the additions in float) or ``all`` (every op ONNX Runtime can quantize, inputs and outputs).
     ``trt_cache``: also write a TensorRT calibration cache with the same ranges for every float tensor of the
     FP32 graph (implicit INT8 / DLA on TensorRT 10.x).
     Activation ranges are collected batch by batch (``act_ranges``), not by keeping every tensor in memory.
@@ -116,14 +117,14 @@ def quantize_qdq(
         quant_pre_process(str(onnx_path), str(prepared))
         prepared_proto = onnx.load(str(prepared))
         excluded = resolve_nodes(prepared_proto, keep_fp)
-        op_types = NVIDIA_OP_TYPES if placement == "nvidia" else None
-        nodes = _nvidia_nodes(prepared_proto, excluded) if placement == "nvidia" else None
+        op_types = {"nvidia": NVIDIA_OP_TYPES, "weighted": WEIGHTED_OP_TYPES}.get(placement)
+        nodes = _nvidia_nodes(prepared_proto, excluded, residual=placement == "nvidia") if op_types else None
         ranges = _ranges(onnx_path, prepared, prepared_proto, op_types, calib, spec, batch_size, method,
                          everything=trt_cache is not None)
         del prepared_proto
         cache = ranges.save_ort_cache(Path(tmp) / "ranges.json")
-        if placement == "nvidia":
-            extra["OpTypesToExcludeOutputQuantization"] = list(NVIDIA_OP_TYPES)
+        if op_types:
+            extra["OpTypesToExcludeOutputQuantization"] = list(op_types)
         quantize_static(
             str(prepared), str(quantized), None,
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
@@ -134,6 +135,8 @@ def quantize_qdq(
         proto = onnx.load(str(quantized))
     if placement == "nvidia":
         _unquantize_conv_branch_of_residual_adds(proto.graph)
+    elif placement == "weighted":
+        _float_inputs_of_unweighted_ops(proto.graph)
     info = {
         "quantizer": "onnxruntime", "calib_method": method, "placement": placement, "format": "QDQ",
         "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
@@ -183,15 +186,15 @@ def _constant_tensors(graph) -> set[str]:
     return constant
 
 
-def _nvidia_nodes(proto, excluded) -> list[str]:
-    """Nodes that get Q/DQ inputs under NVIDIA's placement: weighted layers and residual additions (an Add
-    whose two inputs are both computed, not constants)."""
+def _nvidia_nodes(proto, excluded, residual: bool = True) -> list[str]:
+    """Nodes that get Q/DQ inputs under NVIDIA's placement: weighted layers and (``residual``) residual additions
+    (an Add whose two inputs are both computed, not constants)."""
     constants = _constant_tensors(proto.graph)
     names = []
     for node in proto.graph.node:
         if node.name in excluded:
             continue
-        if node.op_type in WEIGHTED_OP_TYPES or (
+        if node.op_type in WEIGHTED_OP_TYPES or residual and (
                 node.op_type == "Add" and len(node.input) == 2 and not constants.intersection(node.input)):
             names.append(node.name)
     return names
@@ -206,13 +209,43 @@ def _unquantize_conv_branch_of_residual_adds(graph) -> int:
         if node.op_type != "Add":
             continue
         for i, name in enumerate(node.input):
-            dq = producer.get(name)
-            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            src = producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+            q = _quantizer_of(producer, name)
+            src = producer.get(q.input[0]) if q is not None else None
             if src is not None and src.op_type in WEIGHTED_OP_TYPES:
                 node.input[i] = q.input[0]
                 removed += 1
                 break  # one branch fuses into the Conv; the other input stays quantized
+    _drop_dead_qdq(graph)
+    return removed
+
+
+def _float_inputs_of_unweighted_ops(graph) -> int:
+    """Reconnect every op other than a weighted layer to the float tensor behind a quantized activation: ONNX
+    Runtime shares one Q/DQ pair among all readers of a tensor, so a residual Add reading the same block input
+    as a Conv would otherwise read it quantized. Returns the count of inputs reconnected."""
+    producer = {o: n for n in graph.node for o in n.output}
+    moved = 0
+    for node in graph.node:
+        if node.op_type in WEIGHTED_OP_TYPES or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            q = _quantizer_of(producer, name)
+            if q is not None:
+                node.input[i] = q.input[0]
+                moved += 1
+    _drop_dead_qdq(graph)
+    return moved
+
+
+def _quantizer_of(producer: dict, name: str):
+    """The QuantizeLinear behind tensor ``name`` when it is the output of a Q -> DQ pair, else None."""
+    dq = producer.get(name)
+    q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+    return q if q is not None and q.op_type == "QuantizeLinear" else None
+
+
+def _drop_dead_qdq(graph) -> None:
+    """Remove Q/DQ nodes whose outputs nothing reads any more."""
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     while True:
         dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
@@ -222,7 +255,6 @@ def _unquantize_conv_branch_of_residual_adds(graph) -> int:
         for n in dead:
             graph.node.remove(n)
         used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    return removed
 
 
 def qdq_consumers(proto) -> dict[str, int]:

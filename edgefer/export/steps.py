@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ExportError
 from ..spec import ModelSpec
-from .config import ExportConfig
+from .config import DEFAULT_PLACEMENT, ExportConfig
 from .result import TensorRtStep
 from .tensorrt import PRECISIONS, EngineOptions  # one PRECISIONS: engine precisions = export precisions
 
@@ -115,8 +115,10 @@ def validate(config: ExportConfig) -> ExportConfig:
         raise ExportError(f"--target {config.target} does not support {config.precision}; {supported()}")
     config = config.validate()
     if config.precision != "int8":
-        if config.quant.quantizer is not None or config.quant.keep_fp:
-            flag = "--quantizer" if config.quant.quantizer is not None else "--keep-fp"
+        given = {"--quantizer": config.quant.quantizer is not None, "--keep-fp": bool(config.quant.keep_fp),
+                 "--placement": config.quant.placement != DEFAULT_PLACEMENT}
+        flag = next((f for f, on in given.items() if on), None)
+        if flag is not None:
             raise ExportError(f"{flag} only applies to --int8; {supported()}")
         if config.search.enabled:
             raise ExportError(f"--max-drop only applies to --int8 (got {config.precision}); {supported()}")
@@ -130,6 +132,9 @@ def validate(config: ExportConfig) -> ExportConfig:
         if quantizer not in step.quantizers:
             raise ExportError(f"--quantizer {quantizer!r} does not apply to --target {config.target} "
                               f"(use {', '.join(step.quantizers)}); {supported()}")
+        if config.quant.placement != DEFAULT_PLACEMENT and quantizer != "ort":
+            raise ExportError(f"--placement only applies to the Q/DQ graph (--target tensorrt, or --quantizer ort); "
+                              f"--quantizer {quantizer} places its own; {supported()}")
         config = config.replace(quant=dataclasses.replace(config.quant, quantizer=quantizer))
     if config.target == "tensorrt":
         engine = dataclasses.replace(config.engine or EngineOptions(), precision=config.precision).validate()

@@ -41,7 +41,7 @@ class QdqQuantizer:
         self.trt_cache = trt_cache
 
     def default_recipe(self) -> dict:
-        return {"method": self.options.method, **({"placement": PLACEMENTS[0]} if PLACEMENTS else {})}
+        return {"method": self.options.method, **({"placement": self.options.placement} if PLACEMENTS else {})}
 
     def recipe_variants(self, best: dict) -> list[dict]:
         """The best calibration method with each other Q/DQ placement (none when ``quantize_qdq`` has one)."""
