@@ -5,11 +5,13 @@ OpenVINO on this CPU) on the evaluated split (default ``private_test``, FER2013'
     PYTHONPATH=. python benchmarks/fer2013.py --model RUN --data FER2013_DIR --work WORK_DIR \\
         --out benchmarks/results/fer2013 [--qat QAT_RUN] [--skip calibration,gated]
 
-Rows (``int8``): the TensorRT Q/DQ graph with NVIDIA's placement for each calibration method, OpenVINO INT8 (NNCF),
-ONNX Runtime CPU INT8, the accuracy-bounded search (``--max-drop 0.003 --min-agreement 0.995``) and, with
-``--qat``, the ``edgefer qat`` Q/DQ graph. Each: top-1 agreement with the FP32 ONNX, accuracy, macro-F1 and its
-drop in points, per-class F1 drop in points, the share of convolution MACs that runs in INT8, and the float
-precision the runtime executed. ``calibration``: stratified vs random draws of 64 ... 1,024 training faces (seed 0),
+Rows (``int8``): the TensorRT Q/DQ graph for each placement (``--placements``: NVIDIA's, weighted layers only)
+and calibration method, OpenVINO INT8 (NNCF), ONNX Runtime CPU INT8, the accuracy-bounded search
+(``--max-drop 0.003 --min-agreement 0.995``) and, for each ``--qat`` run, its Q/DQ graph and OpenVINO INT8 IR.
+Each: top-1 agreement with the FP32 ONNX, accuracy, macro-F1 and its drop in points, per-class F1 drop in points,
+the share of convolution MACs that runs in INT8, how far INT8 moved each face's logits (median and 99th
+percentile of the largest change), and the float precision the runtime executed; the header gives the FP32
+top-1 minus top-2 logit margins (a face flips when INT8 moves its logits by more than its margin). ``calibration``: stratified vs random draws of 64 ... 1,024 training faces (seed 0),
 TensorRT Q/DQ, moving-average.
 
 FER2013 may not be redistributed: --work (exports, calibration bundles) holds arrays made from it and must stay
@@ -30,6 +32,7 @@ import common
 import numpy as np
 
 METHODS = ("moving-average", "minmax", "entropy", "percentile")
+MARGIN_SHARES = (0.005, 0.01, 0.05, 0.5)  # quantiles of the FP32 top-1 minus top-2 logit on the evaluated split
 
 
 def parse_args(argv=None):
@@ -39,8 +42,10 @@ def parse_args(argv=None):
     parser.add_argument("--split", default="private_test", help="split to evaluate on (default: PrivateTest)")
     parser.add_argument("--work", type=Path, required=True, help="git-ignored folder for exports and bundles")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fer2013"))
-    parser.add_argument("--qat", type=Path, help="an `edgefer qat` run of --model (its model_qdq.onnx is a row)")
+    parser.add_argument("--qat", type=Path, action="append", default=[],
+                        help="an `edgefer qat` run of --model (its model_qdq.onnx is a row; repeatable)")
     parser.add_argument("--methods", default=",".join(METHODS), help="TensorRT Q/DQ calibration methods")
+    parser.add_argument("--placements", default="nvidia,weighted", help="TensorRT Q/DQ placements (--placement)")
     parser.add_argument("--sizes", default="64,256,1024", help="calibration sizes of the calibration table")
     parser.add_argument("--strategies", default="stratified,random")
     parser.add_argument("--attempts", type=int, default=6, help="attempt budget of the accuracy-bounded search")
@@ -90,12 +95,17 @@ def main(argv=None) -> None:
     reference = check.logits(fp32, images, spec)
     ref_report = check.report_by_name(check.match_labels(test.classes, spec.labels), labels, reference)
     ref_f1 = per_class_f1(ref_report)
+    ranked = np.sort(reference, axis=1)
+    margin = dict(zip(MARGIN_SHARES, (round(float(v), 4) for v in np.quantile(ranked[:, -1] - ranked[:, -2],
+                                                                               MARGIN_SHARES))))
+    ref_report["top2_margin_quantiles"] = margin  # a face flips when INT8 moves its two top logits by more
     print(f"FP32 ONNX: accuracy {ref_report['accuracy']:.4f}, macro-F1 {ref_report['macro_f1']:.4f} "
           f"({time.perf_counter() - clock:.0f} s)", flush=True)
 
     def measure(path: Path, layer_maps) -> dict:
         out = check.logits(path, images, spec)
         compared = check.compare(reference, out)
+        moved = np.abs(out - reference).max(axis=1)  # how far INT8 moved each face's logits (largest class)
         report = check.report_by_name(check.match_labels(test.classes, spec.labels), labels, out)
         f1 = per_class_f1(report)
         share = layer_maps.layer_map(path).share()["share"] if layer_maps is not None else None
@@ -105,6 +115,7 @@ def main(argv=None) -> None:
                 "accuracy_drop_points": round(100 * (ref_report["accuracy"] - report["accuracy"]), 3),
                 "per_class_f1_drop_points": {k: round(100 * (ref_f1[k] - f1[k]), 2) for k in f1},
                 "conv_int8_share": None if share is None else round(share, 4),
+                "max_abs_logit_change_p50_p99": [round(float(v), 4) for v in np.quantile(moved, [0.5, 0.99])],
                 "runtime": check.runtime_info(path)}
 
     int8_rows = _load(args.out / "int8.json", "rows")
@@ -117,7 +128,7 @@ def main(argv=None) -> None:
         try:
             path = make()
         except Exception as exc:  # a row that fails is reported as such, the others still run
-            int8_rows.append({"backend": backend, "method": method, "failed": f"{type(exc).__name__}: {exc}"[:300]})
+            int8_rows.append({"backend": backend, "method": method, "failed": f"{type(exc).__name__}: {exc}"[:1000]})
             print(f"{backend} {method}: failed: {exc}", flush=True)
             return
         entry = {"backend": backend, "method": method, **measure(path, layer_maps_for(path)),
@@ -130,14 +141,18 @@ def main(argv=None) -> None:
 
     qdq_maps = create("ort", fp32, calib, spec, QuantOptions())
     if "int8" not in skip:
-        for method in [m for m in args.methods.split(",") if m]:
-            def make(method=method):
-                out = args.work / f"tensorrt-{method}"
-                if not (out / "export.json").exists():
-                    export(args.model, ExportConfig.build("tensorrt", "int8", exporter="legacy", calib_method=method),
-                           out, data=splits, calib=calib)
-                return out / "model.int8.qdq.onnx"
-            row("TensorRT Q/DQ (NVIDIA placement)", method, make, lambda p: qdq_maps)
+        placements = {"nvidia": "NVIDIA placement", "weighted": "weighted layers only, additions in float",
+                      "all": "every op ONNX Runtime quantizes"}
+        for placement in [p for p in args.placements.split(",") if p]:
+            for method in [m for m in args.methods.split(",") if m]:
+                def make(method=method, placement=placement):
+                    out = args.work / ("tensorrt-" + ("" if placement == "nvidia" else placement + "-") + method)
+                    if not (out / "export.json").exists():
+                        export(args.model, ExportConfig.build("tensorrt", "int8", exporter="legacy",
+                                                              calib_method=method, placement=placement),
+                               out, data=splits, calib=calib)
+                    return out / "model.int8.qdq.onnx"
+                row(f"TensorRT Q/DQ ({placements.get(placement, placement)})", method, make, lambda p: qdq_maps)
 
         def int8_export(target: str, folder: str):
             """The INT8 export of ``target`` in ``--work`` (made once, reused by a resumed run): its model."""
@@ -163,8 +178,14 @@ def main(argv=None) -> None:
             return out / json.loads((out / "export.json").read_text())["model"]
         row("TensorRT Q/DQ, accuracy-bounded search", "--max-drop 0.003 --min-agreement 0.995 (val split)", gated,
             lambda p: qdq_maps)
-    if args.qat is not None:
-        row("TensorRT Q/DQ, QAT (edgefer qat)", "qat", lambda: args.qat / "model_qdq.onnx", lambda p: qdq_maps)
+    for qat in args.qat:
+        config = json.loads((qat / "qat.json").read_text())["config"]
+        method = (f"qat: {config['epochs']} epoch(s) on {config.get('limit_train') or 'all'} faces, residual additions "
+                  f"{'quantized' if config['residual'] else 'in float'}")
+        row("TensorRT Q/DQ, QAT (edgefer qat)", method, lambda q=qat: q / "model_qdq.onnx", lambda p: qdq_maps)
+        if (qat / "model.int8.xml").is_file():
+            row("OpenVINO INT8 from the QAT run", method, lambda q=qat: q / "model.int8.xml",
+                lambda p: create("nncf", fp32, calib, spec, QuantOptions()))
 
     calib_rows = _load(args.out / "calibration.json", "rows")
     if "calibration" not in skip:
@@ -201,6 +222,7 @@ def main(argv=None) -> None:
                          "labels": ref_report["labels"], "n": ref_report["n"], "evaluated_by": "FP32 ONNX, "
                          "edgefer.runtime (ONNX Runtime CPU)"} if args.split == "private_test" else None,
         "int8": [{k: r.get(k) for k in ("backend", "method", "agreement", "macro_f1_drop_points", "conv_int8_share",
+                                         "max_abs_logit_change_p50_p99",
                                          "runtime", "failed")} for r in int8_rows],
         "study_command": command,
     }
@@ -220,18 +242,26 @@ def markdown(summary: dict, int8_rows: list, calib_rows: list, ref: dict, comman
              "Confusion matrix (rows: true class, columns: predicted):", "",
              "| true \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     lines += [f"| {n} | " + " | ".join(str(v) for v in row) + " |" for n, row in zip(names, ref["confusion_matrix"])]
+    if "top2_margin_quantiles" in ref:
+        margin = ref["top2_margin_quantiles"]
+        lines += ["", "FP32 top-1 minus top-2 logit on these faces: " + ", ".join(
+            f"{100 * share:g} % of faces under {value:.4f}" for share, value in margin.items()) + " (a face's top-1 "
+            "class flips when INT8 moves its two top logits apart by more than that)."]
     lines += ["", "| backend | method | top-1 agreement | accuracy | macro-F1 | macro-F1 drop (points) | worst class "
-              "F1 drop (points) | conv MACs in INT8 | float layers ran in |", "|---|---|---|---|---|---|---|---|---|"]
+              "F1 drop (points) | conv MACs in INT8 | max \\|Δlogit\\| per face, p50 / p99 | float layers ran in |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in int8_rows:
         if "failed" in r:
-            lines.append(f"| {r['backend']} | {r['method']} | failed: {r['failed'][:80]} | | | | | | |")
+            reason = r["failed"].split("; every attempt")[0].replace("|", "/")  # the search names its best attempt
+            lines.append(f"| {r['backend']} | {r['method']} | failed: {reason} | | | | | | | |")
             continue
         worst = max(r["per_class_f1_drop_points"].items(), key=lambda kv: kv[1])
         runtime = r.get("runtime") or {}
         ran = runtime.get("executed_precision") or runtime.get("inference_precision_hint") or "f32"
+        moved = " / ".join(f"{v:.3f}" for v in r.get("max_abs_logit_change_p50_p99") or ())
         lines.append(f"| {r['backend']} | {r['method']} | {100 * r['agreement']:.2f} % | {100 * r['accuracy']:.2f} % | "
                      f"{r['macro_f1']:.4f} | {r['macro_f1_drop_points']:+.2f} | {worst[0]} {worst[1]:+.2f} | "
-                     f"{100 * (r['conv_int8_share'] or 0):.1f} % | {runtime.get('runtime', '?')} {ran} |")
+                     f"{100 * (r['conv_int8_share'] or 0):.1f} % | {moved} | {runtime.get('runtime', '?')} {ran} |")
     if calib_rows:
         lines += ["", "| calibration draw | images | disgust / fear drawn | top-1 agreement | macro-F1 drop (points) | "
                   "disgust F1 drop | fear F1 drop |", "|---|---|---|---|---|---|---|"]
@@ -247,7 +277,8 @@ def _header(args, test, ref_report) -> dict:
     return {"data": f"FER2013 (real faces): {args.data.name}, split {args.split} ({len(test)} faces)",
             "synthetic": False, "model": str(args.model),
             "fp32": {"accuracy": round(ref_report["accuracy"], 5), "macro_f1": round(ref_report["macro_f1"], 5),
-                     "per_class_f1": per_class_f1(ref_report)}}
+                     "per_class_f1": per_class_f1(ref_report),
+                     "top2_margin_quantiles": {str(k): v for k, v in ref_report["top2_margin_quantiles"].items()}}}
 
 
 def _load(path: Path, key: str) -> list:

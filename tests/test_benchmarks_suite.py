@@ -91,3 +91,36 @@ def test_results_record_the_command_and_the_machine(tmp_path, monkeypatch):
     assert written["machine"] and written["versions"]["python"] and "created_utc" in written
     with pytest.raises(TypeError):
         common.parser(None, nonsense=1)
+
+
+
+def test_int8_error_sources_puts_each_group_back_in_float(fer_csv, tmp_path, monkeypatch):
+    """benchmarks/int8_error_sources.py on a tiny Q/DQ graph: 'weights only' removes every activation Q/DQ, each
+    group has its 'in float' and 'only' rows, every agreement is a fraction, and the result names its data."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    monkeypatch.syspath_prepend(str(BENCH))
+    import int8_error_sources
+
+    from edgefer.export import ExportConfig, export
+    from edgefer.export.onnx import save_onnx, torch_to_onnx
+    from edgefer.models import create_model, spec_for
+
+    model = create_model("test_efficientnet").eval()
+    spec = spec_for(model, 16)
+    proto, _ = torch_to_onnx(model, spec, "legacy")
+    save_onnx(proto, tmp_path / "model.onnx", spec)
+    export(tmp_path / "model.onnx", ExportConfig.build("tensorrt", "int8", calib_size=32, calib_floor=1),
+           tmp_path / "trt", data=fer_csv)
+    out = tmp_path / "sources.json"
+    int8_error_sources.main(["--fp32", str(tmp_path / "model.onnx"), "--qdq", str(tmp_path / "trt/model.int8.qdq.onnx"),
+                             "--data", str(fer_csv), "--split", "private_test", "--limit", "20",
+                             "--work", str(tmp_path / "work"), "--out", str(out)])
+    result = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in result["rows"]}
+    groups = result["reads_per_group"]
+    assert result["faces"] == 20 and result["synthetic"] is True and "other convolutions" in groups
+    assert set(rows) == {"all (the graph as given)", "weights only (every activation in float)",
+                         *(f"{g} in float" for g in groups), *(f"only {g}" for g in groups)}
+    assert all(0.0 <= r["agreement"] <= 1.0 and r["mean_abs_logit_change"] >= 0 for r in rows.values())
+    assert result["command"].startswith("python benchmarks/int8_error_sources.py --fp32")
