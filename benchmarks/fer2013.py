@@ -130,12 +130,12 @@ def main(argv=None) -> None:
         except Exception as exc:  # a row that fails is reported as such, the others still run
             int8_rows.append({"backend": backend, "method": method, "failed": f"{type(exc).__name__}: {exc}"[:1000]})
             print(f"{backend} {method}: failed: {exc}", flush=True)
-            return
-        entry = {"backend": backend, "method": method, **measure(path, layer_maps_for(path)),
-                 "seconds": round(time.perf_counter() - started, 1)}
-        int8_rows.append(entry)
-        print(f"{backend} {method}: agreement {100 * entry['agreement']:.2f} %, macro-F1 drop "
-              f"{entry['macro_f1_drop_points']:+.2f} pts, conv INT8 {entry['conv_int8_share']}", flush=True)
+        else:
+            entry = {"backend": backend, "method": method, **measure(path, layer_maps_for(path)),
+                     "seconds": round(time.perf_counter() - started, 1)}
+            int8_rows.append(entry)
+            print(f"{backend} {method}: agreement {100 * entry['agreement']:.2f} %, macro-F1 drop "
+                  f"{entry['macro_f1_drop_points']:+.2f} pts, conv INT8 {entry['conv_int8_share']}", flush=True)
         _save(args.out / "int8.json", {"command": command, "machine": machine, "rows": int8_rows,
                                        **_header(args, test, ref_report)})
 
@@ -250,7 +250,7 @@ def markdown(summary: dict, int8_rows: list, calib_rows: list, ref: dict, comman
     lines += ["", "| backend | method | top-1 agreement | accuracy | macro-F1 | macro-F1 drop (points) | worst class "
               "F1 drop (points) | conv MACs in INT8 | max \\|Δlogit\\| per face, p50 / p99 | float layers ran in |",
               "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in int8_rows:
+    for r in sorted(int8_rows, key=lambda r: "failed" in r):  # a failed row (the search) after the measured ones
         if "failed" in r:
             reason = r["failed"].split("; every attempt")[0].replace("|", "/")  # the search names its best attempt
             lines.append(f"| {r['backend']} | {r['method']} | failed: {reason} | | | | | | | |")
