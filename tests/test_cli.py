@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgefer.cli import main
+from tests.signals import default_sigint
 
 
 def run(*args):
@@ -109,7 +110,8 @@ def test_sigint_to_a_running_command_is_one_line_and_exit_130(tmp_path):
             "edgefer.data.synthesize = slow\n"
             "from edgefer.cli import main\n"
             f"main(['data', 'synth', '--out', {str(tmp_path / 'x.csv')!r}, '--n', '5'])\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     try:
         assert proc.stdout.readline() == "working\n"
         proc.send_signal(signal.SIGINT)

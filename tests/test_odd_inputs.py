@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tests.signals import default_sigint
+
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
@@ -132,7 +134,7 @@ def test_ctrl_c_during_export_is_one_line_130_and_keeps_the_old_set(exist_ok, mo
     env = dict(os.environ, EDGEFER_TEST_PAUSE_AT="before-publish")  # the new set is staged, not yet published
     proc = subprocess.Popen([*EDGEFER, "export", "--model", str(model), "--target", "onnx", "--out", str(out), "-q",
                              *(["--exist-ok"] if exist_ok else [])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_sigint)
     try:
         assert proc.stderr.readline() == "edgefer-test: paused at before-publish\n"
         proc.send_signal(signal.SIGINT)
