@@ -57,14 +57,15 @@ def group_of(node) -> str:
 
 def activation_reads(graph) -> list[tuple[str, str, str]]:
     """(float source, DQ output, reading node name) for every read of a quantized activation."""
+    from edgefer.export.qdq import quantizer_of
+
     producer = {o: n for n in graph.node for o in n.output}
     constants = {t.name for t in graph.initializer}
     reads = []
     for node in graph.node:
         for name in node.input:
-            dq = producer.get(name)
-            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in constants:
+            q = quantizer_of(producer, name)
+            if q is not None and q.input[0] not in constants:
                 reads.append((q.input[0], name, node.name))
     return reads
 

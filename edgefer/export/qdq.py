@@ -118,7 +118,7 @@ def quantize_qdq(
         prepared_proto = onnx.load(str(prepared))
         excluded = resolve_nodes(prepared_proto, keep_fp)
         op_types = {"nvidia": NVIDIA_OP_TYPES, "weighted": WEIGHTED_OP_TYPES}.get(placement)
-        nodes = _nvidia_nodes(prepared_proto, excluded, residual=placement == "nvidia") if op_types else None
+        nodes = _qdq_nodes(prepared_proto, excluded, residual=placement == "nvidia") if op_types else None
         ranges = _ranges(onnx_path, prepared, prepared_proto, op_types, calib, spec, batch_size, method,
                          everything=trt_cache is not None)
         del prepared_proto
@@ -186,8 +186,8 @@ def _constant_tensors(graph) -> set[str]:
     return constant
 
 
-def _nvidia_nodes(proto, excluded, residual: bool = True) -> list[str]:
-    """Nodes that get Q/DQ inputs under NVIDIA's placement: weighted layers and (``residual``) residual additions
+def _qdq_nodes(proto, excluded, residual: bool = True) -> list[str]:
+    """Nodes that get Q/DQ inputs: weighted layers and, with ``residual`` (NVIDIA's placement), residual additions
     (an Add whose two inputs are both computed, not constants)."""
     constants = _constant_tensors(proto.graph)
     names = []
@@ -209,7 +209,7 @@ def _unquantize_conv_branch_of_residual_adds(graph) -> int:
         if node.op_type != "Add":
             continue
         for i, name in enumerate(node.input):
-            q = _quantizer_of(producer, name)
+            q = quantizer_of(producer, name)
             src = producer.get(q.input[0]) if q is not None else None
             if src is not None and src.op_type in WEIGHTED_OP_TYPES:
                 node.input[i] = q.input[0]
@@ -229,7 +229,7 @@ def _float_inputs_of_unweighted_ops(graph) -> int:
         if node.op_type in WEIGHTED_OP_TYPES or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
         for i, name in enumerate(node.input):
-            q = _quantizer_of(producer, name)
+            q = quantizer_of(producer, name)
             if q is not None:
                 node.input[i] = q.input[0]
                 moved += 1
@@ -237,8 +237,9 @@ def _float_inputs_of_unweighted_ops(graph) -> int:
     return moved
 
 
-def _quantizer_of(producer: dict, name: str):
-    """The QuantizeLinear behind tensor ``name`` when it is the output of a Q -> DQ pair, else None."""
+def quantizer_of(producer: dict, name: str):
+    """The QuantizeLinear behind tensor ``name`` when it is the output of a Q -> DQ pair, else None
+    (``producer``: output name -> node, of the same graph)."""
     dq = producer.get(name)
     q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
     return q if q is not None and q.op_type == "QuantizeLinear" else None
